@@ -1,0 +1,186 @@
+"""The one place that checks and converts user input.
+
+Every public entry point of streamlev calls these helpers, so a given mistake
+gets the same message everywhere.  Messages say what was expected, what was
+received, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_keys",
+    "as_block",
+    "check_eps",
+    "check_ridge",
+    "check_p",
+    "check_dim",
+    "check_positive_int",
+    "first_nonfinite_row",
+]
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def first_nonfinite_row(X: np.ndarray) -> int:
+    """Index of the first row of a 2-D array holding NaN or +-inf, or -1."""
+    if X.size == 0:
+        return -1
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return -1
+    return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0])
+
+
+def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype == np.float32 or arr.dtype == np.float64:
+            return arr
+        # float16 and extended precision: compute in float64.
+        return arr.astype(np.float64)
+    if kind in "iub":
+        return arr.astype(np.float64)
+    if kind == "c":
+        raise TypeError(
+            f"{name} must be real, got complex dtype {arr.dtype}; "
+            f"pass {name}.real (or stack real and imaginary parts as extra columns)"
+        )
+    raise TypeError(
+        f"{name} must hold real numbers, got dtype {arr.dtype}; "
+        f"convert it first, e.g. np.asarray({name}, dtype=np.float64)"
+    )
+
+
+def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
+            check_finite: bool = True) -> np.ndarray:
+    """Check and convert a key matrix (or a stack of them).
+
+    Parameters
+    ----------
+    K : array_like
+        Keys, ``ndim`` dimensions, rows along axis ``-2`` and features along ``-1``.
+    name : str
+        Name used in error messages.
+    ndim : int
+        Required number of dimensions (2 for ``(n, d)``; 3 for ``(H, n, d)``).
+    dim : int, optional
+        Required size of the last axis.
+    check_finite : bool
+        Refuse NaN and +-inf (naming the first bad row).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 input stays float32; float64 stays float64; integers, bools
+        and other float widths become float64.  The array may be a view of
+        the input (never written to) and may be non-contiguous.
+    """
+    if isinstance(K, (str, bytes)):
+        raise TypeError(f"{name} must be a numeric array, got a {type(K).__name__}; "
+                        f"load the data first (e.g. np.load(path))")
+    try:
+        arr = np.asarray(K)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to an array ({exc}); "
+                         f"pass a rectangular numeric array") from None
+    if arr.dtype == object:
+        raise TypeError(
+            f"{name} has dtype object (ragged rows or mixed types?); "
+            f"pass a rectangular numeric array, e.g. np.asarray({name}, dtype=np.float64)"
+        )
+    if arr.ndim != ndim:
+        shape_hint = "(n, d)" if ndim == 2 else "(H, n, d)" if ndim == 3 else f"{ndim}-D"
+        extra = ""
+        if ndim == 2 and arr.ndim == 1:
+            extra = f"; for a single key use {name}.reshape(1, -1), for n scalars {name}.reshape(-1, 1)"
+        raise ValueError(f"{name} must be a {ndim}-D array of shape {shape_hint}, "
+                         f"got {arr.ndim}-D with shape {arr.shape}{extra}")
+    arr = _convert_dtype(arr, name)
+    d = arr.shape[-1]
+    if dim is None and d == 0:
+        raise ValueError(f"{name} has d = 0 columns (shape {arr.shape}); keys need at least one feature")
+    if dim is not None and d != dim:
+        raise ValueError(f"number of features of {name} has changed: expected {dim}, got {d} "
+                         f"(shape {arr.shape}); every block of a stream must have the same dimension")
+    if check_finite:
+        if arr.ndim == 2:
+            bad = first_nonfinite_row(arr)
+            if bad >= 0:
+                raise ValueError(f"{name} contains NaN or infinity in row {bad}; "
+                                 f"remove or impute non-finite values before computing leverage")
+        else:
+            flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]) if arr.size else arr
+            if arr.size and not np.isfinite(arr).all():
+                for h in range(flat.shape[0]):
+                    bad = first_nonfinite_row(flat[h])
+                    if bad >= 0:
+                        idx = np.unravel_index(h, arr.shape[:-2])
+                        raise ValueError(f"{name} contains NaN or infinity in stream {tuple(int(i) for i in idx)}, "
+                                         f"row {bad}; remove or impute non-finite values first")
+    return arr
+
+
+def as_block(X, dim: int, *, name: str = "X") -> np.ndarray:
+    """A block of a stream: ``(m, dim)`` or a single row ``(dim,)`` -> 2-D array."""
+    if isinstance(X, (str, bytes)):
+        raise TypeError(f"{name} must be a numeric array, got a {type(X).__name__}")
+    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    return as_keys(arr, name=name, dim=dim)
+
+
+def check_eps(eps) -> float:
+    """Check that eps is a real number in (0, 1]."""
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number in (0, 1], got {type(eps).__name__}")
+    e = float(eps)
+    if not (0.0 < e <= 1.0) or math.isnan(e):
+        raise ValueError(f"eps must lie in (0, 1], got {eps!r}; it is the attention threshold, "
+                         f"e.g. eps=0.01 keeps every key that can receive 1% of some query's attention")
+    return e
+
+
+def check_ridge(ridge) -> float:
+    """Check that ridge is a finite real number >= 0."""
+    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, numbers.Real):
+        raise TypeError(f"ridge must be a real number >= 0, got {type(ridge).__name__}")
+    r = float(ridge)
+    if not (r >= 0.0) or not math.isfinite(r):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}; "
+                         f"use ridge=0.0 for plain (pseudo-inverse) leverage scores")
+    return r
+
+
+def check_p(p) -> float:
+    """Check that p is a finite real number > 0."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a real number > 0, got {type(p).__name__}")
+    v = float(p)
+    if not (v > 0.0) or not math.isfinite(v):
+        raise ValueError(f"p must be a finite number > 0 (f(x) = |x|^p), got {p!r}")
+    return v
+
+
+def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """Check an integer parameter such as a dimension or a block size."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v}")
+    return v
+
+
+def check_dim(dim) -> int:
+    """Check a key dimension d >= 1."""
+    return check_positive_int(dim, "dim")

@@ -1,0 +1,43 @@
+"""Hypothesis strategies for key matrices, including the adversarial kinds real keys have."""
+
+import numpy as np
+from hypothesis import strategies as st
+
+KINDS = ("gaussian", "rank_deficient", "duplicates", "zero_rows", "outlier_rows",
+         "outlier_channels", "vandermonde", "heavy_first", "heavy_last")
+
+
+@st.composite
+def key_matrices(draw, *, min_n=1, max_n=80, min_d=1, max_d=8, kinds=KINDS, float32=True):
+    """Draw an (n, d) key matrix of one of several structured kinds (seeded numpy generation)."""
+    kind = draw(st.sampled_from(kinds))
+    d = draw(st.integers(min_d, max_d))
+    n = draw(st.integers(max(min_n, 1), max_n))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    if kind == "rank_deficient" and d > 1:
+        r = draw(st.integers(1, d - 1))
+        K = rng.standard_normal((n, r)) @ rng.standard_normal((r, d))
+    elif kind == "duplicates":
+        idx = rng.integers(0, max(1, n // 2), size=n)
+        K = K[idx]
+    elif kind == "zero_rows":
+        K[rng.random(n) < 0.4] = 0.0
+    elif kind == "outlier_rows":
+        K[rng.random(n) < 0.1] *= 10.0 ** draw(st.integers(2, 6))
+    elif kind == "outlier_channels":
+        K *= 10.0 ** rng.uniform(-6, 6, size=d)
+    elif kind == "vandermonde":
+        t = np.sort(rng.uniform(0, 1, size=n))
+        K = np.vander(t, d)
+    elif kind == "heavy_first":
+        K[: min(n, d)] *= 1e3
+    elif kind == "heavy_last":
+        K[-min(n, d):] *= 1e3
+    if float32 and draw(st.booleans()) and kind not in ("vandermonde",):
+        K = K.astype(np.float32)
+    return K
+
+
+eps_values = st.sampled_from([1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 1e-3])
