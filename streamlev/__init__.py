@@ -4,11 +4,15 @@ The public API is listed in ``__all__``; everything else is private.
 """
 
 from .exact import leverage_scores, universal_set
+from .online import OnlineLeverage
+from .twopass import two_pass_universal_set
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "OnlineLeverage",
     "leverage_scores",
+    "two_pass_universal_set",
     "universal_set",
 ]

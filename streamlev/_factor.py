@@ -2,7 +2,7 @@
 
 A :class:`Factor` holds an upper-triangular ``R`` (d x d, float64) with
 
-    RᵀR = λ·I + Σ_rows k kᵀ ,
+    RᵀR = Σ_rows k kᵀ      (the ridge λ·I is added when scoring: QR of [R; √λ·I]),
 
 kept by Householder QR of ``[R; B]`` for each new block ``B`` (TSQR).  Scores of
 rows ``b`` are ``‖b R⁻¹‖²`` (a triangular solve) or, when ``λ = 0`` and ``R`` is
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas, lapack
 
-__all__ = ["Factor", "qr_r", "row_scores_tri", "merge_r", "THRESHOLD_RTOL", "at_least"]
+__all__ = ["Factor", "blas_threads", "qr_r", "row_scores_tri", "merge_r", "THRESHOLD_RTOL", "at_least"]
 
 _EPS64 = np.finfo(np.float64).eps
 
@@ -38,14 +38,35 @@ def at_least(scores: np.ndarray, eps: float) -> np.ndarray:
     return scores >= eps * (1.0 - THRESHOLD_RTOL)
 
 
+_CONTROLLER = None
+
+
+def blas_threads(n: int):
+    """Context manager limiting BLAS/LAPACK to ``n`` threads (threadpoolctl, ~2 µs).
+
+    DESIGN.md §2: small factorisations (QR/SVD of matrices a few hundred rows
+    or columns wide) ran 10-300x slower with OpenBLAS's 2 threads than with 1
+    on a 2-core machine; measured again here, a (320 x 64) dgeqrf took 3.7 ms
+    single-threaded and 890 ms with 2 threads under load.
+    """
+    global _CONTROLLER  # noqa: PLW0603 - one lazily created controller per process
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n, user_api="blas")
+
+
 def qr_r(A: np.ndarray) -> np.ndarray:
     """R factor (min(m, d) x d, upper triangular, C-contiguous) of a Householder QR of A.
 
-    ``A`` is overwritten when it is a Fortran-ordered float64 array.
+    ``A`` is overwritten when it is a Fortran-ordered float64 array.  Runs
+    LAPACK single-threaded (see :func:`blas_threads`).
     """
     A = np.asarray(A, dtype=np.float64, order="F")
     m, d = A.shape
-    qr, _tau, _work, info = lapack.dgeqrf(A, overwrite_a=1)
+    with blas_threads(1):
+        qr, _tau, _work, info = lapack.dgeqrf(A, overwrite_a=1)
     if info != 0:  # pragma: no cover - LAPACK argument error
         raise RuntimeError(f"LAPACK dgeqrf failed with info={info}")
     k = min(m, d)
@@ -91,15 +112,17 @@ class Factor:
     dim : int
         Key dimension d.
     ridge : float
-        λ >= 0.  With λ > 0 the factor starts as ``√λ·I`` and is always
-        nonsingular.
+        λ >= 0.  ``R`` summarises the data rows only; with λ > 0 scoring uses
+        the factor of ``[R; √λ·I]``, computed once per state.
     """
 
     def __init__(self, dim: int, ridge: float = 0.0):
         self.dim = int(dim)
         self.ridge = float(ridge)
         self.n = 0
-        self.R = np.sqrt(self.ridge) * np.eye(self.dim) if self.ridge > 0 else np.zeros((self.dim, self.dim))
+        # Factor of the data rows only (the ridge part is added when scoring, so that
+        # two factors merge without counting λ twice).
+        self.R = np.zeros((self.dim, self.dim))
         self._scorer = None
 
     # -- updates -----------------------------------------------------------------------------
@@ -117,15 +140,21 @@ class Factor:
         self._scorer = None
 
     def merge(self, other: "Factor") -> None:
-        """Absorb another factor's rows (its ridge part must be excluded by the caller)."""
+        """Absorb the rows summarised by another factor of the same dimension."""
         self.R = merge_r(self.R, other.R)
         self.n += other.n
         self._scorer = None
 
     def set_state(self, R: np.ndarray, n: int) -> None:
+        """Replace the factor (used by deserialisation)."""
         self.R = np.ascontiguousarray(R, dtype=np.float64)
         self.n = int(n)
         self._scorer = None
+
+    def logdet_ridge(self) -> float:
+        """ln det(I + RᵀR/λ), from the ridge factor (λ > 0 only)."""
+        Rl = self._get_scorer()[1]
+        return float(2.0 * np.sum(np.log(np.abs(np.diag(Rl)))) - self.dim * np.log(self.ridge))
 
     # -- scoring -----------------------------------------------------------------------------
     def rank_info(self):
@@ -139,7 +168,10 @@ class Factor:
         R = self.R
         d = self.dim
         if self.ridge > 0:
-            self._scorer = ("tri", R, None, d, None)
+            A = np.empty((2 * d, d), dtype=np.float64, order="F")
+            A[:d] = R
+            A[d:] = np.sqrt(self.ridge) * np.eye(d)
+            self._scorer = ("tri", qr_r(A), None, d, None)
             return self._scorer
         colnorm = np.sqrt(np.einsum("ij,ij->j", R, R))
         nz = colnorm > 0
@@ -148,17 +180,26 @@ class Factor:
             return self._scorer
         scale = np.where(nz, colnorm, 1.0)
         Rs = R[:, nz] / scale[nz]
-        S = np.linalg.svd(Rs, compute_uv=False)
+        with blas_threads(1):
+            S = np.linalg.svd(Rs, compute_uv=False)
         tol = S[0] * max(self.n, d) * _EPS64
         rank = int(np.count_nonzero(S > tol))
         if rank == d:
             self._scorer = ("tri", R, None, rank, S)
         else:
-            _U, S2, Vt = np.linalg.svd(Rs, full_matrices=False)
+            with blas_threads(1):
+                _U, S2, Vt = np.linalg.svd(Rs, full_matrices=False)
             W = np.zeros((d, rank))
             W[nz] = (Vt[:rank].T / S2[:rank]) / scale[nz][:, None]
             self._scorer = ("dense", None, W, rank, S)
         return self._scorer
+
+    def scoring_factor(self) -> np.ndarray:
+        """The triangular factor scores are computed with (that of ``[R; √λI]`` when λ > 0)."""
+        s = self._get_scorer()
+        if s[0] != "tri":
+            raise ValueError("the factor is rank-deficient; no triangular scoring factor")
+        return s[1]
 
     @property
     def rank(self) -> int:

@@ -92,3 +92,25 @@ def assert_set_matches(U, tau, eps, rtol=1e-8):
     extra = np.setdiff1d(U, may)
     assert missing.size == 0, f"keys {missing[:10]} with scores {tau[missing[:10]]} >= eps={eps} are missing"
     assert extra.size == 0, f"keys {extra[:10]} with scores {tau[extra[:10]]} < eps={eps} were kept"
+
+
+def online_ridge_u(K, lam):
+    """u_i = k_iᵀ(λI + Σ_{j<i} k_j k_jᵀ)⁻¹k_i, one row at a time, via the SVD of [K_<i; √λ·I].
+
+    The augmented SVD avoids forming λI + KᵀK (whose solve loses accuracy when
+    rows are large); it is O(n·(n+d)·d²) and meant for small test matrices.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    n, d = K.shape
+    u = np.empty(n)
+    for i in range(n):
+        A = np.vstack([K[:i], np.sqrt(lam) * np.eye(d)])
+        _, S, Vt = np.linalg.svd(A, full_matrices=False)
+        u[i] = np.sum((Vt @ K[i] / S) ** 2)
+    return u
+
+
+def ridge_logdet(K, lam):
+    """ln det(I + KᵀK/λ) from the singular values of K."""
+    S = np.linalg.svd(np.asarray(K, dtype=np.float64), compute_uv=False)
+    return float(np.sum(np.log1p(S**2 / lam)))

@@ -1,0 +1,488 @@
+"""One-pass exact universal set: :class:`OnlineLeverage`.
+
+Why one pass is exact (DESIGN.md §1.6).  For a fixed row j, its (ridge)
+leverage score with respect to a prefix of the stream never increases as more
+rows arrive.  So
+
+* a row whose score with respect to the rows seen so far (its own block
+  included) is below eps can never be in the final set: it is dropped;
+* a candidate whose score drops below eps can never come back: it is evicted;
+* every row of the final set is admitted when it arrives and never evicted.
+
+At any moment the candidates, re-scored against the current factor, are
+exactly the universal set of all rows seen so far.  Memory: the d x d factor,
+the candidates — at most rank/eps right after each eviction, and re-scoring
+(an eviction) runs whenever their number doubles — and one block.  Nothing is
+O(n).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import serialize
+from ._factor import Factor, at_least, qr_r
+from ._validate import as_block, check_dim, check_eps, check_positive_int, check_ridge
+
+__all__ = ["OnlineLeverage"]
+
+#: Do not re-score candidates before there are this many (amortises tiny blocks).
+_MIN_RESCORE = 256
+#: Rows per sub-block when computing sequential online scores (an s x s QR each).
+_ONLINE_SUB = 64
+
+
+class _IdRanges:
+    """Half-open id intervals seen so far, coalesced; ``None`` once too fragmented to track."""
+
+    MAX = 4096
+
+    def __init__(self, arr=None):
+        self.iv = np.zeros((0, 2), dtype=np.int64) if arr is None else np.asarray(arr, dtype=np.int64)
+        self.tracked = True
+
+    @staticmethod
+    def from_ids(ids: np.ndarray) -> np.ndarray:
+        s = np.sort(ids)
+        if s.size == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        brk = np.flatnonzero(np.diff(s) != 1) + 1
+        lo = s[np.concatenate([[0], brk])]
+        hi = s[np.concatenate([brk - 1, [s.size - 1]])] + 1
+        return np.stack([lo, hi], axis=1)
+
+    @staticmethod
+    def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+        if a.size == 0 or b.size == 0:
+            return False
+        # Interval lists are sorted and disjoint: check each b interval against a.
+        idx = np.searchsorted(a[:, 0], b[:, 1], side="left")  # a intervals starting before b's end
+        prev = np.maximum(idx - 1, 0)
+        hit = (idx > 0) & (a[prev, 1] > b[:, 0])
+        return bool(hit.any())
+
+    @staticmethod
+    def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        iv = np.concatenate([a, b]) if a.size else b
+        if iv.shape[0] <= 1:
+            return iv.copy()
+        iv = iv[np.argsort(iv[:, 0], kind="stable")]
+        lo, hi = iv[:, 0], np.maximum.accumulate(iv[:, 1])
+        start = np.concatenate([[True], lo[1:] > hi[:-1]])
+        grp = np.cumsum(start) - 1
+        out = np.empty((int(grp[-1]) + 1, 2), dtype=np.int64)
+        out[:, 0] = lo[start]
+        last = np.concatenate([np.flatnonzero(start)[1:] - 1, [lo.size - 1]])
+        out[:, 1] = hi[last]  # hi is a running maximum, so a group's end is at its last member
+        return out
+
+
+class OnlineLeverage:
+    """One-pass, exact ε-universal set of a stream of keys (ridge or pseudo-inverse leverage).
+
+    Parameters
+    ----------
+    dim : int
+        Key dimension d.
+    eps : float in (0, 1]
+        Attention threshold: the set is ``{i : τ_i >= eps}`` over all rows seen.
+    ridge : float, default 0.0
+        λ >= 0.  ``ridge > 0`` uses ridge leverage τ_i = k_iᵀ(KᵀK + λI)⁻¹k_i;
+        ``ridge = 0`` pseudo-inverse leverage with the rank tolerance of
+        :func:`streamlev.leverage_scores`.
+    start : int, default 0
+        Id of the first row when ids are not given.
+
+    Attributes
+    ----------
+    n_seen : int
+        Rows fed so far.
+    n_candidates : int
+        Candidate keys currently stored (>= the size of the universal set).
+    nbytes : int
+        Bytes held by the factor and the candidates.
+
+    Notes
+    -----
+    Guarantee: :meth:`universal_set` returns exactly ``{i : τ_i >= eps}`` for
+    the rows seen so far — identical to :func:`streamlev.universal_set` on the
+    concatenated rows — whatever the block sizes, for every partition of the
+    rows into merged sketches, and in any merge order (up to keys whose score
+    lies within rounding, ~1e-10 relative, of eps).  The factor is updated by
+    Householder QR of ``[R; block]`` (TSQR), so scores are QR-grade accurate
+    and invariant to column scaling.
+
+    Examples
+    --------
+    >>> import numpy as np, streamlev
+    >>> sk = streamlev.OnlineLeverage(8, eps=0.05)
+    >>> for block in np.array_split(np.random.default_rng(0).standard_normal((1000, 8)), 7):
+    ...     _ = sk.update(block)
+    >>> sk.universal_set().dtype
+    dtype('int64')
+    """
+
+    _FAMILY = "OnlineLeverage"
+
+    def __init__(self, dim, eps, *, ridge=0.0, start=0):
+        self.dim = check_dim(dim)
+        self.eps = check_eps(eps)
+        self.ridge = check_ridge(ridge)
+        if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral):
+            raise TypeError(f"start must be an integer id, got {type(start).__name__}")
+        self.start = int(start)
+        self._next_id = self.start
+        self._factor = Factor(self.dim, self.ridge)
+        self._dtype = None  # storage dtype of candidate keys, fixed by the first block
+        self._keys = np.zeros((0, self.dim))
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._count = 0
+        self._clean = 0  # candidate count right after the last eviction
+        self._ranges = _IdRanges()
+        self.last_online_scores_ = None
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def n_seen(self) -> int:
+        """Number of rows fed so far (merged sketches included)."""
+        return self._factor.n
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of candidate keys stored."""
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of sketch state: factor, candidate keys and ids, id ranges."""
+        return int(self._factor.R.nbytes + self._keys.nbytes + self._ids.nbytes + self._ranges.iv.nbytes)
+
+    @property
+    def rank(self) -> int:
+        """Numerical rank of the rows seen (d when ridge > 0)."""
+        return self._factor.rank
+
+    def logdet(self) -> float:
+        """ln det(I + KᵀK/λ) of the rows seen (ridge > 0), from the factor.
+
+        Equals Σ_i ln(1 + u_i) over the sequential online scores u_i of every
+        row — the checksum DESIGN.md §1.7 gives.
+        """
+        if self.ridge <= 0:
+            raise ValueError("logdet needs ridge > 0; create the sketch with ridge=λ")
+        return self._factor.logdet_ridge()
+
+    def __repr__(self) -> str:
+        return (f"OnlineLeverage(dim={self.dim}, eps={self.eps:g}, ridge={self.ridge:g}, "
+                f"n_seen={self.n_seen}, n_candidates={self.n_candidates})")
+
+    # -- input checks (no mutation) --------------------------------------------------------------
+    def _check_ids(self, ids, m: int) -> np.ndarray:
+        if ids is None:
+            return np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+        arr = np.asarray(ids)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or arr.shape[0] != m:
+            raise ValueError(f"ids must be a 1-D array with one id per row ({m}), got shape {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        if m > 1 and np.unique(arr).size != m:
+            raise ValueError("ids within a block must be distinct; every row needs its own id")
+        if self._ranges.tracked and _IdRanges.overlaps(self._ranges.iv, _IdRanges.from_ids(arr)):
+            raise ValueError("some ids were already fed to this sketch; every row needs a distinct id")
+        return arr
+
+    def _prepare(self, X, ids):
+        B = as_block(X, self.dim)
+        return B, self._check_ids(ids, B.shape[0])
+
+    # -- candidate storage ------------------------------------------------------------------------
+    def _storage_dtype(self, B):
+        if self._dtype is None or (self._dtype == np.float32 and B.dtype == np.float64):
+            return B.dtype
+        return self._dtype
+
+    def _append(self, B, ids):
+        k = B.shape[0]
+        if k == 0:
+            return
+        dt = self._storage_dtype(B)
+        if dt != self._dtype:
+            self._keys = self._keys.astype(dt)
+            self._dtype = dt
+        need = self._count + k
+        if need > self._keys.shape[0]:
+            cap = max(need, 2 * self._keys.shape[0], 16)
+            keys = np.empty((cap, self.dim), dtype=self._dtype)
+            keys[: self._count] = self._keys[: self._count]
+            ids_ = np.empty(cap, dtype=np.int64)
+            ids_[: self._count] = self._ids[: self._count]
+            self._keys, self._ids = keys, ids_
+        self._keys[self._count:need] = B
+        self._ids[self._count:need] = ids
+        self._count = need
+
+    def _evict(self):
+        """Re-score candidates against the current factor; keep those still >= eps."""
+        c = self._count
+        if c:
+            keep = at_least(self._factor.scores(self._keys[:c]), self.eps)
+            kept = int(keep.sum())
+            if kept < c:
+                self._keys[:kept] = self._keys[:c][keep]
+                self._ids[:kept] = self._ids[:c][keep]
+                self._count = kept
+        self._clean = self._count
+        # Give memory back once the buffer is mostly empty.
+        if self._keys.shape[0] > max(64, 4 * self._count):
+            cap = max(16, 2 * self._count)
+            self._keys = self._keys[:cap].copy()
+            self._ids = self._ids[:cap].copy()
+
+    def _maybe_evict(self):
+        if self._count > max(2 * self._clean, _MIN_RESCORE):
+            self._evict()
+
+    # -- the stream -----------------------------------------------------------------------------
+    def update(self, X, ids=None):
+        """Feed a block of rows.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, dim) or (dim,)
+            Keys.  Validated before anything changes: a refused block leaves the
+            sketch exactly as it was.
+        ids : array_like of int, shape (m,), optional
+            Row ids; by default consecutive integers continuing from ``start``.
+
+        Returns
+        -------
+        self
+        """
+        B, ids = self._prepare(X, ids)
+        self._ingest(B, ids)
+        return self
+
+    def _ingest(self, B, ids):
+        m = B.shape[0]
+        if m == 0:
+            return
+        self._factor.absorb(B)
+        self._ranges.iv = _IdRanges.union(self._ranges.iv, _IdRanges.from_ids(ids))
+        if self._ranges.iv.shape[0] > _IdRanges.MAX:
+            self._ranges = _IdRanges()
+            self._ranges.tracked = False
+        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        keep = at_least(self._factor.scores(B), self.eps)
+        if keep.any():
+            self._append(B[keep], ids[keep])
+        self._maybe_evict()
+
+    def update_scores(self, X, ids=None) -> np.ndarray:
+        """Feed a block and return the online ridge leverage scores of its rows.
+
+        The score of row i is τ_i^on = u_i / (1 + u_i) with
+        u_i = k_iᵀ(λI + Σ_{j<i} k_j k_jᵀ)⁻¹k_i over every row fed before it —
+        exactly what feeding the rows one at a time would give.  τ_i^on is an
+        upper bound on row i's final ridge score, and Σ ln(1 + u_i) over all
+        rows equals :meth:`logdet`.  Costs an extra QR of a (d + s) x s matrix
+        per s = 64 rows.  Requires ridge > 0.  The values are also stored in
+        ``last_online_scores_``.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (m,)
+        """
+        if self.ridge <= 0:
+            raise ValueError("online ridge leverage scores need ridge > 0 "
+                             "(with λ = 0 the first rows' scores are undefined); create the sketch with ridge=λ")
+        B, ids = self._prepare(X, ids)
+        m = B.shape[0]
+        u = np.empty(m)
+        for a in range(0, m, _ONLINE_SUB):
+            b = min(m, a + _ONLINE_SUB)
+            Rl = self._factor.scoring_factor()  # factor of λI + rows so far
+            # Pivots of I + Y Yᵀ, Y = B_sub R⁻¹, from a QR of [Yᵀ; I] (no Gram matrix formed).
+            sub = B[a:b]
+            s = b - a
+            Yt = _solve_rows(sub, Rl)  # (s, d) = sub R⁻¹
+            A = np.zeros((self.dim + s, s), order="F")
+            A[: self.dim] = Yt.T
+            A[self.dim:] = np.eye(s)
+            piv = np.diag(qr_r(A)) ** 2
+            u[a:b] = piv - 1.0
+            self._ingest(sub, ids[a:b])
+        u = np.maximum(u, 0.0)
+        scores = u / (1.0 + u)
+        self.last_online_scores_ = scores
+        return scores
+
+    # -- results ----------------------------------------------------------------------------------
+    def universal_set(self) -> np.ndarray:
+        """Sorted int64 ids ``{i : τ_i >= eps}`` over every row seen so far (exact)."""
+        self._evict()
+        return np.sort(self._ids[: self._count])
+
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, leverage scores) of the current universal set, sorted by id."""
+        self._evict()
+        c = self._count
+        order = np.argsort(self._ids[:c])
+        tau = np.clip(self._factor.scores(self._keys[:c]), 0.0, 1.0)
+        return self._ids[:c][order].copy(), tau[order]
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, keys) of the current universal set, sorted by id."""
+        self._evict()
+        c = self._count
+        order = np.argsort(self._ids[:c])
+        return self._ids[:c][order].copy(), self._keys[:c][order].copy()
+
+    # -- merge ------------------------------------------------------------------------------------
+    def _check_compatible(self, other):
+        if not isinstance(other, OnlineLeverage):
+            raise TypeError(f"can only merge another OnlineLeverage, got {type(other).__name__}")
+        for name in ("dim", "eps", "ridge"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                raise ValueError(f"cannot merge sketches with different {name}: {a!r} vs {b!r}; "
+                                 f"create both with the same {name}")
+        if other is self:
+            raise ValueError("cannot merge a sketch with itself (its rows would count twice)")
+        if (self._ranges.tracked and other._ranges.tracked
+                and _IdRanges.overlaps(self._ranges.iv, other._ranges.iv)):
+            raise ValueError("cannot merge sketches whose row ids overlap; give each shard its own "
+                             "id range (start=...) or explicit ids")
+        mine = self._ids[: self._count]
+        theirs = other._ids[: other._count]
+        if np.intersect1d(mine, theirs).size:
+            raise ValueError("cannot merge sketches whose candidate ids overlap; rows must be disjoint")
+
+    def merge(self, other):
+        """Absorb another sketch of a disjoint set of rows (same dim, eps and ridge).
+
+        Exact: U(all rows) ⊆ U(shard 1) ∪ U(shard 2) because a score with respect
+        to a subset of the rows is at least the score with respect to all rows.
+        The factors merge by a QR of ``[R₁; R₂]``; the union of candidates is
+        re-scored.  ``other`` is not modified.
+
+        Returns
+        -------
+        self
+        """
+        self._check_compatible(other)
+        self._factor.merge(other._factor)
+        oc = other._count
+        if oc:
+            self._append(other._keys[:oc], other._ids[:oc])
+        if self._ranges.tracked and other._ranges.tracked:
+            self._ranges.iv = _IdRanges.union(self._ranges.iv, other._ranges.iv)
+        else:
+            self._ranges = _IdRanges()
+            self._ranges.tracked = False
+        self._next_id = max(self._next_id, other._next_id)
+        self._evict()
+        return self
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise the sketch (format documented in :mod:`streamlev.serialize`)."""
+        c = self._count
+        dt = "float32" if self._dtype == np.float32 else "float64"
+        meta = {
+            "dim": self.dim, "eps": self.eps, "ridge": self.ridge, "start": self.start,
+            "next_id": self._next_id, "n_seen": self._factor.n, "clean": self._clean,
+            "key_dtype": dt, "has_dtype": self._dtype is not None,
+            "ranges_tracked": self._ranges.tracked,
+        }
+        arrays = {
+            "R": self._factor.R,
+            "keys": np.ascontiguousarray(self._keys[:c]),
+            "ids": self._ids[:c],
+            "ranges": self._ranges.iv,
+        }
+        return serialize.pack(self._FAMILY, meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Restore a sketch written by :meth:`to_bytes`; ``ValueError`` on any corruption."""
+        meta, arrays = serialize.unpack(data, cls._FAMILY)
+        try:
+            return cls._from_state(meta, arrays)
+        except (TypeError, KeyError, OverflowError) as exc:
+            raise ValueError(f"not a valid streamlev sketch: inconsistent state ({exc})") from None
+
+    @classmethod
+    def _from_state(cls, meta, arrays):
+        def bad(msg):
+            return ValueError(f"not a valid streamlev sketch: {msg}")
+
+        expected = {"dim", "eps", "ridge", "start", "next_id", "n_seen", "clean", "key_dtype",
+                    "has_dtype", "ranges_tracked"}
+        if set(meta) != expected or set(arrays) != {"R", "keys", "ids", "ranges"}:
+            raise bad("unexpected fields")
+        for k in ("dim", "start", "next_id", "n_seen", "clean"):
+            if not isinstance(meta[k], int) or isinstance(meta[k], bool):
+                raise bad(f"field {k} is not an integer")
+        d = meta["dim"]
+        if not (1 <= d <= 1 << 20):
+            raise bad(f"dim {d} out of range")
+        try:
+            sk = cls(d, meta["eps"], ridge=meta["ridge"], start=meta["start"])
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+        R, keys, ids, ranges = arrays["R"], arrays["keys"], arrays["ids"], arrays["ranges"]
+        if R.shape != (d, d) or R.dtype != np.float64 or not np.isfinite(R).all():
+            raise bad("factor has the wrong shape, dtype or non-finite values")
+        if np.any(np.tril(R, -1) != 0):
+            raise bad("factor is not upper triangular")
+        if keys.ndim != 2 or keys.shape[1] != d or ids.shape != (keys.shape[0],) or ids.dtype != np.int64:
+            raise bad("candidate arrays have inconsistent shapes")
+        want = np.float32 if meta["key_dtype"] == "float32" else np.float64
+        if meta["key_dtype"] not in ("float32", "float64") or keys.dtype != want:
+            raise bad("candidate key dtype does not match the header")
+        if not np.isfinite(keys).all():
+            raise bad("candidate keys contain non-finite values")
+        if np.unique(ids).size != ids.size:
+            raise bad("candidate ids repeat")
+        if meta["n_seen"] < 0 or keys.shape[0] > meta["n_seen"] or not 0 <= meta["clean"] <= keys.shape[0]:
+            raise bad("counts are inconsistent")
+        if ranges.ndim != 2 or ranges.shape[1] != 2 or ranges.dtype != np.int64:
+            raise bad("id ranges have the wrong shape")
+        if not isinstance(meta["ranges_tracked"], bool) or not isinstance(meta["has_dtype"], bool):
+            raise bad("flags are not booleans")
+        sk._factor.set_state(R, meta["n_seen"])
+        sk._dtype = want if meta["has_dtype"] else None
+        sk._keys = keys if keys.shape[0] else np.zeros((0, d), dtype=want)
+        sk._ids = ids
+        sk._count = keys.shape[0]
+        sk._clean = meta["clean"]
+        sk._next_id = meta["next_id"]
+        sk._ranges = _IdRanges(ranges)
+        sk._ranges.tracked = meta["ranges_tracked"]
+        return sk
+
+    # -- pickling goes through the byte format (what Dask and multiprocessing use) ----------------
+    def __reduce__(self):
+        return (_restore, (self.to_bytes(),))
+
+    def __eq__(self, other):
+        return isinstance(other, OnlineLeverage) and self.to_bytes() == other.to_bytes()
+
+    __hash__ = None
+
+
+def _restore(data):
+    return OnlineLeverage.from_bytes(data)
+
+
+def _solve_rows(B: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """B R⁻¹ for upper-triangular R (rows of B solved independently)."""
+    from scipy.linalg import solve_triangular  # noqa: PLC0415
+
+    return solve_triangular(R, np.asarray(B, dtype=np.float64).T, trans="T", lower=False,
+                            check_finite=False).T

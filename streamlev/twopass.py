@@ -1,0 +1,88 @@
+"""Two passes over a re-readable source: :func:`two_pass_universal_set`.
+
+Pass 1 builds the triangular factor of all rows by blocked Householder QR
+(TSQR); pass 2 scores every block against the final factor with a triangular
+solve.  The result is exactly the universal set of all rows — no candidates are
+kept between passes, so memory is the d x d factor plus one block whatever n is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._factor import Factor, at_least
+from ._validate import as_block, check_eps, check_positive_int, check_ridge
+
+__all__ = ["two_pass_universal_set"]
+
+
+def _open_source(source, block_size):
+    """Return a zero-argument callable yielding fresh iterables of blocks, and d if known."""
+    from .streams import iter_blocks, rereadable  # noqa: PLC0415
+
+    if not rereadable(source):
+        raise TypeError(
+            "two_pass_universal_set reads its source twice: pass an array, a path to a .npy file "
+            "or a zero-argument callable returning a fresh iterable of blocks (a generator can be read "
+            "only once; use streamlev.OnlineLeverage for one pass)"
+        )
+    return lambda: iter_blocks(source, block_size)
+
+
+def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.ndarray:
+    """Exact ε-universal set of a re-readable stream of keys, in two passes.
+
+    Parameters
+    ----------
+    source : array_like, str or os.PathLike, or callable
+        An (n, d) array; a path to a ``.npy`` file (memory-mapped, never
+        loaded whole); or a zero-argument callable returning a fresh iterable
+        of (m, d) blocks (called once per pass).
+    eps : float in (0, 1]
+        Attention threshold.
+    ridge : float, default 0.0
+        λ >= 0 (ridge leverage scores when > 0).
+    block_size : int, optional
+        Rows per block for arrays and files (default
+        :data:`streamlev.exact.DEFAULT_BLOCK`).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Sorted row indices ``{i : τ_i >= eps}`` (row numbers in stream order),
+        identical to :func:`streamlev.universal_set` on the concatenated rows.
+
+    Notes
+    -----
+    Memory: one block plus a d x d factor.  Both passes must yield the same
+    rows in the same order; if the second pass yields a different number of
+    rows a ``ValueError`` is raised.
+    """
+    eps = check_eps(eps)
+    ridge = check_ridge(ridge)
+    if block_size is not None:
+        block_size = check_positive_int(block_size, "block_size")
+    passes = _open_source(source, block_size)
+    fac = None
+    d = None
+    for B in passes():
+        if fac is None:
+            d = B.shape[1]
+            fac = Factor(d, ridge)
+        B = as_block(B, d, name="block")
+        fac.absorb(B)
+    if fac is None:
+        return np.zeros(0, dtype=np.int64)
+    n1 = fac.n
+    found = []
+    offset = 0
+    for B in passes():
+        B = as_block(B, d, name="block")
+        keep = at_least(fac.scores(B), eps)
+        if keep.any():
+            found.append(np.flatnonzero(keep) + offset)
+        offset += B.shape[0]
+    if offset != n1:
+        raise ValueError(f"the source yielded {n1} rows in pass 1 but {offset} in pass 2; "
+                         f"a two-pass source must yield the same rows each time")
+    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,229 @@
+"""OnlineLeverage against the exact oracle: one pass, merges, serialisation, online ridge scores."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import streamlev as sl
+from streamlev import OnlineLeverage
+
+from . import naive
+from .strategies import eps_values, key_matrices
+
+
+def feed(sk, K, sizes):
+    a = 0
+    for s in sizes:
+        sk.update(K[a:a + s])
+        a += s
+    assert a == K.shape[0]
+    return sk
+
+
+def random_sizes(rng, n):
+    sizes = []
+    left = n
+    while left:
+        s = int(min(left, rng.integers(0, 40)))
+        sizes.append(s)
+        left -= s
+    return sizes
+
+
+@given(key_matrices(max_n=120), eps_values, st.floats(0, 10), st.integers(0, 2**31))
+def test_one_pass_equals_oracle(K, eps, ridge, seed):
+    ridge = 0.0 if ridge < 2 else ridge
+    rng = np.random.default_rng(seed)
+    sk = feed(OnlineLeverage(K.shape[1], eps, ridge=ridge), K, random_sizes(rng, K.shape[0]))
+    K64 = np.asarray(K, float)
+    tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
+    naive.assert_set_matches(sk.universal_set(), tau, eps)
+    assert sk.n_seen == K.shape[0]
+    r = naive.rank(K64) if ridge == 0 else K.shape[1]
+    assert sk.n_candidates <= r / eps * (1 + 1e-9)
+
+
+@given(key_matrices(max_n=100), eps_values, st.integers(0, 2**31))
+def test_block_sizes_do_not_matter(K, eps, seed):
+    rng = np.random.default_rng(seed)
+    d = K.shape[1]
+    one = OnlineLeverage(d, eps).update(K).universal_set()
+    rows = OnlineLeverage(d, eps)
+    for k in K:
+        rows.update(k)
+    blocks = feed(OnlineLeverage(d, eps), K, random_sizes(rng, K.shape[0]))
+    np.testing.assert_array_equal(one, rows.universal_set())
+    np.testing.assert_array_equal(one, blocks.universal_set())
+    np.testing.assert_array_equal(one, sl.universal_set(K, eps))
+
+
+@given(key_matrices(max_n=100), eps_values, st.integers(2, 5), st.integers(0, 2**31))
+def test_merge_of_random_partitions_any_order(K, eps, parts, seed):
+    rng = np.random.default_rng(seed)
+    n, d = K.shape
+    labels = rng.integers(0, parts, size=n)
+    shards = []
+    for p in range(parts):
+        idx = np.flatnonzero(labels == p)
+        shards.append(OnlineLeverage(d, eps).update(K[idx], ids=idx))
+    order = rng.permutation(parts)
+    # a random binary merge tree
+    pool = [shards[i] for i in order]
+    while len(pool) > 1:
+        i, j = sorted(rng.choice(len(pool), size=2, replace=False))
+        merged = pool[i].merge(pool[j])
+        pool = [x for k, x in enumerate(pool) if k not in (i, j)] + [merged]
+    np.testing.assert_array_equal(pool[0].universal_set(), sl.universal_set(K, eps))
+    assert pool[0].n_seen == n
+
+
+@given(key_matrices(max_n=100), eps_values, st.integers(0, 2**31))
+def test_serialize_mid_stream_then_continue(K, eps, seed):
+    rng = np.random.default_rng(seed)
+    n, d = K.shape
+    cut = int(rng.integers(0, n + 1))
+    a = OnlineLeverage(d, eps).update(K[:cut])
+    b = OnlineLeverage.from_bytes(a.to_bytes())
+    assert b.to_bytes() == a.to_bytes()
+    b.update(K[cut:])
+    a.update(K[cut:])
+    np.testing.assert_array_equal(b.universal_set(), a.universal_set())
+    np.testing.assert_array_equal(b.universal_set(), sl.universal_set(K, eps))
+
+
+@given(key_matrices(max_n=80, kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows")),
+       st.floats(1e-3, 1e2), st.integers(0, 2**31))
+def test_online_ridge_scores_sequential_and_logdet(K, lam, seed):
+    rng = np.random.default_rng(seed)
+    K64 = np.asarray(K, float)
+    n, d = K.shape
+    sk = OnlineLeverage(d, 0.1, ridge=lam)
+    got = []
+    a = 0
+    for s in random_sizes(rng, n):
+        got.append(sk.update_scores(K[a:a + s]))
+        a += s
+    got = np.concatenate(got)
+    u = naive.online_ridge_u(K64, lam)
+    ref = u / (1 + u)
+    logdet = float(np.sum(np.log1p(u)))
+    np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-12)
+    final = naive.ridge_leverage(K64, lam)
+    assert np.all(got >= final - 1e-9)
+    truth = naive.ridge_logdet(K64, lam)
+    assert abs(sk.logdet() - truth) <= 1e-8 * max(1.0, abs(truth))
+    assert abs(logdet - truth) <= 1e-8 * max(1.0, abs(truth))
+
+
+def test_scores_and_keys_accessors():
+    K = np.random.default_rng(0).standard_normal((300, 4))
+    K[7] *= 50
+    sk = OnlineLeverage(4, 0.05).update(K)
+    ids, tau = sk.scores()
+    np.testing.assert_array_equal(ids, sl.universal_set(K, 0.05))
+    np.testing.assert_allclose(tau, sl.leverage_scores(K)[ids], rtol=1e-10)
+    ids2, keys = sk.keys()
+    np.testing.assert_array_equal(keys, K[ids2])
+
+
+def test_rank_growth_zero_blocks_and_extreme_magnitudes():
+    rng = np.random.default_rng(1)
+    d = 6
+    sk = OnlineLeverage(d, 0.2)
+    blocks = [np.zeros((5, d))]
+    for r in range(1, d + 1):  # rank grows one direction at a time
+        blocks.append(rng.standard_normal((4, r)) @ np.eye(r, d))
+        blocks.append(np.zeros((3, d)))
+    blocks.append(rng.standard_normal((30, d)) * 1e150)
+    blocks.append(rng.standard_normal((30, d)) * 1e-150)
+    K = np.vstack(blocks)
+    for b in blocks:
+        sk.update(b)
+    naive.assert_set_matches(sk.universal_set(), naive.leverage(K), 0.2)
+
+
+def test_start_ids_and_explicit_ids():
+    K = np.random.default_rng(2).standard_normal((50, 3))
+    U = sl.universal_set(K, 0.1)
+    sk = OnlineLeverage(3, 0.1, start=1000).update(K)
+    np.testing.assert_array_equal(sk.universal_set(), U + 1000)
+    ids = np.arange(50)[::-1] * 3
+    sk2 = OnlineLeverage(3, 0.1).update(K, ids=ids)
+    np.testing.assert_array_equal(sk2.universal_set(), np.sort(ids[U]))
+
+
+def test_bad_updates_leave_state_identical():
+    K = np.random.default_rng(3).standard_normal((40, 4))
+    sk = OnlineLeverage(4, 0.1).update(K)
+    before = sk.to_bytes()
+    bad = np.ones((3, 4))
+    bad[1, 2] = np.nan
+    cases = [
+        (ValueError, "row 1", bad),
+        (ValueError, "infinity", np.full((2, 4), np.inf)),
+        (ValueError, "expected 4, got 5", np.ones((2, 5))),
+        (TypeError, "complex", np.ones((2, 4), complex)),
+        (TypeError, "object", np.array([[1, 2], [3]], dtype=object)),
+        (TypeError, "real numbers", np.array([["a"] * 4])),
+        (ValueError, "2-D", np.ones((2, 2, 4))),
+    ]
+    for exc, msg, X in cases:
+        with pytest.raises(exc, match=msg):
+            sk.update(X)
+        assert sk.to_bytes() == before
+    with pytest.raises(ValueError, match="already fed"):
+        sk.update(np.ones((2, 4)), ids=[5, 100])
+    with pytest.raises(ValueError, match="distinct"):
+        sk.update(np.ones((2, 4)), ids=[100, 100])
+    with pytest.raises(ValueError, match="one id per row"):
+        sk.update(np.ones((2, 4)), ids=[100])
+    assert sk.to_bytes() == before
+    sk.update(np.zeros((0, 4)))
+    assert sk.to_bytes() == before
+
+
+def test_merge_refusals():
+    a = OnlineLeverage(3, 0.1).update(np.eye(3))
+    for other, msg in [(OnlineLeverage(4, 0.1), "dim"), (OnlineLeverage(3, 0.2), "eps"),
+                       (OnlineLeverage(3, 0.1, ridge=1.0), "ridge"),
+                       (OnlineLeverage(3, 0.1).update(np.eye(3)), "overlap")]:
+        before = a.to_bytes()
+        with pytest.raises(ValueError, match=msg):
+            a.merge(other)
+        assert a.to_bytes() == before
+    with pytest.raises(TypeError):
+        a.merge(np.eye(3))
+    with pytest.raises(ValueError, match="itself"):
+        a.merge(a)
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="eps"):
+        OnlineLeverage(3, 0.0)
+    with pytest.raises(ValueError, match="dim"):
+        OnlineLeverage(0, 0.1)
+    with pytest.raises(TypeError, match="dim"):
+        OnlineLeverage(2.5, 0.1)
+    with pytest.raises(ValueError, match="ridge"):
+        OnlineLeverage(3, 0.1, ridge=-1)
+    with pytest.raises(ValueError, match="ridge > 0"):
+        OnlineLeverage(3, 0.1).update_scores(np.eye(3))
+
+
+def test_float32_storage():
+    K = np.random.default_rng(4).standard_normal((500, 5)).astype(np.float32)
+    K[3] *= 40
+    sk = OnlineLeverage(5, 0.05).update(K)
+    assert sk._keys.dtype == np.float32
+    np.testing.assert_array_equal(sk.universal_set(), sl.universal_set(K.astype(np.float64), 0.05))
+    sk2 = OnlineLeverage.from_bytes(sk.to_bytes())
+    np.testing.assert_array_equal(sk2.universal_set(), sk.universal_set())
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    sk = OnlineLeverage(3, 0.1, ridge=0.5).update(np.random.default_rng(5).standard_normal((30, 3)))
+    sk2 = pickle.loads(pickle.dumps(sk))
+    assert sk2 == sk
