@@ -26,10 +26,12 @@ from . import serialize
 from ._factor import Factor, at_least, qr_r
 from ._validate import as_block, check_dim, check_eps, check_positive_int, check_ridge
 
-__all__ = ["OnlineLeverage"]
+__all__ = ["MultiHeadLeverage", "OnlineLeverage"]
 
 #: Do not re-score candidates before there are this many (amortises tiny blocks).
 _MIN_RESCORE = 256
+#: Multi-head: re-derive the stacked inverse factors from R every this many fast blocks.
+_MH_REFRESH = 64
 #: Rows per sub-block when computing sequential online scores (an s x s QR each).
 _ONLINE_SUB = 64
 
@@ -142,6 +144,7 @@ class OnlineLeverage:
         self._clean = 0  # candidate count right after the last eviction
         self._ranges = _IdRanges()
         self.last_online_scores_ = None
+        self.last_online_u_ = None
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -271,16 +274,18 @@ class OnlineLeverage:
         m = B.shape[0]
         if m == 0:
             return
-        self._factor.absorb(B)
+        keep = self._factor.absorb_screen(B, self.eps)
+        self._record_ids(ids)
+        if keep.any():
+            self._append(B[keep], ids[keep])
+        self._maybe_evict()
+
+    def _record_ids(self, ids):
         self._ranges.iv = _IdRanges.union(self._ranges.iv, _IdRanges.from_ids(ids))
         if self._ranges.iv.shape[0] > _IdRanges.MAX:
             self._ranges = _IdRanges()
             self._ranges.tracked = False
         self._next_id = max(self._next_id, int(ids.max()) + 1)
-        keep = at_least(self._factor.scores(B), self.eps)
-        if keep.any():
-            self._append(B[keep], ids[keep])
-        self._maybe_evict()
 
     def update_scores(self, X, ids=None) -> np.ndarray:
         """Feed a block and return the online ridge leverage scores of its rows.
@@ -291,7 +296,8 @@ class OnlineLeverage:
         upper bound on row i's final ridge score, and Σ ln(1 + u_i) over all
         rows equals :meth:`logdet`.  Costs an extra QR of a (d + s) x s matrix
         per s = 64 rows.  Requires ridge > 0.  The values are also stored in
-        ``last_online_scores_``.
+        ``last_online_scores_``, and the u_i themselves in ``last_online_u_``
+        (u/(1+u) rounds to 1 when u is huge; use u for the log-det checksum).
 
         Returns
         -------
@@ -319,6 +325,7 @@ class OnlineLeverage:
         u = np.maximum(u, 0.0)
         scores = u / (1.0 + u)
         self.last_online_scores_ = scores
+        self.last_online_u_ = u
         return scores
 
     # -- results ----------------------------------------------------------------------------------
@@ -486,3 +493,204 @@ def _solve_rows(B: np.ndarray, R: np.ndarray) -> np.ndarray:
 
     return solve_triangular(R, np.asarray(B, dtype=np.float64).T, trans="T", lower=False,
                             check_finite=False).T
+
+
+class MultiHeadLeverage:
+    """H independent key streams (e.g. the heads of one attention layer) in one sketch.
+
+    Each head is an exact one-pass sketch with the guarantee of
+    :class:`OnlineLeverage`; blocks of shape ``(H, m, dim)`` are processed with
+    batched linear algebra across heads (one batched GEMM, symmetric product,
+    Cholesky and triangular inverse per block), not a Python loop per row.
+
+    Parameters
+    ----------
+    heads : int
+        Number of streams H.
+    dim : int
+        Key dimension d (per head).
+    eps : float in (0, 1]
+        Attention threshold.
+    ridge : float, default 0.0
+        λ >= 0, as in :class:`OnlineLeverage`.
+    start : int, default 0
+        Id of the first row (token position); ids are shared by all heads.
+
+    Notes
+    -----
+    Memory per head: a d x d factor and at most about rank/eps candidates after
+    each eviction, plus the block being processed.
+    """
+
+    _FAMILY = "MultiHeadLeverage"
+
+    def __init__(self, heads, dim, eps, *, ridge=0.0, start=0):
+        self.heads = check_positive_int(heads, "heads")
+        self._heads = [OnlineLeverage(dim, eps, ridge=ridge, start=start) for _ in range(self.heads)]
+        self.dim, self.eps, self.ridge, self.start = dim, self._heads[0].eps, self._heads[0].ridge, start
+        self._stack = None  # stacked inverse factors while every head is in the fast regime
+        self._stack_blocks = 0
+
+    @property
+    def n_seen(self) -> int:
+        """Rows fed per head."""
+        return self._heads[0].n_seen
+
+    @property
+    def n_candidates(self) -> np.ndarray:
+        """Candidate count of each head."""
+        return np.array([h.n_candidates for h in self._heads])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all heads."""
+        return int(sum(h.nbytes for h in self._heads))
+
+    def head(self, h: int) -> OnlineLeverage:
+        """The sketch of head ``h`` (shares state with this object)."""
+        return self._heads[h]
+
+    def __repr__(self) -> str:
+        return (f"MultiHeadLeverage(heads={self.heads}, dim={self.dim}, eps={self.eps:g}, "
+                f"ridge={self.ridge:g}, n_seen={self.n_seen})")
+
+    def update(self, X, ids=None):
+        """Feed a block of shape (H, m, dim) (or (H, dim) for one row per head).
+
+        Validated as a whole before anything changes; a refused block leaves
+        every head as it was.
+
+        Returns
+        -------
+        self
+        """
+        from ._validate import as_keys  # noqa: PLC0415
+
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] == self.heads:
+            X = X[:, None, :]
+        B = as_keys(X, name="X", ndim=3, dim=self.dim)
+        if B.shape[0] != self.heads:
+            raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
+                             f"the first axis indexes the heads")
+        m = B.shape[1]
+        ids = self._heads[0]._check_ids(ids, m)
+        if m == 0:
+            return self
+        if self._stack is None or self._stack_blocks >= _MH_REFRESH:
+            self._stack = None
+            if all(h._factor.fast_ok() for h in self._heads):
+                from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
+
+                self._stack = tri_inv_upper_batched(np.stack([h._factor.R for h in self._heads]))
+                self._stack_blocks = 0
+        if self._stack is not None:
+            self._fast_block(B, ids)
+        else:
+            for h, sk in enumerate(self._heads):
+                sk._ingest(B[h], ids)
+        return self
+
+    def _fast_block(self, B, ids):
+        """Whitened update of every head at once (DESIGN.md §1.8), batched across heads."""
+        from ._factor import FAST_TRACE_MAX, blas_threads  # noqa: PLC0415
+        from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
+
+        m = B.shape[1]
+        Rinv = self._stack
+        Y = np.matmul(B.astype(np.float64, copy=False), Rinv)
+        u = np.einsum("hij,hij->hi", Y, Y)
+        ok = bool(np.all(u.sum(axis=1) <= FAST_TRACE_MAX))
+        if ok:
+            G = np.matmul(Y.transpose(0, 2, 1), Y)
+            G[:, np.arange(self.dim), np.arange(self.dim)] += 1.0
+            try:
+                with blas_threads(1):
+                    L = np.linalg.cholesky(G)  # I + YᵀY = L Lᵀ
+            except np.linalg.LinAlgError:
+                ok = False
+        if not ok:  # a block brings new directions to some head: exact QR path for all heads
+            self._stack = None
+            for h, sk in enumerate(self._heads):
+                sk._ingest(B[h], ids)
+            return
+        U = np.ascontiguousarray(L.transpose(0, 2, 1))  # upper, I + YᵀY = UᵀU
+        Uinv = tri_inv_upper_batched(U)
+        Rnew = np.matmul(U, np.stack([h._factor.R for h in self._heads]))
+        self._stack = np.matmul(Rinv, Uinv)  # (UR)⁻¹ = R⁻¹U⁻¹
+        self._stack_blocks += 1
+        lead = self._heads[0]
+        lead._record_ids(ids)
+        for h, sk in enumerate(self._heads):
+            fac = sk._factor
+            fac.R = Rnew[h]
+            fac.n += m
+            fac._changed()
+            fac._rinv = self._stack[h]
+            if h:
+                sk._ranges.iv = lead._ranges.iv
+                sk._ranges.tracked = lead._ranges.tracked
+                sk._next_id = lead._next_id
+            uh = u[h]
+            idx = np.flatnonzero(at_least(uh / (1.0 + uh), self.eps))
+            if idx.size:
+                if self.ridge > 0:
+                    keep = at_least(fac.scores(B[h, idx]), self.eps)
+                else:
+                    Z = Y[h, idx] @ Uinv[h]  # y (UᵀU)⁻¹ yᵀ = ‖y U⁻¹‖²
+                    keep = at_least(np.einsum("ij,ij->i", Z, Z), self.eps)
+                if keep.any():
+                    sk._append(B[h, idx[keep]], ids[idx[keep]])
+            sk._maybe_evict()
+
+    def universal_set(self, head=None):
+        """Sorted int64 ids of each head's universal set (a list), or of one head."""
+        if head is not None:
+            return self._heads[head].universal_set()
+        return [h.universal_set() for h in self._heads]
+
+    def merge(self, other):
+        """Merge another multi-head sketch of disjoint rows (head by head).
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(other, MultiHeadLeverage):
+            raise TypeError(f"can only merge another MultiHeadLeverage, got {type(other).__name__}")
+        if other.heads != self.heads:
+            raise ValueError(f"cannot merge sketches with different numbers of heads: {self.heads} vs {other.heads}")
+        for a, b in zip(self._heads, other._heads):
+            a._check_compatible(b)
+        for a, b in zip(self._heads, other._heads):
+            a.merge(b)
+        self._stack = None
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Serialise all heads (the format of :mod:`streamlev.serialize`)."""
+        arrays = {f"head{h}": np.frombuffer(sk.to_bytes(), dtype=np.uint8) for h, sk in enumerate(self._heads)}
+        return serialize.pack(self._FAMILY, {"heads": self.heads}, arrays)
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Restore from :meth:`to_bytes`; ``ValueError`` on any corruption."""
+        meta, arrays = serialize.unpack(data, cls._FAMILY)
+        heads = meta.get("heads")
+        if (set(meta) != {"heads"} or not isinstance(heads, int) or isinstance(heads, bool) or heads < 1
+                or set(arrays) != {f"head{h}" for h in range(heads)}):
+            raise ValueError("not a valid streamlev sketch: inconsistent multi-head header")
+        subs = [OnlineLeverage.from_bytes(arrays[f"head{h}"].tobytes()) for h in range(heads)]
+        first = subs[0]
+        for s in subs[1:]:
+            if (s.dim, s.eps, s.ridge, s.n_seen) != (first.dim, first.eps, first.ridge, first.n_seen):
+                raise ValueError("not a valid streamlev sketch: heads disagree on dim/eps/ridge/rows")
+        obj = cls.__new__(cls)
+        obj.heads = heads
+        obj._heads = subs
+        obj.dim, obj.eps, obj.ridge, obj.start = first.dim, first.eps, first.ridge, first.start
+        obj._stack = None
+        obj._stack_blocks = 0
+        return obj
+
+    def __reduce__(self):
+        return (MultiHeadLeverage.from_bytes, (self.to_bytes(),))

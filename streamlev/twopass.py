@@ -70,7 +70,7 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
             d = B.shape[1]
             fac = Factor(d, ridge)
         B = as_block(B, d, name="block")
-        fac.absorb(B)
+        fac.absorb_screen(B, None)
     if fac is None:
         return np.zeros(0, dtype=np.int64)
     n1 = fac.n

@@ -1,0 +1,51 @@
+"""numba kernels: arrays in, arrays out, no validation.
+
+Every kernel is compiled through the one :func:`jit` wrapper below, which holds
+all numba options: ``cache=True`` (compiled code is reused across processes),
+``nogil=True``, and no ``fastmath`` — fastmath would let LLVM assume there are
+no NaN/inf values and reassociate sums, which breaks the library's non-finite
+checks and its accuracy targets.  Explicit signatures compile float64 (and,
+where keys are read, float32) versions eagerly on first import of this module.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["jit", "tri_inv_upper_batched", "row_sqnorms"]
+
+
+def jit(signature):
+    """The single njit wrapper of streamlev (options documented in the module docstring)."""
+    return numba.njit(signature, cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+
+@jit(["float64[:, :, ::1](float64[:, :, ::1])"])
+def tri_inv_upper_batched(U):  # pragma: no cover - compiled
+    """Inverses of a stack of nonsingular upper-triangular matrices (back substitution)."""
+    H, d, _ = U.shape
+    out = np.zeros_like(U)
+    for h in range(H):
+        for j in range(d - 1, -1, -1):
+            out[h, j, j] = 1.0 / U[h, j, j]
+            for i in range(j - 1, -1, -1):
+                s = 0.0
+                for k in range(i + 1, j + 1):
+                    s += U[h, i, k] * out[h, k, j]
+                out[h, i, j] = -s / U[h, i, i]
+    return out
+
+
+@jit(["float64[::1](float64[:, ::1])", "float64[::1](float32[:, ::1])"])
+def row_sqnorms(Y):  # pragma: no cover - compiled
+    """Squared norms of the rows of a C-ordered 2-D array, accumulated in float64."""
+    m, d = Y.shape
+    out = np.empty(m)
+    for i in range(m):
+        s = 0.0
+        for j in range(d):
+            v = np.float64(Y[i, j])
+            s += v * v
+        out[i] = s
+    return out
