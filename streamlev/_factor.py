@@ -108,6 +108,9 @@ def row_scores_tri(B: np.ndarray, R: np.ndarray) -> np.ndarray:
 #: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
 #: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
 FAST_TRACE_MAX = 64.0
+#: The whitened Gram update (tier 1 of Factor.absorb_screen) needs the column-normalised
+#: factor's estimated condition number below this: rounding in BᵀB is amplified by cond².
+GRAM_COND_MAX = 1e3
 #: Fast updates and triangular scoring need the column-normalised factor's
 #: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
 FAST_COND_MAX = 1e10
@@ -179,6 +182,7 @@ class Factor:
         self._rinv = None
         self._fast = None
         self._sinv = None
+        self._bound = None
 
     def _changed(self) -> None:
         """Drop every cache derived from R (call after each change of R or n)."""
@@ -225,31 +229,79 @@ class Factor:
             cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
             # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
             ok = cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3
-        self._fast = (self.n, ok)
+            self._fast = (self.n, ok, cond)
+        else:
+            self._fast = (self.n, ok, np.inf)
         return ok
+
+    def _screen_bound(self):
+        """(D0⁻¹, s0): u_i <= ‖b_i D0⁻¹‖²·s0 for every future row, refreshed as n doubles.
+
+        With D0 the column norms of R at the time of computation and
+        s0 = 1/σ_min(R D0⁻¹)², the bound ‖b D0⁻¹‖²/σ_min² >= ‖b R⁻¹‖² stays valid
+        forever after: adding rows only increases RᵀR, hence σ_min(R D0⁻¹).
+        """
+        if self._bound is None or self.n >= 2 * self._bound[2]:
+            R = self.R
+            colnorm = np.sqrt(np.einsum("ij,ij->j", R, R))
+            with blas_threads(1):
+                S = np.linalg.svd(R / colnorm, compute_uv=False)
+            # 1e-12 relative margin against rounding in the SVD and in the row norms below.
+            self._bound = (1.0 / colnorm, (1.0 + 1e-12) / S[-1] ** 2, self.n)
+        return self._bound[0], self._bound[1]
 
     def absorb_screen(self, B: np.ndarray, eps: float | None) -> np.ndarray | None:
         """Absorb a block and return the mask of its rows whose new score is >= eps (None: no mask).
 
         The membership is exact (the at_least rule against the updated factor).
-        With a well-conditioned factor this costs one triangular solve and one
-        symmetric rank-m update per block (the "whitened" update of DESIGN.md
-        §1.8): Y = B R⁻¹, I + YᵀY = LLᵀ, R ← LᵀR.  Each row's score against
-        the updated rows is at most u/(1+u) with u = ‖y‖² (its score against
-        the rows before the block plus itself), so only rows passing that
-        screen are scored exactly, as ‖L⁻¹y‖².  Otherwise (rank-deficient or
-        ill-conditioned factor, or a block carrying trace(YᵀY) > FAST_TRACE_MAX,
-        i.e. new directions), it falls back to Householder QR of [R; B].
+        Three tiers, chosen per block:
+
+        1. *Whitened Gram update* (column-normalised factor with estimated
+           condition number <= GRAM_COND_MAX): C = BᵀB (one symmetric rank-m
+           update), G = R⁻ᵀCR⁻¹, I + G = UᵀU, R ← UR.  Rounding in C is
+           amplified by at most cond² <= 1e6 and only on the block's own
+           contribution (G has size ~m/n), so the factor keeps ~1e-10 relative
+           accuracy.  Rows are screened by the rigorous bound of
+           :meth:`_screen_bound`; only the survivors are whitened exactly.
+        2. *Whitened update with explicit Y = B R⁻¹* (condition number up to
+           FAST_COND_MAX): I + YᵀY = UᵀU, R ← UR (DESIGN.md §1.8).
+        3. *Householder QR of [R; B]* otherwise: rank-deficient or
+           ill-conditioned factor, or a block bringing new directions
+           (trace(YᵀY) > FAST_TRACE_MAX).
+
+        In tiers 1-2 a row's score against the updated rows is at most u/(1+u),
+        u = ‖b R_old⁻¹‖² (its score against the rows before the block plus
+        itself), so only rows passing that screen are scored exactly, as
+        ‖y U⁻¹‖².
         """
         m = B.shape[0]
         if m == 0:
             return np.zeros(0, dtype=bool)
         if self.fast_ok():
-            Y = whiten(B, self.rinv())
-            u = row_sqnorms(Y)
-            if float(u.sum()) <= FAST_TRACE_MAX:
+            d = self.dim
+            Rinv = self.rinv()
+            gram = self._fast[2] <= GRAM_COND_MAX
+            if gram:
+                B64 = B if B.dtype == np.float64 else B.astype(np.float64)
+                C = blas.dsyrk(1.0, B64.T, trans=0, lower=0)  # upper triangle of BᵀB
+                C = np.triu(C) + np.triu(C, 1).T
+                G = Rinv.T @ C @ Rinv
+                G = 0.5 * (G + G.T)
+                if eps is not None:
+                    dinv, s0 = self._screen_bound()
+                    from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
+
+                    Bc = B if B.flags.c_contiguous else np.ascontiguousarray(B)
+                    ub = scaled_row_sqnorms(Bc, dinv) * s0
+                    idx = np.flatnonzero(at_least(ub / (1.0 + ub), eps))
+                    Y = whiten(B[idx], Rinv) if idx.size else np.zeros((0, d))
+                    u = row_sqnorms(Y)
+            else:
+                Y = whiten(B, Rinv)
+                u = row_sqnorms(Y)
                 G = Y.T @ Y  # numpy dispatches Aᵀ·A to a symmetric rank-k update
-                G[np.diag_indices(self.dim)] += 1.0
+            if float(np.trace(G)) <= FAST_TRACE_MAX:
+                G[np.diag_indices(d)] += 1.0
                 with blas_threads(1):
                     U, info = lapack.dpotrf(G, lower=0, clean=1)  # I + YᵀY = UᵀU
                 if info == 0:
@@ -258,15 +310,19 @@ class Factor:
                     self._changed()
                     if eps is None:
                         return None
-                    screen = at_least(u / (1.0 + u), eps)
+                    if not gram:
+                        idx = np.flatnonzero(at_least(u / (1.0 + u), eps))
+                        Y, u = Y[idx], u[idx]
+                    else:
+                        keep_u = at_least(u / (1.0 + u), eps)
+                        idx, Y = idx[keep_u], Y[keep_u]
                     out = np.zeros(m, dtype=bool)
-                    idx = np.flatnonzero(screen)
                     if idx.size:
                         if self.ridge > 0:
                             out[idx] = at_least(self.scores(B[idx]), eps)
                         else:
                             # y (UᵀU)⁻¹ yᵀ = ‖y U⁻¹‖²
-                            out[idx] = at_least(row_sqnorms(Y[idx] @ tri_inv(U)), eps)
+                            out[idx] = at_least(row_sqnorms(Y @ tri_inv(U)), eps)
                     return out
         self.absorb(B)
         return None if eps is None else at_least(self.scores(B), eps)
@@ -281,6 +337,7 @@ class Factor:
         """Replace the factor (used by deserialisation)."""
         self.R = np.ascontiguousarray(R, dtype=np.float64)
         self.n = int(n)
+        self._bound = None
         self._changed()
 
     def logdet_ridge(self) -> float:

@@ -13,12 +13,22 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["jit", "tri_inv_upper_batched", "row_sqnorms"]
+__all__ = ["jit", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms"]
 
 
 def jit(signature):
     """The single njit wrapper of streamlev (options documented in the module docstring)."""
     return numba.njit(signature, cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+
+def _arr(dtype, ndim, readonly=False):
+    return numba.types.Array(dtype, ndim, "C", readonly=readonly)
+
+
+def _block_signatures():
+    """(m, d) key blocks of float32 or float64, writable or read-only (memory-mapped files)."""
+    return [numba.float64[::1](_arr(dt, 2, ro), numba.float64[::1])
+            for dt in (numba.float64, numba.float32) for ro in (False, True)]
 
 
 @jit(["float64[:, :, ::1](float64[:, :, ::1])"])
@@ -37,7 +47,7 @@ def tri_inv_upper_batched(U):  # pragma: no cover - compiled
     return out
 
 
-@jit(["float64[::1](float64[:, ::1])", "float64[::1](float32[:, ::1])"])
+@jit([numba.float64[::1](_arr(dt, 2, ro)) for dt in (numba.float64, numba.float32) for ro in (False, True)])
 def row_sqnorms(Y):  # pragma: no cover - compiled
     """Squared norms of the rows of a C-ordered 2-D array, accumulated in float64."""
     m, d = Y.shape
@@ -46,6 +56,20 @@ def row_sqnorms(Y):  # pragma: no cover - compiled
         s = 0.0
         for j in range(d):
             v = np.float64(Y[i, j])
+            s += v * v
+        out[i] = s
+    return out
+
+
+@jit(_block_signatures())
+def scaled_row_sqnorms(B, dinv):  # pragma: no cover - compiled
+    """‖b_i ∘ dinv‖² for every row of a C-ordered block, accumulated in float64."""
+    m, d = B.shape
+    out = np.empty(m)
+    for i in range(m):
+        s = 0.0
+        for j in range(d):
+            v = np.float64(B[i, j]) * dinv[j]
             s += v * v
         out[i] = s
     return out

@@ -34,6 +34,11 @@ def first_nonfinite_row(X: np.ndarray) -> int:
     """Index of the first row of a 2-D array holding NaN or +-inf, or -1."""
     if X.size == 0:
         return -1
+    # One pass, no temporary: a finite sum proves every entry finite.  (An inf/NaN
+    # sum may also come from overflow of large finite values: then check entrywise.)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(X, axis=None)):
+            return -1
     bad = ~np.isfinite(X)
     if not bad.any():
         return -1

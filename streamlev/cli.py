@@ -1,75 +1,394 @@
 """The ``streamlev`` command line.
 
-``streamlev demo`` runs the main job on the bundled default input.
+``streamlev demo``
+    The main job on the bundled default input.
+``streamlev select PATH --eps EPS``
+    The ε-universal set of the keys in PATH: a ``.npy`` file (memory-mapped), an
+    ``.npz`` archive (``--key NAME``), a ``.csv``/``.tsv``/``.txt`` file (streamed
+    line by line) or ``-`` for raw little-endian rows on standard input
+    (``--dim D --dtype float32|float64``).  ``--method`` is ``two-pass`` for files
+    and ``online`` for standard input unless given; all three methods return the
+    same exact set.
+``streamlev bench [--quick]``
+    The benchmark table of ``benchmarks/run.py`` (needs the source tree).
+
+Bad input (missing file, not an array, NaN, wrong shape, bad flag) prints one
+line ``streamlev: error: ...`` on stderr and exits with status 2; no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+#: Inputs with at least this many rows (or of unknown length) get a progress bar
+#: when stderr is a terminal; the bar also waits ``_BAR_DELAY`` seconds before it appears.
+_LONG_ROWS = 200_000
+_BAR_DELAY = 0.5
 
 
 class UsageError(Exception):
     """Bad command-line input: reported in one line with exit status 2."""
 
 
-def _builtin_keys(n: int = 100_000, d: int = 32, seed: int = 0) -> np.ndarray:
-    """A deterministic synthetic key stream with the structure of real keys.
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2, no usage block)."""
 
-    Gaussian keys with a few outlier channels (x1000) and a handful of rare
-    directions carried by only a few rows: those rows are the heavy keys.
-    """
-    rng = np.random.default_rng(seed)
-    K = rng.standard_normal((n, d)).astype(np.float32)
-    K[:, :2] *= 1000.0  # outlier channels, as in real attention keys
-    rare = rng.choice(n, size=8, replace=False)
-    K[:, -4:] *= 1e-3
-    K[rare, -4:] = rng.standard_normal((8, 4)).astype(np.float32) * 50
-    return K
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+
+# ------------------------------------------------------------------------------------------------
+# demo
+# ------------------------------------------------------------------------------------------------
 
 def _cmd_demo(args) -> int:
-    from .exact import leverage_scores
-    from ._factor import at_least
+    from .demo import run_demo
 
-    K = _builtin_keys()
-    n, d = K.shape
-    eps = args.eps
-    t0 = time.perf_counter()
-    tau = leverage_scores(K)
-    U = np.flatnonzero(at_least(tau, eps))
-    dt = time.perf_counter() - t0
-    print(f"streamlev demo: built-in synthetic keys, n={n:,}, d={d}, float32, eps={eps:g}")
-    print(f"universal set: {U.size} keys (bound rank/eps = {int(d / eps):,}); sum of scores = {tau.sum():.6f} (= rank)")
-    print(f"heaviest keys: {', '.join(f'{i} (tau={tau[i]:.3f})' for i in U[np.argsort(-tau[U])][:8])}")
-    print(f"time: {dt:.3f} s ({n / dt:,.0f} rows/s)")
+    run_demo(args.eps, block=args.block)
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# select
+# ------------------------------------------------------------------------------------------------
+
+class _Progress:
+    """Counts rows; shows a tqdm bar on stderr when asked to and tqdm is installed."""
+
+    def __init__(self, total, desc: str, enabled: bool):
+        self.rows = 0
+        self.bar = None
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is optional: no bar
+            return
+        self.bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
+                        delay=_BAR_DELAY, leave=False, dynamic_ncols=True)
+
+    def wrap(self, blocks):
+        for B in blocks:
+            self.rows += B.shape[0]
+            if self.bar is not None:
+                self.bar.update(B.shape[0])
+            yield B
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _size_bound(n, d, eps, p, rank=None):
+    """(value, kind) of the bound on the size of the universal set."""
+    if d is None:
+        return None, None
+    if p > 2:
+        # ℓ_p Lewis weights sum to rank <= d and A_ij <= d^(p/2-1)·w_j (DESIGN.md §1.4).
+        return int(np.floor(d ** (p / 2) / eps)), "d^(p/2)/eps"
+    if rank is not None:
+        return int(np.floor(rank / eps + 1e-9)), "rank/eps"
+    if n is not None and n < d:
+        return int(np.floor(n / eps)), "n/eps (rank <= n)"
+    return int(np.floor(d / eps + 1e-9)), "d/eps (rank <= d)"
+
+
+def _write_indices(path: str, U: np.ndarray) -> None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        np.save(path, U.astype(np.int64))
+    elif ext == ".json":
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump([int(i) for i in U], f)
+            f.write("\n")
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{int(i)}\n" for i in U)
+
+
+def _check_select_args(args):
+    from ._validate import check_eps, check_p, check_positive_int, check_ridge
+
+    args.eps = check_eps(args.eps)
+    args.ridge = check_ridge(args.ridge)
+    args.p = check_p(args.p)
+    if args.block_size is not None:
+        args.block_size = check_positive_int(args.block_size, "--block-size")
+    if args.dim is not None:
+        args.dim = check_positive_int(args.dim, "--dim")
+    stdin = args.path == "-"
+    if stdin:
+        if args.dim is None or args.dtype is None:
+            raise UsageError("reading raw rows from stdin ('-') needs --dim D and --dtype float32|float64")
+        if args.key is not None:
+            raise UsageError("--key NAME applies to .npz files only, not to stdin")
+        if sys.stdin is None or (sys.stdin.isatty() if hasattr(sys.stdin, "isatty") else False):
+            raise UsageError("'-' reads raw key rows from stdin, but nothing is piped in; e.g. "
+                             "python make_keys.py | streamlev select - --dim 64 --dtype float32 --eps 0.01")
+    elif args.key is not None and not args.path.lower().endswith(".npz"):
+        raise UsageError(f"--key NAME applies to .npz files only, not to {args.path!r}")
+    if args.method is None:
+        args.method = "online" if stdin else "two-pass"
+    if args.p != 2.0 and args.method != "exact":
+        raise UsageError(f"--p {args.p:g} is supported by --method exact only (the streaming methods "
+                         f"compute p = 2 leverage scores); add --method exact")
+    if stdin and args.method == "two-pass":
+        raise UsageError("--method two-pass reads its input twice, but stdin can be read once; "
+                         "use --method online (the default for stdin) or save the keys to a .npy file")
+
+
+def _select(args, prog: _Progress):
+    """Run the chosen method; returns (indices, n, d, rank or None, sketch bytes or None)."""
+    import streamlev
+
+    from .streams import iter_blocks, load_keys, source_shape
+
+    src = args.path
+    kw = {"key": args.key, "dim": args.dim, "dtype": args.dtype}
+    n, d = source_shape(src, key=args.key, dim=args.dim)
+    if args.dim is not None and d is not None and d != args.dim:
+        raise ValueError(f"{src!r} has d = {d} columns but --dim {args.dim} was given; drop --dim or fix it")
+
+    if args.method == "exact":
+        if n is not None and not src.lower().endswith(".npz"):
+            K = load_keys(src, **kw)  # .npy: a read-only memory map, nothing copied
+        else:
+            blocks = list(prog.wrap(iter_blocks(src, args.block_size, **kw)))
+            if not blocks and d is None:
+                raise ValueError(f"{src!r} holds no keys; nothing to select from")
+            K = np.concatenate(blocks) if blocks else np.empty((0, d))
+        n, d = K.shape
+        if args.p != 2.0:
+            try:
+                U = streamlev.universal_set(K, args.eps, p=args.p, ridge=args.ridge)
+            except ImportError as exc:
+                raise UsageError(f"--p {args.p:g} needs streamlev.lewis, which is not available ({exc})") \
+                    from None
+        else:
+            U = streamlev.universal_set(K, args.eps, ridge=args.ridge)
+        return U, n, d, None, None
+
+    if args.method == "two-pass":
+        def fresh():
+            return prog.wrap(iter_blocks(src, args.block_size, **kw))
+
+        U = streamlev.two_pass_universal_set(fresh, args.eps, ridge=args.ridge)
+        if n is None:
+            n = prog.rows // 2
+        return U, n, d, None, None
+
+    # online
+    blocks = prog.wrap(iter_blocks(src, args.block_size, **kw))
+    if d is None:  # text file of unknown width: learn it from the first block
+        first = next(blocks, None)
+        if first is None:
+            return np.zeros(0, dtype=np.int64), 0, None, None, None
+        d = first.shape[1]
+        sk = streamlev.OnlineLeverage(d, args.eps, ridge=args.ridge).update(first)
+    else:
+        sk = streamlev.OnlineLeverage(d, args.eps, ridge=args.ridge)
+    for B in blocks:
+        sk.update(B)
+    U = sk.universal_set()
+    return U, sk.n_seen, d, sk.rank, sk.nbytes
+
+
+def _cmd_select(args) -> int:
+    import resource
+    import tracemalloc
+
+    _check_select_args(args)
+    from .streams import source_shape
+
+    n0, _ = source_shape(args.path, key=args.key, dim=args.dim)  # errors (missing file...) before any work
+    total = None if n0 is None else (2 * n0 if args.method == "two-pass" else n0)
+    show_bar = (not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+                and (n0 is None or n0 >= _LONG_ROWS))
+    prog = _Progress(total, f"streamlev {args.method}", show_bar)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        U, n, d, rank, sketch_bytes = _select(args, prog)
+        seconds = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        prog.close()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    U = np.asarray(U, dtype=np.int64)
+    if d is None:
+        raise ValueError(f"{args.path!r} holds no keys; nothing to select from")
+    bound, bound_kind = _size_bound(n, d, args.eps, args.p, rank)
+    if args.output:
+        _write_indices(args.output, U)
+    if args.json:
+        out = {
+            "indices": [int(i) for i in U],
+            "size": int(U.size),
+            "n": int(n),
+            "d": int(d),
+            "eps": args.eps,
+            "method": args.method,
+            "p": args.p,
+            "ridge": args.ridge,
+            "bound": bound,
+            "bound_kind": bound_kind,
+            "rank": rank,
+            "memory_bytes": int(peak),
+            "memory_measure": "tracemalloc peak: Python and numpy heap allocated during the selection "
+                              "(excludes memory-mapped file pages and the interpreter)",
+            "max_rss_delta_bytes": int(max(rss1 - rss0, 0) * 1024),
+            "sketch_bytes": sketch_bytes,
+            "seconds": seconds,
+            "source": args.path,
+            "output": args.output,
+        }
+        print(json.dumps(out))
+        return 0
+    shown = ", ".join(str(int(i)) for i in U[:10]) + (", ..." if U.size > 10 else "")
+    print(f"streamlev select: {args.path} (n={n:,}, d={d}), method {args.method}, eps={args.eps:g}"
+          + (f", p={args.p:g}" if args.p != 2.0 else "") + (f", ridge={args.ridge:g}" if args.ridge else ""))
+    listing = f": {shown}" if U.size else ""
+    print(f"universal set: {U.size:,} keys (bound {bound_kind} = {bound:,}){listing}")
+    extra = f", sketch {sketch_bytes / 2**20:.2f} MiB" if sketch_bytes is not None else ""
+    print(f"time {seconds:.3f} s, peak memory {peak / 2**20:.2f} MiB (tracemalloc){extra}")
+    if args.output:
+        print(f"wrote {U.size:,} indices to {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------------
+
+def _find_bench_script() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "benchmarks" / "run.py", Path.cwd() / "benchmarks" / "run.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _cmd_bench(args) -> int:
+    script = _find_bench_script()
+    if script is None:
+        raise UsageError("benchmarks/run.py not found next to the package or in the current directory; "
+                         "'streamlev bench' needs the source tree: run it from a clone of the repository "
+                         "(pip install -e .)")
+    spec = importlib.util.spec_from_file_location("streamlev_benchmarks_run", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "main"):
+            raise UsageError(f"{script} has no main(argv) function")
+        argv = (["--quick"] if args.quick else []) + list(args.extra)
+        return int(module.main(argv) or 0)
+    finally:
+        if sys.path and sys.path[0] == str(script.parent):
+            sys.path.pop(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# parser and entry point
+# ------------------------------------------------------------------------------------------------
+
+_SELECT_EPILOG = """\
+input formats:
+  .npy           memory-mapped, never loaded whole
+  .npz           one member, --key NAME (optional when the archive holds one array)
+  .csv .tsv .txt one key per line, comma or whitespace separated, '#' comments; streamed
+  -              raw little-endian rows on stdin: --dim D --dtype float32|float64
+
+methods (all exact, same set):
+  two-pass  default for files: factor pass + scoring pass, memory d x d + one block
+  online    default for stdin: one pass, memory d x d + at most ~rank/eps candidates
+  exact     in memory (loads the keys; .npy is memory-mapped); the only one with --p != 2
+
+output:
+  --json    one JSON object: indices, size, n, d, eps, method, p, ridge, bound, bound_kind,
+            rank, memory_bytes (tracemalloc peak), max_rss_delta_bytes, sketch_bytes, seconds
+  --output  writes the indices: .npy (int64 array), .json (a list), anything else one per line
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``streamlev`` command."""
-    p = argparse.ArgumentParser(prog="streamlev", description="Heavy keys of attention in a stream.")
-    sub = p.add_subparsers(dest="command", required=True)
+    """Build the argument parser of the ``streamlev`` command."""
+    p = _Parser(prog="streamlev", description="Heavy keys of attention in a stream.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     demo = sub.add_parser("demo", help="run the main job on the bundled default input")
-    demo.add_argument("--eps", type=float, default=0.01, help="attention threshold in (0, 1] (default 0.01)")
+    demo.add_argument("--eps", type=float, default=0.1, help="attention threshold in (0, 1] (default 0.1)")
+    demo.add_argument("--block", type=int, default=64, help="tokens per streamed block (default 64)")
     demo.set_defaults(func=_cmd_demo)
+
+    sel = sub.add_parser("select", help="the eps-universal set of the keys in a file or on stdin",
+                         description="Print the eps-universal set (keys with leverage >= eps) "
+                                     "of the keys in PATH.",
+                         epilog=_SELECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sel.add_argument("path", metavar="PATH",
+                     help="keys: .npy, .npz, .csv/.tsv/.txt, or '-' for raw rows on stdin")
+    sel.add_argument("--eps", type=float, required=True, help="attention threshold in (0, 1]")
+    sel.add_argument("--method", choices=["exact", "two-pass", "online"], default=None,
+                     help="algorithm (default: two-pass for files, online for stdin)")
+    sel.add_argument("--ridge", type=float, default=0.0, help="ridge lambda >= 0 (default 0: plain leverage)")
+    sel.add_argument("--p", type=float, default=2.0, help="attention f(x) = |x|^p (default 2; p != 2 needs "
+                     "--method exact)")
+    sel.add_argument("--block-size", type=int, default=None, metavar="B",
+                     help="rows per block (default 4096)")
+    sel.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    sel.add_argument("--output", metavar="FILE", default=None,
+                     help="write the indices to FILE (.npy, .json, or one per line)")
+    sel.add_argument("--key", metavar="NAME", default=None, help="array name inside an .npz archive")
+    sel.add_argument("--dim", type=int, default=None, metavar="D", help="key dimension (required for '-')")
+    sel.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                     help="value type of raw rows on stdin (required for '-'); for files, convert blocks")
+    sel.add_argument("--quiet", action="store_true", help="no progress bar")
+    sel.set_defaults(func=_cmd_select)
+
+    bench = sub.add_parser("bench", help="run the benchmark table (benchmarks/run.py; needs the source tree)",
+                           description="Run benchmarks/run.py; options other than --quick are passed to it "
+                                       "(e.g. --n 100000 --no-svd).")
+    bench.add_argument("--quick", action="store_true", help="small sizes, finishes in about a minute")
+    bench.set_defaults(func=_cmd_bench)
     return p
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv=None) -> int:
     """Entry point of the ``streamlev`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.extra = unknown  # passed through to benchmarks/run.py
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except (UsageError, ValueError, TypeError, OSError) as exc:
-        print(f"streamlev: error: {exc}", file=sys.stderr)
+        if isinstance(exc, BrokenPipeError):  # e.g. `streamlev select ... | head`: stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        print(f"streamlev: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("streamlev: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._factor import Factor, at_least
-from ._validate import as_block, check_eps, check_positive_int, check_ridge
+from ._validate import check_eps, check_positive_int, check_ridge
 
 __all__ = ["two_pass_universal_set"]
 
@@ -65,11 +65,11 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
     passes = _open_source(source, block_size)
     fac = None
     d = None
+    # iter_blocks validates every block (finite, 2-D, real, one dimension throughout).
     for B in passes():
         if fac is None:
             d = B.shape[1]
             fac = Factor(d, ridge)
-        B = as_block(B, d, name="block")
         fac.absorb_screen(B, None)
     if fac is None:
         return np.zeros(0, dtype=np.int64)
@@ -77,7 +77,8 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
     found = []
     offset = 0
     for B in passes():
-        B = as_block(B, d, name="block")
+        if B.shape[1] != d:
+            raise ValueError(f"the source changed dimension between passes: {d} then {B.shape[1]}")
         keep = at_least(fac.scores(B), eps)
         if keep.any():
             found.append(np.flatnonzero(keep) + offset)

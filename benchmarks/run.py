@@ -1,0 +1,278 @@
+"""streamlev benchmark suite: every number is a ratio against numpy measured in the same process.
+
+Usage::
+
+    python benchmarks/run.py            # n = 10^6, d = 64 (several minutes)
+    python benchmarks/run.py --quick    # n = 2·10^5, about a minute
+    streamlev bench --quick             # the same through the CLI
+
+Columns: method, n, d, dtype, seconds (best of --repeat runs), rows/s, peak
+memory (tracemalloc peak of Python/numpy allocations during the run; memory-mapped
+file pages are not allocations), max relative error of the scores of the
+universal set against the oracle (float64 SVD of the column-normalised keys)
+and whether the set equals the oracle's, and the time ratio against numpy's
+in-memory Gram + Cholesky two-pass (``K.T @ K``, ``cholesky``,
+``solve_triangular``, row norms).
+
+Baselines (what a user would write with numpy):
+  numpy-svd    np.linalg.svd(K, full_matrices=False), scores = row norms² of U
+  numpy-qr     np.linalg.qr(K), scores = row norms² of Q
+  numpy-gram   K.T @ K, Cholesky, triangular solve, row norms² (fast, numerically weak)
+  numpy-KtK    one K.T @ K alone — the floor is about two of these (2·n·d² flops)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+import scipy.linalg as sla
+
+try:
+    import streamlev
+except ImportError:  # pragma: no cover - running from a checkout without install
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    import streamlev
+
+
+# -- baselines --------------------------------------------------------------------------------------
+def np_svd(K):
+    U, _, _ = np.linalg.svd(K, full_matrices=False)
+    return np.einsum("ij,ij->i", U, U)
+
+
+def np_qr(K):
+    Q, _ = np.linalg.qr(K)
+    return np.einsum("ij,ij->i", Q, Q)
+
+
+def np_gram(K):
+    G = K.T @ K
+    L = np.linalg.cholesky(G)
+    Y = sla.solve_triangular(L, K.T, lower=True)
+    return np.einsum("ij,ij->j", Y, Y)
+
+
+def np_ktk(K):
+    return K.T @ K
+
+
+def oracle_scores(K):
+    """Float64 SVD of the column-normalised matrix (the scale-invariant truth)."""
+    K = np.asarray(K, dtype=np.float64)
+    Kn = K / np.linalg.norm(K, axis=0)
+    U, _, _ = np.linalg.svd(Kn, full_matrices=False)
+    return np.einsum("ij,ij->i", U, U)
+
+
+# -- streamlev methods ------------------------------------------------------------------------------
+def sl_exact(K, eps):
+    return streamlev.leverage_scores(K)
+
+
+def sl_online(K, eps, block=4096):
+    sk = streamlev.OnlineLeverage(K.shape[1], eps)
+    for a in range(0, K.shape[0], block):
+        sk.update(K[a:a + block])
+    return sk.scores()
+
+
+def sl_twopass(path, eps):
+    return streamlev.two_pass_universal_set(path, eps)
+
+
+# -- measurement ------------------------------------------------------------------------------------
+def measure(fn, *args, repeat=1, trace=True):
+    """(best seconds, tracemalloc peak bytes of one run, result of the last run)."""
+    best = np.inf
+    res = None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        res = fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    peak = 0
+    if trace:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            fn(*args)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return best, peak, res
+
+
+def set_error(res, tau_true, eps):
+    """(max rel. error of the returned scores, set equal to oracle?) for scores or (ids, scores) results."""
+    true_set = np.flatnonzero(tau_true >= eps)
+    if isinstance(res, tuple):
+        ids, tau = res
+    elif res.dtype.kind == "i":
+        ids, tau = res, None
+    else:
+        ids, tau = np.flatnonzero(res >= eps), res
+        tau = tau[ids] if tau is not None else None
+        if tau is not None:
+            full = res
+            err = float(np.max(np.abs(full - tau_true) / np.maximum(tau_true, 1e-300)))
+            return err, bool(np.array_equal(ids, true_set))
+    err = float(np.max(np.abs(tau - tau_true[ids]) / tau_true[ids])) if tau is not None and ids.size else float("nan")
+    return err, bool(np.array_equal(np.sort(ids), true_set))
+
+
+def fmt_bytes(b):
+    for unit in ("B", "KB", "MB", "GB"):
+        if b < 1024:
+            return f"{b:.0f} {unit}"
+        b /= 1024
+    return f"{b:.1f} TB"
+
+
+def print_table(rows, ref_name="numpy-gram"):
+    ref = {(r["n"], r["d"], r["dtype"]): r["sec"] for r in rows if r["method"] == ref_name}
+    head = f"{'method':<22}{'n':>10}{'d':>5}{'dtype':>9}{'seconds':>10}{'rows/s':>13}{'peak mem':>11}" \
+           f"{'max rel err':>13}{'set ok':>8}{'vs gram':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        base = ref.get((r["n"], r["d"], "float64"))
+        ratio = f"{r['sec'] / base:.2f}x" if base else "-"
+        err = "-" if r["err"] is None or np.isnan(r["err"]) else f"{r['err']:.1e}"
+        ok = "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")
+        print(f"{r['method']:<22}{r['n']:>10,}{r['d']:>5}{r['dtype']:>9}{r['sec']:>10.3f}"
+              f"{r['n'] / r['sec']:>13,.0f}{fmt_bytes(r['peak']):>11}{err:>13}{ok:>8}{ratio:>9}")
+    sys.stdout.flush()
+
+
+def make_keys(n, d, seed=0):
+    """Gaussian keys with outlier channels and a few heavy rows (like real attention keys)."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    K[:, : max(1, d // 16)] *= 30.0
+    K[rng.choice(n, size=8, replace=False)] *= 50.0
+    return K
+
+
+def bench_main(n, d, eps, repeat, with_svd):
+    print(f"\n== exact universal set, n={n:,}, d={d}, eps={eps:g} (best of {repeat}) ==")
+    K = make_keys(n, d)
+    K32 = K.astype(np.float32)
+    tau = oracle_scores(K)
+    tau32 = oracle_scores(K32.astype(np.float64))
+    rows = []
+
+    def add(method, fn, args, dtype="float64", truth=tau, trace=True, rep=repeat):
+        sec, peak, res = measure(fn, *args, repeat=rep, trace=trace)
+        err, ok = (None, None) if truth is None else set_error(res, truth, eps)
+        rows.append(dict(method=method, n=n, d=d, dtype=dtype, sec=sec, peak=peak, err=err, ok=ok))
+
+    add("numpy-KtK (floor/2)", np_ktk, (K,), truth=None)
+    add("numpy-gram", np_gram, (K,))
+    if with_svd:
+        add("numpy-svd", np_svd, (K,), rep=1)
+        add("numpy-qr", np_qr, (K,), rep=1)
+    add("streamlev exact", sl_exact, (K, eps))
+    add("OnlineLeverage", sl_online, (K, eps))
+    add("OnlineLeverage", sl_online, (K32, eps), dtype="float32", truth=tau32)
+    with tempfile.TemporaryDirectory() as tmp:
+        p64 = os.path.join(tmp, "k64.npy")
+        p32 = os.path.join(tmp, "k32.npy")
+        np.save(p64, K)
+        np.save(p32, K32)
+        add("two-pass .npy", sl_twopass, (p64, eps))
+        add("two-pass .npy", sl_twopass, (p32, eps), dtype="float32", truth=tau32)
+    print_table(rows)
+    return rows
+
+
+def bench_heads(H=12, m=256, d=64, blocks=40, eps=1e-3, repeat=3):
+    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks} blocks, eps={eps:g} ==")
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((H, m * blocks, d))
+
+    def multi():
+        mh = streamlev.MultiHeadLeverage(H, d, eps)
+        for b in range(blocks):
+            mh.update(K[:, b * m:(b + 1) * m])
+        return mh.universal_set()
+
+    def loop():
+        sks = [streamlev.OnlineLeverage(d, eps) for _ in range(H)]
+        for b in range(blocks):
+            for h in range(H):
+                sks[h].update(K[h, b * m:(b + 1) * m])
+        return [s.universal_set() for s in sks]
+
+    t_m, _, r_m = measure(multi, repeat=repeat, trace=False)
+    t_l, _, r_l = measure(loop, repeat=repeat, trace=False)
+    same = all(np.array_equal(a, b) for a, b in zip(r_m, r_l))
+    print(f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
+          f"speedup {t_l / t_m:.2f}x   same sets: {same}")
+
+
+def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
+    print(f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory ==")
+    print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = os.path.join(tmp, f"k{n}.npy")
+            mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, d))
+            rng = np.random.default_rng(2)
+            for a in range(0, n, 1 << 20):
+                b = min(n, a + (1 << 20))
+                mm[a:b] = rng.standard_normal((b - a, d)).astype(dtype)
+            mm.flush()
+            del mm
+
+            def online():
+                K = np.load(path, mmap_mode="r")
+                sk = streamlev.OnlineLeverage(d, eps)
+                for a in range(0, n, 4096):
+                    sk.update(K[a:a + 4096])
+                return sk.universal_set()
+
+            t_o, p_o, _ = measure(online, trace=True)
+            t_t, p_t, _ = measure(streamlev.two_pass_universal_set, path, eps, trace=True)
+            os.remove(path)
+            print(f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"
+                  f"{fmt_bytes(p_t):>15}{t_o / n * 1e6:>15.3f}{t_t / n * 1e6:>17.3f}")
+            sys.stdout.flush()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    ap.add_argument("--n", type=int, default=None, help="rows for the main table")
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--eps", type=float, default=1e-3)
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--no-svd", action="store_true", help="skip the slow numpy SVD/QR baselines")
+    ap.add_argument("--memory-sizes", type=str, default=None,
+                    help="comma-separated row counts for the .npy memory table (default 1e5,1e6,1e7; quick: 1e5,1e6)")
+    args = ap.parse_args(argv)
+    n = args.n or (200_000 if args.quick else 1_000_000)
+    repeat = args.repeat or (2 if args.quick else 3)
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
+    except Exception:  # noqa: BLE001
+        blas = "unknown"
+    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}")
+    bench_main(n, args.d, args.eps, repeat, with_svd=not args.no_svd)
+    bench_heads(blocks=20 if args.quick else 80)
+    sizes = ([int(float(s)) for s in args.memory_sizes.split(",")] if args.memory_sizes
+             else ([100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]))
+    bench_memory(sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
