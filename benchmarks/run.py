@@ -219,7 +219,8 @@ def bench_heads(H=12, m=256, d=64, blocks=40, eps=1e-3, repeat=3):
 
 def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
     print(f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory ==")
-    print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
+    print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}"
+          f"{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             path = os.path.join(tmp, f"k{n}.npy")
@@ -231,7 +232,7 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             mm.flush()
             del mm
 
-            def online():
+            def online(path=path, n=n):
                 K = np.load(path, mmap_mode="r")
                 sk = streamlev.OnlineLeverage(d, eps)
                 for a in range(0, n, 4096):
@@ -262,7 +263,8 @@ def main(argv=None):
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+                         for i in threadpool_info())
     except Exception:  # noqa: BLE001
         blas = "unknown"
     print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}")

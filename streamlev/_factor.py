@@ -327,7 +327,7 @@ class Factor:
         self.absorb(B)
         return None if eps is None else at_least(self.scores(B), eps)
 
-    def merge(self, other: "Factor") -> None:
+    def merge(self, other: Factor) -> None:
         """Absorb the rows summarised by another factor of the same dimension."""
         self.R = merge_r(self.R, other.R)
         self.n += other.n
@@ -341,7 +341,7 @@ class Factor:
         self._changed()
 
     def logdet_ridge(self) -> float:
-        """ln det(I + RᵀR/λ), from the ridge factor (λ > 0 only)."""
+        """Ln det(I + RᵀR/λ), from the ridge factor (λ > 0 only)."""
         Rl = self._get_scorer()[1]
         return float(2.0 * np.sum(np.log(np.abs(np.diag(Rl)))) - self.dim * np.log(self.ridge))
 

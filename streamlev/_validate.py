@@ -48,7 +48,7 @@ def first_nonfinite_row(X: np.ndarray) -> int:
 def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
     kind = arr.dtype.kind
     if kind == "f":
-        if arr.dtype == np.float32 or arr.dtype == np.float64:
+        if arr.dtype in (np.float32, np.float64):
             return arr
         # float16 and extended precision: compute in float64.
         return arr.astype(np.float64)

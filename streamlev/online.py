@@ -168,7 +168,7 @@ class OnlineLeverage:
         return self._factor.rank
 
     def logdet(self) -> float:
-        """ln det(I + KᵀK/λ) of the rows seen (ridge > 0), from the factor.
+        """Ln det(I + KᵀK/λ) of the rows seen (ridge > 0), from the factor.
 
         Equals Σ_i ln(1 + u_i) over the sequential online scores u_i of every
         row — the checksum DESIGN.md §1.7 gives.

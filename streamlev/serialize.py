@@ -1,9 +1,9 @@
-"""The versioned, self-describing byte format of every streamlev sketch.
+r"""The versioned, self-describing byte format of every streamlev sketch.
 
 Layout (all integers little-endian)::
 
     offset  size  field
-    0       8     magic  b"\\x93SLEVSK\\n"
+    0       8     magic  b"\x93SLEVSK\n"
     8       2     format version (uint16), currently 1
     10      2     length F of the family id (uint16)
     12      4     length H of the header (uint32)
@@ -71,8 +71,8 @@ def pack(family: str, meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
             raise ValueError(f"meta field {k!r} is not finite")
     descr = []
     chunks = []
-    for name, arr in arrays.items():
-        arr = np.asarray(arr)
+    for name, value in arrays.items():
+        arr = np.asarray(value)
         dt = _canon_dtype(arr)
         if arr.ndim > _MAX_NDIM:
             raise ValueError(f"array {name!r} has {arr.ndim} > {_MAX_NDIM} dimensions")

@@ -174,7 +174,7 @@ def test_universal_set_ridge():
 
 # --- bad input -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fn", [lambda K: sl.leverage_scores(K), lambda K: sl.universal_set(K, 0.1)])
+@pytest.mark.parametrize("fn", [sl.leverage_scores, lambda K: sl.universal_set(K, 0.1)])
 def test_bad_input_messages(fn):
     good = np.random.default_rng(9).standard_normal((10, 3))
     bad = good.copy()
