@@ -8,7 +8,7 @@ NBS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_exist():
-    assert len(NBS) >= 2, NBS
+    assert len(NBS) >= 3, NBS
 
 
 @pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)

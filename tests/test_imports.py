@@ -1,0 +1,24 @@
+"""The core never imports optional heavy dependencies."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "dask", "distributed", "matplotlib", "tqdm", "sklearn", "numba")
+
+
+def test_core_import_is_light():
+    code = ("import streamlev, streamlev.exact, streamlev.online, streamlev.twopass, streamlev.serialize, "
+            "streamlev.streams, streamlev.cli, sys; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported at core import time: {out.stdout.strip()}"
+
+
+def test_public_api():
+    import streamlev
+
+    for name in streamlev.__all__:
+        assert hasattr(streamlev, name), name
+    for name in ("leverage_scores", "universal_set", "OnlineLeverage", "two_pass_universal_set",
+                 "MultiHeadLeverage"):
+        assert name in streamlev.__all__
