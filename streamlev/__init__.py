@@ -3,7 +3,17 @@
 The public API is listed in ``__all__``; everything else is private.
 """
 
+from ._attention import (
+    LeverageKVCache,
+    attention,
+    attention_mass_kept,
+    attention_weights,
+    heavy_entry_recall,
+    relative_output_error,
+    select_keys,
+)
 from .exact import leverage_scores, universal_set
+from .lewis import ConvergenceError, OnlinePowerSet, lewis_weights, universal_set_p
 from .online import MultiHeadLeverage, OnlineLeverage
 from .twopass import two_pass_universal_set
 
@@ -11,6 +21,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "ConvergenceError",
+    "LeverageKVCache",
+    "OnlinePowerSet",
+    "attention",
+    "attention_mass_kept",
+    "attention_weights",
+    "heavy_entry_recall",
+    "lewis_weights",
+    "relative_output_error",
+    "select_keys",
+    "universal_set_p",
     "MultiHeadLeverage",
     "OnlineLeverage",
     "leverage_scores",

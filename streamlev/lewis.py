@@ -1,0 +1,771 @@
+"""ℓ_p Lewis weights, exact ℓ_p sensitivities and the universal sets of f(x) = |x|^p attention.
+
+Facts used (DESIGN.md §1.4, §1.6).  For keys K (n x d) and a query q, power attention gives key j
+the weight A_j(q) = |q·k_j|^p / Σ_i |q·k_i|^p.  Its supremum over q is the ℓ_p *sensitivity*
+
+    α_j = max_q |q·k_j|^p / ‖Kq‖_p^p = 1 / min_{q·k_j = 1} ‖Kq‖_p^p ,
+
+so {j : α_j >= eps} is the smallest query-independent set holding every entry A_ij >= eps.
+Sensitivities only decrease when rows are added, so the sensitivity of a key with respect to any
+subset of the rows upper-bounds its sensitivity with respect to all of them.
+
+The Lewis weights w (w_j = τ_j(W^{1/2-1/p} K), Σ w = rank K) bound them: α_j <= c_p·w_j with
+c_p = 1 for p <= 2 and c_p = rank^{p/2-1} (<= d^{p/2-1}) for p > 2.  This module never relies on
+the iterate being exactly converged for that bound: :func:`lewis_bound` evaluates a bound that holds
+for *any* positive weight vector v (it equals c_p·w_j at the fixed point):
+
+* p <= 2:  α_j <= u_j · max_i (u_i / v_i)^{2/p-1},
+* p > 2:   α_j <= u_j · (Σ_i v_i)^{p/2-1},
+
+where u_j = (k_jᵀ(KᵀV^{1-2/p}K)⁺k_j)^{p/2} is one Cohen–Peng update of v.  (Proof: Cauchy–Schwarz in
+the metric KᵀV^{1-2/p}K, then Hölder; see the docstring of :func:`lewis_bound`.)
+
+For p >= 1 the sensitivity is a convex problem; :func:`sensitivity_bounds` solves it by a smoothed
+Newton method and returns *certificates*: a query q with |q·k_j|^p/‖Kq‖_p^p (a lower bound) and a
+dual vector y with Kᵀy = k_j, whose ‖y‖_{p'}^p is an upper bound (weak duality:
+1 = q·k_j = yᵀKq <= ‖y‖_{p'}‖Kq‖_p).  A key is dropped only on an upper bound below eps, so no key
+whose sensitivity reaches eps is ever dropped, whatever the optimiser does.
+
+All leverage scores come from :func:`streamlev.exact.leverage_scores` (blocked Householder QR),
+never from an inverted Gram matrix.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ._factor import THRESHOLD_RTOL, at_least
+from ._validate import as_block, as_keys, check_dim, check_eps, check_p, check_ridge
+from .exact import leverage_scores
+from .exact import universal_set as _leverage_universal_set
+
+__all__ = [
+    "ConvergenceError",
+    "lewis_weights",
+    "lewis_bound",
+    "lp_sensitivities",
+    "sensitivity_bounds",
+    "universal_set_p",
+    "OnlinePowerSet",
+]
+
+_EPS64 = np.finfo(np.float64).eps
+_DEFAULT_TOL = 1e-9
+_DEFAULT_MAX_ITER = 1000
+#: Largest p handled by the Cohen–Peng fixed point; larger p use the convex descent method.
+_CP_MAX_P = 3.0
+
+
+_CONTROLLER = None
+
+
+def _one_blas_thread(func):
+    """Run ``func`` with BLAS limited to one thread.
+
+    The work here is many small factorisations (n x d QRs, r x r solves); DESIGN.md §2 measured
+    small LAPACK calls 10-300x slower with OpenBLAS's 2 threads than with 1 on this kind of
+    machine (an n = 2000, d = 16 QR: 0.3-0.5 s vs 6 ms under load).  The controller is created
+    once, on first use.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        global _CONTROLLER  # noqa: PLW0603 - one lazily created controller per process
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        with _CONTROLLER.limit(limits=1, user_api="blas"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative method reached ``max_iter`` before meeting its tolerance."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Row-space basis
+# ----------------------------------------------------------------------------------------------
+
+def _row_basis(K: np.ndarray):
+    """Orthonormal basis U (m x r) of the column space of the nonzero rows of K.
+
+    Returns ``(U, active)`` with ``active`` the boolean mask of nonzero rows.  Lewis weights and
+    ℓ_p sensitivities of K equal those of U (they only depend on the row space: K_active = U·B
+    with B of full row rank).  Computed from a Householder QR of the column-normalised keys and an
+    SVD of its small triangular factor, with the :func:`numpy.linalg.matrix_rank` tolerance judged
+    after column scaling (the rule of :func:`streamlev.leverage_scores`).
+    """
+    active = np.any(K != 0, axis=1)
+    Ka = np.asarray(K[active], dtype=np.float64)
+    m, d = Ka.shape
+    if m == 0:
+        return np.zeros((0, 0)), active
+    norms = np.sqrt(np.einsum("ij,ij->j", Ka, Ka))
+    nz = norms > 0
+    Kn = Ka[:, nz] / norms[nz]
+    Q, R = np.linalg.qr(Kn, mode="reduced")
+    Ur, S, _ = np.linalg.svd(R)
+    tol = S[0] * max(m, d) * _EPS64
+    r = int(np.count_nonzero(S > tol))
+    U = Q @ Ur[:, :r]
+    return np.ascontiguousarray(U), active
+
+
+def _weighted_leverage(U: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+    """Leverage scores of diag(s)·U with s = exp(log_s), via streamlev.exact.leverage_scores.
+
+    The scale is normalised by its maximum (leverage is invariant to a global factor) and rows
+    are sorted by decreasing scale before the QR (Powell–Reid: Householder QR of strongly
+    row-scaled matrices is accurate when the heavy rows come first).
+    """
+    ls = log_s - np.max(log_s)
+    order = np.argsort(-ls, kind="stable")
+    s = np.exp(ls[order])
+    tau_sorted = leverage_scores(U[order] * s[:, None])
+    tau = np.empty_like(tau_sorted)
+    tau[order] = tau_sorted
+    return tau
+
+
+def _log_det_weighted(U: np.ndarray, log_s: np.ndarray) -> float:
+    """Return log det(Uᵀ S² U) from the R of a Householder QR (no Gram matrix)."""
+    top = float(np.max(log_s))
+    s = np.exp(log_s - top)  # log det(UᵀS²U) = log det(Uᵀ(S/c)²U) + 2r·log c
+    R = np.linalg.qr(U * s[:, None], mode="r")
+    diag = np.abs(np.diag(R))
+    if np.any(diag == 0):
+        return -math.inf
+    return float(2.0 * np.sum(np.log(diag)) + 2.0 * U.shape[1] * top)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lewis weights
+# ----------------------------------------------------------------------------------------------
+
+def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
+    """Lewis weights of the full-column-rank U (all rows nonzero).
+
+    Returns ``(tau, v)``: ``tau`` = leverage of W^{1/2-1/p}U at the final iterate w = exp(v)
+    (sums to rank exactly), and ``v`` = log of the final iterate, with max|log tau - v| <= tol.
+    """
+    m = U.shape[0]
+    tau = _weighted_leverage(U, np.zeros(m))
+    if p == 2.0 or m == 0:
+        return tau, np.log(np.maximum(tau, np.finfo(float).tiny))
+    a = 1.0 - 2.0 / p
+    v = np.log(tau)
+    if p <= _CP_MAX_P:
+        # Cohen–Peng: v <- (p/2)(log τ(v) - a v), a contraction with rate |1 - p/2| in the
+        # max-norm of log weights (for every p < 4); the step equals (p/2)·max|log τ - v|.
+        # Used up to p = 3 (rate <= 1/2 on [1, 3]); beyond, the descent method below is faster.
+        for _ in range(max_iter):
+            tau = _weighted_leverage(U, 0.5 * a * v)
+            if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
+                raise ConvergenceError(
+                    f"Lewis weights for p={p}: weights left the floating-point range; "
+                    f"p this far from 2 needs better-scaled keys")
+            res = np.log(tau) - v
+            if float(np.max(np.abs(res))) <= tol:
+                return tau, v
+            v = 0.5 * p * (np.log(tau) - a * v)
+        raise ConvergenceError(
+            f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} "
+            f"Cohen-Peng iterations (rate |1-p/2| = {abs(1 - p / 2):.3g}); raise max_iter or tol")
+
+    # p > 3 (necessarily for p >= 4): F(w) = -log det(Uᵀ W^a U) + a Σ w is convex in w (W^a is
+    # concave for 0 < a < 1, log det is concave and increasing); its stationary point is
+    # w = τ(W^{1/2-1/p}U), the
+    # Lewis weights.  In v = log w the direction Δ = log τ - v is a descent direction
+    # (∇_v F · Δ = -a Σ (τ - w)(log τ - log w) <= 0).  Steps start at η = 2p/(p+2), which makes
+    # the linearised iteration contract with rate (p-2)/(p+2), and back-track (Armijo) on F far
+    # from the optimum; close to it (predicted decrease below rounding) the full step is taken.
+    eta0 = 2.0 * p / (p + 2.0)
+    tau = _weighted_leverage(U, 0.5 * a * v)
+    F = _log_det_weighted(U, 0.5 * a * v) * -1.0 + a * float(np.sum(np.exp(v)))
+    for _ in range(max_iter):
+        res = np.log(tau) - v
+        if float(np.max(np.abs(res))) <= tol:
+            return tau, v
+        w = np.exp(v)
+        slope = a * float(np.dot(w - tau, res))  # = ∇_v F · Δ <= 0
+        eta = eta0
+        while True:
+            v_try = v + eta * res
+            F_try = -_log_det_weighted(U, 0.5 * a * v_try) + a * float(np.sum(np.exp(v_try)))
+            if abs(eta * slope) <= 1e-12 * (abs(F) + 1.0) or F_try <= F + 1e-4 * eta * slope:
+                break
+            eta *= 0.5
+            if eta < 1e-12:
+                raise ConvergenceError(f"Lewis weights for p={p}: line search failed")
+        v, F = v_try, F_try
+        tau = _weighted_leverage(U, 0.5 * a * v)
+        if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
+            raise ConvergenceError(f"Lewis weights for p={p}: weights left the floating-point range")
+    raise ConvergenceError(
+        f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} iterations "
+        f"(asymptotic rate (p-2)/(p+2) = {(p - 2) / (p + 2):.3g}); raise max_iter or tol")
+
+
+def _check_tol_iter(tol, max_iter):
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise TypeError(f"tol must be a positive real number, got {type(tol).__name__}")
+    tol = float(tol)
+    if not (tol > 0) or not math.isfinite(tol):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}; e.g. tol=1e-9")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)):
+        raise TypeError(f"max_iter must be an integer >= 1, got {type(max_iter).__name__}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter}")
+    return tol, int(max_iter)
+
+
+@_one_blas_thread
+def lewis_weights(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+    """ℓ_p Lewis weights of the rows of K.
+
+    The Lewis weights are the unique w >= 0 with w_j = τ_j(W^{1/2-1/p} K) (leverage scores of the
+    reweighted keys), equivalently w_j = (k_jᵀ(KᵀW^{1-2/p}K)⁺k_j)^{p/2}.  For p = 2 they are the
+    leverage scores.
+
+    Parameters
+    ----------
+    K : array_like, shape (n, d)
+        Keys.
+    p : float in (0, inf)
+        Exponent of f(x) = |x|^p.
+    tol : float, default 1e-9
+        Stop when max_j |log(τ_j(W^{1/2-1/p}K) / w_j)| <= tol at the current iterate w.
+    max_iter : int, default 1000
+        Iteration limit; :class:`ConvergenceError` (a RuntimeError) is raised when it is reached.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+        The leverage scores τ(W^{1/2-1/p}K) at the final iterate: they sum to rank(K) exactly (to
+        rounding) and lie within a factor exp(tol) of the iterate.  Zero rows get weight 0.
+
+    Raises
+    ------
+    ConvergenceError
+        If ``max_iter`` is reached (or weights leave the floating-point range for extreme p).
+
+    Notes
+    -----
+    Method: p <= 3 uses the Cohen–Peng fixed point w <- (w^{2/p-1}·τ(W^{1/2-1/p}K))^{p/2}, a
+    contraction with rate |1 - p/2| (it converges for every p < 4, but slowly near 4).  p > 3
+    minimises the function F(w) = -log det(KᵀW^{1-2/p}K) + (1-2/p)·Σ w, convex for p > 2 and
+    stationary exactly at the Lewis weights, by steps along log τ - log w with Armijo
+    back-tracking (a descent direction; local rate (p-2)/(p+2)).  Each
+    iteration costs one or two Householder QRs of an n x rank matrix.  The keys are first reduced
+    to an orthonormal basis of their row space (the weights depend only on it), which also
+    removes any dependence on the scaling of the columns.
+    """
+    K = as_keys(K)
+    p = check_p(p)
+    tol, max_iter = _check_tol_iter(tol, max_iter)
+    n = K.shape[0]
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    U, active = _row_basis(K)
+    if U.shape[0] == 0 or U.shape[1] == 0:
+        return out
+    tau, _v = _lewis_active(U, p, tol, max_iter)
+    out[active] = tau
+    return out
+
+
+def _lewis_bound_active(U: np.ndarray, p: float, tol: float, max_iter: int) -> np.ndarray:
+    """Certified upper bound on the ℓ_p sensitivity of every row of U (see :func:`lewis_bound`)."""
+    if p == 2.0:
+        return _weighted_leverage(U, np.zeros(U.shape[0]))
+    tau, v = _lewis_active(U, p, tol, max_iter)
+    a = 1.0 - 2.0 / p
+    # u = one Cohen–Peng update of v: log u = (p/2)(log τ - a v).
+    log_u = 0.5 * p * (np.log(tau) - a * v)
+    if p <= 2.0:
+        log_gamma = (2.0 / p - 1.0) * float(np.max(log_u - v))
+    else:
+        log_gamma = (0.5 * p - 1.0) * math.log(float(np.sum(np.exp(v))))
+    return np.exp(log_u + log_gamma)
+
+
+@_one_blas_thread
+def lewis_bound(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+    """Certified upper bounds b_j >= α_j on the ℓ_p sensitivities, from Lewis weights.
+
+    Parameters
+    ----------
+    K : array_like, shape (n, d)
+        Keys.
+    p : float in (0, inf)
+        Exponent.
+    tol, max_iter
+        Passed to the Lewis-weight iteration.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+        b_j ≈ c_p·w_j (c_p = 1 for p <= 2, rank^{p/2-1} for p > 2), and b_j >= α_j holds for the
+        computed iterate whether or not it is fully converged.  Zero rows get 0.
+
+    Notes
+    -----
+    Let v > 0 be any weights, M = KᵀV^{1-2/p}K, t_j = k_jᵀM⁺k_j, u_j = t_j^{p/2} and
+    S = xᵀMx = Σ_i v_i^{1-2/p}(k_i·x)².  Cauchy–Schwarz gives (k_i·x)² <= t_i·S.  For p <= 2,
+    (k_i·x)² <= |k_i·x|^p (t_i S)^{1-p/2} summed with weights v_i^{1-2/p} gives
+    S^{p/2} <= max_i (u_i/v_i)^{2/p-1}·‖Kx‖_p^p; for p > 2 Hölder gives
+    S^{p/2} <= (Σ v)^{p/2-1}·‖Kx‖_p^p.  With |k_j·x|^p <= u_j S^{p/2} both bounds follow; at the
+    fixed point u = v = w and Σ w = rank.
+    """
+    K = as_keys(K)
+    p = check_p(p)
+    tol, max_iter = _check_tol_iter(tol, max_iter)
+    out = np.zeros(K.shape[0])
+    if K.shape[0] == 0:
+        return out
+    U, active = _row_basis(K)
+    if U.shape[0] == 0 or U.shape[1] == 0:
+        return out
+    out[active] = _lewis_bound_active(U, p, tol, max_iter)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact sensitivities with certificates (p >= 1)
+# ----------------------------------------------------------------------------------------------
+
+def _dual_upper(U: np.ndarray, y: np.ndarray, uj: np.ndarray, p: float) -> float:
+    """Certified upper bound ‖y'‖_{p'}^p (+ a feasibility correction) on α_j.
+
+    ``y`` need only satisfy Uᵀy ≈ u_j: it is first projected onto {y : Uᵀy = u_j} along
+    range(U) (U has orthonormal columns), and the rounding residual e = Uᵀy - u_j is charged
+    explicitly: for every q, |u_j·q| <= ‖y‖_{p'}‖Uq‖_p + ‖e‖₂‖q‖₂ and
+    ‖q‖₂ = ‖Uq‖₂ <= m^{max(0, 1/2-1/p)}‖Uq‖_p.
+    """
+    m = U.shape[0]
+    y = y + U @ (uj - U.T @ y)
+    e = float(np.linalg.norm(U.T @ y - uj))
+    ay = np.abs(y)
+    ymax = float(np.max(ay)) if m else 0.0
+    if p == 1.0:
+        nrm = ymax
+    elif ymax == 0.0:
+        nrm = 0.0
+    else:
+        pc = p / (p - 1.0)
+        nrm = ymax * float(np.sum((ay / ymax) ** pc)) ** (1.0 / pc)
+    corr = e * m ** max(0.0, 0.5 - 1.0 / p) * (1.0 + 1e-12)
+    return (nrm + corr) ** p
+
+
+def _weighted_correction(U: np.ndarray, rho: np.ndarray, az: np.ndarray) -> np.ndarray:
+    """Δ minimising Σ Δ_i²/d_i subject to UᵀΔ = ρ, with d_i large where |z_i| is small."""
+    zmax = float(np.max(az)) or 1.0
+    sd = 1.0 / np.sqrt(az / zmax + 1e-12)
+    A = U * sd[:, None]
+    Q, R = np.linalg.qr(A, mode="reduced")
+    try:
+        eta = Q @ np.linalg.solve(R.T, rho)
+    except np.linalg.LinAlgError:
+        return np.zeros_like(az)
+    if not np.all(np.isfinite(eta)):
+        return np.zeros_like(az)
+    return sd * eta
+
+
+def _primal_lower(z: np.ndarray, p: float) -> float:
+    """|u_j·q|^p / ‖Uq‖_p^p for a query with u_j·q = 1 (z = Uq)."""
+    az = np.abs(z)
+    zmax = float(np.max(az))
+    if zmax == 0.0:
+        return 0.0
+    s = float(np.sum((az / zmax) ** p))
+    return math.exp(-p * math.log(zmax) - math.log(s))
+
+
+def _certify_one(U: np.ndarray, j: int, p: float, *, eps: float | None, max_newton: int,
+                 q_init: np.ndarray | None = None):
+    """Bounds (lower, upper, q) on α_j for row j of U (orthonormal columns), p >= 1.
+
+    Newton's method on the smoothed convex problem min_c Σ (z_i² + δ²)^{p/2}, z = U(q0 + N c),
+    with δ = 0 for p >= 2 and δ decreasing geometrically for p < 2.  Certificates are evaluated
+    at the start, every 5th step and whenever a Newton stage has converged; the loop stops
+    early when ``eps`` is decided (upper < eps: excluded; lower >= eps: included) or the bounds
+    agree to 1e-9.
+    """
+    m, r = U.shape
+    uj = U[j]
+    nu2 = float(uj @ uj)
+    q0 = uj / nu2
+    if r == 1:
+        z = U @ q0
+        lower = _primal_lower(z, p)
+        return lower, lower * (1 + 1e-12), q0
+    # Orthonormal basis N of u_j^⊥ from a Householder reflector.
+    h = uj.copy()
+    h[0] += math.copysign(math.sqrt(nu2), h[0] if h[0] != 0 else 1.0)
+    H = np.eye(r) - 2.0 * np.outer(h, h) / float(h @ h)
+    N = H[:, 1:]
+    B = U @ N
+    z0 = U @ q0
+    c = np.zeros(r - 1)
+    if q_init is not None:
+        scale = float(q_init @ uj)
+        if scale != 0 and math.isfinite(scale):
+            c = N.T @ (q_init / scale)
+    z = z0 + B @ c
+    smooth = p < 2.0
+    zscale = float(np.max(np.abs(z))) or 1.0
+    delta = 0.1 * zscale if smooth else 0.0
+    delta_min = 1e-13 * zscale
+    lower, upper = 0.0, math.inf
+
+    def phi(zz, dd):
+        if dd == 0.0:
+            return float(np.sum(np.abs(zz) ** p))
+        return float(np.sum((zz * zz + dd * dd) ** (0.5 * p)))
+
+    def certify(zz, g):
+        nonlocal lower, upper
+        lower = max(lower, _primal_lower(zz, p))
+        mu = float(zz @ g)
+        if mu > 0:
+            y = g / mu
+            if p < 2.0:
+                # Put the feasibility correction on the near-zero residuals, where the optimal
+                # dual of a non-smooth ℓ_p problem is free (p = 1: anywhere in [-1/φ, 1/φ]).
+                y = y + _weighted_correction(U, uj - U.T @ y, np.abs(zz))
+            upper = min(upper, _dual_upper(U, y, uj, p))
+        if eps is not None and (upper < eps * (1.0 - THRESHOLD_RTOL) or lower >= eps):
+            return True
+        return upper <= lower * (1 + 1e-9)
+
+    f = phi(z, delta)
+    for it in range(max_newton):
+        h2 = z * z + delta * delta
+        if delta == 0.0:
+            az = np.abs(z)
+            g = np.sign(z) * az ** (p - 1.0)
+            hd = (p - 1.0) * az ** (p - 2.0) if p > 2.0 else np.full(m, p - 1.0)
+        else:
+            g = z * h2 ** (0.5 * p - 1.0)
+            hd = h2 ** (0.5 * p - 2.0) * ((p - 1.0) * z * z + delta * delta)
+        grad = B.T @ g
+        Hm = (B * hd[:, None]).T @ B
+        Hm[np.diag_indices_from(Hm)] += 1e-14 * (np.trace(Hm) / (r - 1) + 1e-300)
+        try:
+            step = np.linalg.solve(Hm, grad)
+        except np.linalg.LinAlgError:
+            step = grad
+        dec = float(grad @ step)
+        stage_done = dec <= 1e-16 * max(f, 1e-300) or not math.isfinite(dec)
+        # g is ∝ the dual of the smoothed problem: certificates from the current point
+        if (it % 5 == 0 or stage_done or dec < 1e-6 * f) and certify(z, g):
+            break
+        if stage_done:
+            if smooth and delta > delta_min:
+                delta *= 0.1
+                f = phi(z, delta)
+                continue
+            break
+        t = 1.0
+        while True:
+            c_try = c - t * step
+            z_try = z0 + B @ c_try
+            f_try = phi(z_try, delta)
+            if f_try <= f - 1e-4 * t * dec or t < 1e-10:
+                break
+            t *= 0.5
+        c, z, f = c_try, z_try, f_try
+        if smooth and dec < 1e-6 * f and delta > delta_min:
+            delta *= 0.1
+            f = phi(z, delta)
+    q = q0 + N @ c
+    return lower, upper, q
+
+
+@_one_blas_thread
+def sensitivity_bounds(K, p, *, indices=None, max_newton: int = 200):
+    """Certified lower and upper bounds on the exact ℓ_p sensitivities (p >= 1).
+
+    Parameters
+    ----------
+    K : array_like, shape (n, d)
+        Keys.
+    p : float >= 1
+        Exponent (the problem min_{q·k_j=1} ‖Kq‖_p^p is convex for p >= 1).
+    indices : array_like of int, optional
+        Rows to bound (default: all).
+    max_newton : int, default 200
+        Newton steps per row.
+
+    Returns
+    -------
+    lower, upper : numpy.ndarray of float64
+        lower_j <= α_j <= upper_j up to rounding.  lower_j is attained by an explicit query;
+        upper_j is certified by a dual vector y with Kᵀy = k_j (weak duality).  Zero rows: 0, 0.
+    """
+    K = as_keys(K)
+    p = check_p(p)
+    if p < 1.0:
+        raise ValueError(f"exact l_p sensitivities need p >= 1 (a convex problem), got p={p}; "
+                         f"use lewis_bound(K, p) for an upper bound when p < 1")
+    n = K.shape[0]
+    idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    lo = np.zeros(idx.size)
+    hi = np.zeros(idx.size)
+    U, active = _row_basis(K)
+    pos = np.cumsum(active) - 1
+    for t, j in enumerate(idx):
+        if not active[j] or U.shape[1] == 0:
+            continue
+        lo[t], hi[t], _q = _certify_one(U, int(pos[j]), p, eps=None, max_newton=max_newton)
+    return lo, hi
+
+
+def lp_sensitivities(K, p, *, max_newton: int = 200) -> np.ndarray:
+    """Exact ℓ_p sensitivities α_j = 1/min_{q·k_j=1}‖Kq‖_p^p (p >= 1), to about 1e-9 relative.
+
+    Returns the certified upper bounds of :func:`sensitivity_bounds` (never below the truth).
+    """
+    return sensitivity_bounds(K, p, max_newton=max_newton)[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Universal sets
+# ----------------------------------------------------------------------------------------------
+
+def _lower_general(z: np.ndarray, j: int, p: float) -> float:
+    """|z_j|^p / Σ_i |z_i|^p (the attention a query with Uq = z gives row j)."""
+    az = np.abs(z)
+    zmax = float(np.max(az))
+    if zmax == 0.0 or az[j] == 0.0:
+        return 0.0
+    return float((az[j] / zmax) ** p / np.sum((az / zmax) ** p))
+
+
+def _cheap_bounds(U: np.ndarray, p: float, v: np.ndarray, cand: np.ndarray):
+    """Vectorised certificates from the Lewis ellipsoid, for all candidates at O(m·|cand|·r).
+
+    With s = w^{a/2} (a = 1 - 2/p), M = UᵀW^aU and W^{a/2}U = QR:
+
+    * dual  y = W^a U M⁻¹u_j = s ⊙ (Q Q_jᵀ)/s_j satisfies Uᵀy = u_j  -> upper bound ‖y‖_{p'}^p;
+    * dual  y = U u_j (UᵀU = I)                                       -> a second upper bound;
+    * query q = M⁻¹u_j, Uq = (Q Q_jᵀ)/(s s_j)                         -> lower bound (and a warm
+      start for Newton);
+    * dual  y ∝ sign(z)|z|^{p-1} at that query (the optimality condition), projected onto
+      {Uᵀy = u_j}                                                      -> a third upper bound.
+
+    Returns ``(lower, upper, Z)`` with Z[:, t] = U q for candidate t.
+    """
+    a = 1.0 - 2.0 / p
+    ls = 0.5 * a * v
+    ls = ls - np.max(ls)
+    s = np.exp(ls)
+    Q, _R = np.linalg.qr(U * s[:, None], mode="reduced")
+    lo = np.empty(cand.size)
+    hi = np.empty(cand.size)
+    Zs = np.empty((U.shape[0], cand.size))
+    for start in range(0, cand.size, 256):
+        J = cand[start:start + 256]
+        G = Q @ Q[J].T
+        Y1 = (s[:, None] * G) / s[J]
+        Z = G / s[:, None] / s[J]
+        Y2 = U @ U[J].T
+        Zs[:, start:start + J.size] = Z
+        for t, j in enumerate(J):
+            z = Z[:, t]
+            az = np.abs(z)
+            g = np.sign(z) * (az / np.max(az)) ** (p - 1.0)  # ∝ the dual at the query Uq = z
+            mu = float(z @ g) / float(U[j] @ (U.T @ z))
+            ub = min(_dual_upper(U, Y1[:, t], U[j], p), _dual_upper(U, Y2[:, t], U[j], p))
+            if mu > 0:
+                ub = min(ub, _dual_upper(U, g / mu, U[j], p))
+            hi[start + t] = ub
+            lo[start + t] = _lower_general(z, int(j), p)
+    return lo, hi, Zs
+
+
+def _universal_active(U: np.ndarray, eps: float, p: float, *, refine: bool, tol: float,
+                      max_iter: int, max_newton: int) -> np.ndarray:
+    """Boolean keep-mask over the rows of U (orthonormal basis of the nonzero keys)."""
+    m = U.shape[0]
+    if m == 0 or U.shape[1] == 0:
+        return np.zeros(m, dtype=bool)
+    if p == 2.0:
+        return at_least(_weighted_leverage(U, np.zeros(m)), eps)
+    tau, v = _lewis_active(U, p, tol, max_iter)
+    a = 1.0 - 2.0 / p
+    log_u = 0.5 * p * (np.log(tau) - a * v)
+    if p <= 2.0:
+        log_gamma = (2.0 / p - 1.0) * float(np.max(log_u - v))
+    else:
+        log_gamma = (0.5 * p - 1.0) * math.log(float(np.sum(np.exp(v))))
+    bound = np.exp(log_u + log_gamma)
+    keep = at_least(bound, eps)
+    if not refine or p < 1.0:
+        return keep
+    cand = np.flatnonzero(keep)
+    if cand.size == 0:
+        return keep
+    lo, hi, Z = _cheap_bounds(U, p, v, cand)
+    for t, j in enumerate(cand):
+        if not at_least(hi[t:t + 1], eps)[0]:
+            keep[j] = False
+        elif lo[t] < eps:  # undecided: Newton, warm-started at the Lewis-ellipsoid query
+            _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton,
+                                       q_init=U.T @ Z[:, t])
+            keep[j] = bool(at_least(np.array([ub]), eps)[0])
+    return keep
+
+
+@_one_blas_thread
+def universal_set_p(K, eps, *, p, ridge: float = 0.0, refine: bool = True,
+                    tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER,
+                    max_newton: int = 200) -> np.ndarray:
+    """ε-universal set of power attention f(x) = |x|^p: keys some query can give weight >= eps.
+
+    Parameters
+    ----------
+    K : array_like, shape (n, d)
+        Keys.
+    eps : float in (0, 1]
+        Attention threshold.
+    p : float in (0, inf)
+        Exponent; ``p = 2`` returns exactly :func:`streamlev.universal_set` (leverage scores).
+    ridge : float, default 0.0
+        Only ``ridge = 0`` is accepted for p != 2: ridge leverage has no ℓ_p counterpart with the
+        attention guarantee, so a positive value raises ValueError rather than being ignored.
+    refine : bool, default True
+        For p >= 1, refine the Lewis-weight candidates by their exact sensitivity (convex
+        problem, certified by duality).  ``False`` returns U_p = {j : c_p·w_j >= eps} (certified
+        form, see :func:`lewis_bound`).  For p < 1 there is no convex formulation and U_p is
+        returned.
+    tol, max_iter, max_newton
+        Iteration controls of the Lewis-weight and sensitivity solvers.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Sorted indices.  Guarantee: every key j with α_j >= eps is in the set (α_j the exact ℓ_p
+        sensitivity), hence for every query matrix Q every entry A_ij >= eps of
+        A = row-normalise(|QKᵀ|^p) has j in the set.  With ``refine`` (p >= 1) a key is dropped
+        only on a certificate α_j < eps, and keys whose certificates stay within the solver
+        tolerance of eps are kept, so the set is {j : α_j >= eps} up to such near-ties.  Size:
+        at most c_p·rank/eps·(1 + O(tol)) with c_p = 1 (p <= 2), rank^{p/2-1} (p > 2).
+
+    Notes
+    -----
+    Cost: one Lewis-weight computation, then for p >= 1 one vectorised dual bound for every
+    candidate, then a Newton solve (O(n·rank²) per step) for candidates still undecided.
+    """
+    eps = check_eps(eps)
+    p = check_p(p)
+    ridge = check_ridge(ridge)
+    if p == 2.0:
+        return _leverage_universal_set(K, eps, ridge=ridge)
+    if ridge > 0:
+        raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); "
+                         f"for p={p} use ridge=0.0")
+    K = as_keys(K)
+    tol, max_iter = _check_tol_iter(tol, max_iter)
+    n = K.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    U, active = _row_basis(K)
+    keep = np.zeros(n, dtype=bool)
+    keep[active] = _universal_active(U, eps, p, refine=bool(refine), tol=tol,
+                                     max_iter=max_iter, max_newton=max_newton)
+    return np.flatnonzero(keep).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# One pass
+# ----------------------------------------------------------------------------------------------
+
+class OnlinePowerSet:
+    """One pass over key blocks for power attention with memory independent of n.
+
+    Keeps a set S of rows (keys with their global indices).  Each :meth:`update` forms
+    S ∪ block, computes the universal set *of those rows alone* (:func:`universal_set_p` on
+    them) and keeps only its members.
+
+    Guarantee: after any number of blocks, :meth:`result` contains every key j of the exact
+    universal set {j : α_j(all rows seen) >= eps}.  Reason: a key is dropped only when its
+    sensitivity with respect to the held rows S_t is certified < eps; S_t is a subset of the
+    rows seen so far, and the sensitivity with respect to a subset upper-bounds the sensitivity
+    with respect to any superset (adding rows only enlarges ‖Kq‖_p), so the key's sensitivity is
+    < eps with respect to all rows ever.  Dropped keys never need to re-enter.
+
+    Memory: the held rows satisfy |S| <= c_p·rank/eps·(1 + O(tol)) after each update (c_p = 1
+    for p <= 2, rank^{p/2-1} for p > 2), so the state is O((c_p·d/eps + block)·d) floats,
+    independent of the stream length.  The final set is a superset of the exact set; a second
+    pass with :func:`sensitivity_bounds` over all rows can shrink it further.
+
+    Parameters
+    ----------
+    dim : int
+        Key dimension d.
+    eps : float in (0, 1]
+        Attention threshold.
+    p : float in (0, inf)
+        Exponent of f(x) = |x|^p.
+    refine : bool, default True
+        Refine by exact sensitivities (p >= 1) at every update (smaller state, more time).
+    """
+
+    def __init__(self, dim, eps, *, p, refine: bool = True):
+        self.dim = check_dim(dim)
+        self.eps = check_eps(eps)
+        self.p = check_p(p)
+        self.refine = bool(refine)
+        self.n_seen_ = 0
+        self.keys_ = np.zeros((0, self.dim))
+        self.index_ = np.zeros(0, dtype=np.int64)
+        self.max_held_ = 0
+
+    @_one_blas_thread
+    def update(self, X) -> OnlinePowerSet:
+        """Absorb a block (m, d) or a single key (d,); returns self."""
+        B = np.asarray(as_block(X, self.dim), dtype=np.float64)
+        m = B.shape[0]
+        if m == 0:
+            return self
+        rows = np.vstack([self.keys_, B])
+        idx = np.concatenate([self.index_, self.n_seen_ + np.arange(m, dtype=np.int64)])
+        self.n_seen_ += m
+        self.max_held_ = max(self.max_held_, rows.shape[0])
+        keep = _subset_keep(rows, self.eps, self.p, refine=self.refine)
+        self.keys_ = np.ascontiguousarray(rows[keep])
+        self.index_ = idx[keep]
+        return self
+
+    def fit(self, blocks) -> OnlinePowerSet:
+        """Absorb every block of an iterable (one pass); returns self."""
+        for B in blocks:
+            self.update(B)
+        return self
+
+    def result(self) -> np.ndarray:
+        """Sorted int64 global indices of the held keys (a superset of the exact universal set)."""
+        return np.sort(self.index_)
+
+    def nbytes(self) -> int:
+        """Bytes of state held between updates."""
+        return int(self.keys_.nbytes + self.index_.nbytes)
+
+
+def _subset_keep(rows: np.ndarray, eps: float, p: float, *, refine: bool,
+                 tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+    """Keep-mask of the universal set of ``rows`` alone (validated float64 input)."""
+    keep = np.zeros(rows.shape[0], dtype=bool)
+    U, active = _row_basis(rows)
+    keep[active] = _universal_active(U, eps, p, refine=refine, tol=tol, max_iter=max_iter,
+                                     max_newton=200)
+    return keep

@@ -1,0 +1,298 @@
+"""Lewis weights, ℓ_p sensitivities and p != 2 universal sets against independent oracles.
+
+Oracles (tests/naive_lp.py): the defining fixed-point equation evaluated with np.linalg.pinv, a
+plain Cohen–Peng loop, L-BFGS-B on the convex Lewis objective (p > 2), and exact ℓ_p
+sensitivities by scipy (linprog for p = 1, BFGS otherwise).  Runtime budget: ~25 s (default run).
+"""
+
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import streamlev as sl
+from streamlev import lewis
+
+from . import naive, naive_lp
+from .strategies import key_matrices
+
+P_GUARANTEE = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+P_ALL = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
+
+
+def keys(seed, n=24, d=3, heavy=2):
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d)) * np.logspace(-1, 1, d)
+    K[:heavy] *= 4.0
+    return K
+
+
+def c_p(p, r):
+    return 1.0 if p <= 2 else r ** (p / 2 - 1)
+
+
+@functools.cache
+def oracle_alpha(seed, p):
+    return naive_lp.sensitivities(keys(seed), p)
+
+
+# --- Lewis weights --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", P_ALL)
+def test_lewis_weights_satisfy_definition_and_sum_to_rank(p):
+    rng = np.random.default_rng(10)
+    K = rng.standard_normal((60, 5)) * np.array([1e-3, 1, 10, 1e3, 1])
+    K[7] = 0.0
+    w = sl_lewis(K, p)
+    assert w[7] == 0.0
+    assert np.all(w >= 0) and np.all(w <= 1 + 1e-12)
+    assert abs(w.sum() - naive.rank(K)) < 1e-9
+    assert naive_lp.lewis_residual(K, w, p) < 1e-7
+
+
+def sl_lewis(K, p, **kw):
+    return lewis.lewis_weights(K, p, **kw)
+
+
+@pytest.mark.parametrize("p", (0.5, 1.0, 1.5, 3.0, 3.5))
+def test_lewis_matches_plain_cohen_peng(p):
+    K = keys(11, n=40, d=4)
+    np.testing.assert_allclose(sl_lewis(K, p), naive_lp.lewis_cohen_peng(K, p), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", (3.0, 4.0, 6.0, 10.0))
+def test_lewis_matches_convex_program(p):
+    """p >= 4 (no Cohen–Peng contraction): compare with L-BFGS-B on the convex objective."""
+    K = keys(12, n=40, d=4, heavy=4)
+    np.testing.assert_allclose(sl_lewis(K, p), naive_lp.lewis_convex(K, p), rtol=1e-6)
+
+
+def test_p2_is_leverage():
+    K = keys(13, n=50, d=5)
+    np.testing.assert_allclose(sl_lewis(K, 2.0), naive.leverage(K), rtol=1e-10)
+
+
+@pytest.mark.parametrize("p", (6.0, 10.0))
+def test_large_p_hard_keys_converge(p):
+    """Heavy rows and outlier channels, p >= 4: the descent method still converges."""
+    rng = np.random.default_rng(14)
+    K = rng.standard_normal((300, 8)) * np.logspace(-3, 3, 8)
+    K[:5] *= 1e3
+    w = sl_lewis(K, p)
+    assert abs(w.sum() - 8) < 1e-9
+    assert naive_lp.lewis_residual(K, w, p) < 1e-6
+
+
+@given(K=key_matrices(max_n=30, max_d=5), p=st.sampled_from([0.7, 1.0, 1.5, 3.0, 4.0, 6.0]),
+       seed=st.integers(0, 2**31))
+def test_lewis_properties(K, p, seed):
+    """Σ w = rank; definition; invariance K -> K·B; permutation equivariance; zero rows get 0."""
+    w = sl_lewis(K, p)
+    r = naive.rank(K)
+    assert abs(w.sum() - r) < 1e-7 * max(r, 1)
+    nz = np.any(K != 0, axis=1)
+    assert np.all(w[~nz] == 0)
+    assert np.all(w[nz] > 0)
+    rng = np.random.default_rng(seed)
+    d = K.shape[1]
+    # B = D⁻¹GD with D the column norms: mixing channels of very different scales would destroy
+    # the small ones in floating point (K·B itself would be ill conditioned), which is not the
+    # invariance under test.
+    norms = np.linalg.norm(np.asarray(K, float), axis=0)
+    D = np.where(norms > 0, norms, 1.0)
+    B = (rng.standard_normal((d, d)) + 3 * np.eye(d)) * D[None, :] / D[:, None]
+    perm = rng.permutation(K.shape[0])
+    KB = np.asarray(K, float) @ B
+    wB = sl_lewis(KB, p)
+    assert abs(wB.sum() - naive.rank(KB)) < 1e-7 * max(r, 1)
+    if naive.rank(KB) == r:  # K·B can cross the numerical rank threshold when K is rank deficient
+        np.testing.assert_allclose(wB, w, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(sl_lewis(K[perm], p), w[perm], rtol=1e-6, atol=1e-10)
+
+
+def test_lewis_rank_deficient_and_tiny():
+    rng = np.random.default_rng(15)
+    K = rng.standard_normal((30, 2)) @ rng.standard_normal((2, 5))
+    for p in (1.0, 3.0, 6.0):
+        w = sl_lewis(K, p)
+        assert abs(w.sum() - 2) < 1e-9
+        assert naive_lp.lewis_residual(K, w, p) < 1e-7
+    assert sl_lewis(np.zeros((0, 3)), 3.0).shape == (0,)
+    np.testing.assert_array_equal(sl_lewis(np.zeros((4, 3)), 3.0), np.zeros(4))
+    np.testing.assert_allclose(sl_lewis(np.ones((1, 3)), 6.0), [1.0])
+
+
+@pytest.mark.parametrize("p", (3.0, 6.0, 0.5))
+def test_max_iter_raises_convergence_error(p):
+    K = keys(16, n=40, d=4)
+    with pytest.raises(RuntimeError, match="max_iter"):
+        sl_lewis(K, p, max_iter=1, tol=1e-14)
+    assert issubclass(lewis.ConvergenceError, RuntimeError)
+
+
+def test_bad_inputs():
+    K = keys(17)
+    with pytest.raises(ValueError, match="p must"):
+        sl_lewis(K, 0.0)
+    with pytest.raises(TypeError, match="p must"):
+        sl_lewis(K, "2")
+    with pytest.raises(ValueError, match="tol"):
+        sl_lewis(K, 3.0, tol=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        sl_lewis(K, 3.0, max_iter=0)
+    bad = K.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="row 3"):
+        sl_lewis(bad, 3.0)
+    with pytest.raises(ValueError, match="2-D"):
+        sl_lewis(K[0], 3.0)
+    with pytest.raises(ValueError, match="ridge"):
+        sl.universal_set(K, 0.1, p=3.0, ridge=0.5)
+    with pytest.raises(ValueError, match="p >= 1"):
+        lewis.sensitivity_bounds(K, 0.5)
+    with pytest.raises(ValueError, match="eps"):
+        lewis.universal_set_p(K, 1.5, p=3.0)
+
+
+# --- sensitivities and bounds ----------------------------------------------------------------
+
+@pytest.mark.parametrize("p", P_GUARANTEE)
+def test_sensitivity_certificates_bracket_oracle(p):
+    K = keys(20)
+    alpha = oracle_alpha(20, p)
+    lo, hi = lewis.sensitivity_bounds(K, p)
+    assert np.all(lo <= alpha * (1 + 1e-7))
+    assert np.all(alpha <= hi * (1 + 1e-7))
+    assert np.all(hi <= lo * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("p", P_GUARANTEE)
+def test_lewis_bound_dominates_sensitivity(p):
+    """α_j <= c_p·w_j (c_p = 1 for p <= 2, rank^{p/2-1} otherwise) and the certified bound."""
+    K = keys(20)
+    alpha = oracle_alpha(20, p)
+    w = sl_lewis(K, p)
+    r = naive.rank(K)
+    assert np.all(alpha <= c_p(p, r) * w * (1 + 1e-7))
+    b = lewis.lewis_bound(K, p)
+    assert np.all(alpha <= b * (1 + 1e-7))
+    np.testing.assert_allclose(b, c_p(p, r) * w, rtol=1e-6)
+
+
+# --- universal sets --------------------------------------------------------------------------
+
+def optimised_queries(K, p, js):
+    """For each key j, the query maximising A_jj (from the oracle's convex solve)."""
+    return np.array([naive_lp.sensitivity(K, j, p)[1] for j in js]).reshape(len(js), K.shape[1])
+
+
+@pytest.mark.parametrize("p", P_GUARANTEE)
+@pytest.mark.parametrize("eps", (0.05, 0.2))
+def test_universal_set_p_guarantee(p, eps):
+    K = keys(20)
+    alpha = oracle_alpha(20, p)
+    U = sl.universal_set(K, eps, p=p)
+    assert U.dtype == np.int64 and np.all(np.diff(U) > 0)
+    # exactly the keys some query can make eps-heavy (ties within the oracle's precision aside)
+    naive.assert_set_matches(U, alpha, eps, rtol=1e-6)
+    # random queries: every heavy entry lies in U
+    rng = np.random.default_rng(21)
+    Q = rng.standard_normal((500, K.shape[1])) * rng.uniform(0.1, 10, size=(500, 1))
+    A = naive_lp.power_attention(Q, K, p)
+    assert np.all(np.isin(np.nonzero(A >= eps)[1], U))
+    # adversarial queries optimised to make each excluded key heavy stay below eps
+    out = np.setdiff1d(np.arange(K.shape[0]), U)
+    if out.size:
+        Qa = optimised_queries(K, p, out)
+        Aa = naive_lp.power_attention(Qa, K, p)
+        assert np.all(Aa[np.arange(out.size), out] < eps)
+    # and the kept keys really can be made heavy (the set is not padded)
+    Qi = optimised_queries(K, p, U)
+    Ai = naive_lp.power_attention(Qi, K, p)
+    assert np.all(Ai[np.arange(U.size), U] >= eps * (1 - 1e-6))
+
+
+@pytest.mark.parametrize("p", P_GUARANTEE)
+def test_unrefined_set_is_lewis_set(p):
+    K = keys(20)
+    eps = 0.1
+    r = naive.rank(K)
+    w = sl_lewis(K, p)
+    U0 = lewis.universal_set_p(K, eps, p=p, refine=False)
+    naive.assert_set_matches(U0, c_p(p, r) * w, eps, rtol=1e-6)
+    assert U0.size <= c_p(p, r) * r / eps * (1 + 1e-6)
+    assert np.all(np.isin(sl.universal_set(K, eps, p=p), U0))
+
+
+def test_p2_universal_set_equals_leverage_set():
+    K = keys(22, n=60, d=4)
+    for eps in (0.05, 0.1, 0.5):
+        naive.assert_set_matches(lewis.universal_set_p(K, eps, p=2.0), naive.leverage(K), eps)
+        naive.assert_set_matches(lewis.universal_set_p(K, eps, p=2.0, ridge=0.3),
+                                 naive.ridge_leverage(K, 0.3), eps)
+
+
+def test_p_below_one_set_holds_heavy_entries():
+    """p < 1 (no convex oracle): random and locally optimised queries never escape the set."""
+    from scipy.optimize import minimize
+
+    K = keys(23, n=20)
+    p, eps = 0.5, 0.3
+    U = sl.universal_set(K, eps, p=p)
+    rng = np.random.default_rng(24)
+    Q = rng.standard_normal((2000, K.shape[1]))
+    A = naive_lp.power_attention(Q, K, p)
+    assert np.all(np.isin(np.nonzero(A >= eps)[1], U))
+    for j in np.setdiff1d(np.arange(K.shape[0]), U):
+        def neg(q, j=j):
+            return -naive_lp.power_attention(q[None, :], K, p)[0, j]
+        best = min(minimize(neg, rng.standard_normal(K.shape[1]), method="Nelder-Mead").fun
+                   for _ in range(3))
+        assert -best < eps
+
+
+# --- one pass --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0))
+def test_online_power_set_never_misses_and_stays_bounded(p):
+    K = keys(25, n=120, d=3, heavy=3)
+    rng = np.random.default_rng(26)
+    K[rng.choice(120, 5, replace=False)] *= 6.0
+    eps = 0.15
+    r = naive.rank(K)
+    bound = c_p(p, r) * r / eps * (1 + 1e-6)
+    ops = lewis.OnlinePowerSet(3, eps, p=p)
+    sizes = []
+    for start in range(0, 120, 10):
+        ops.update(K[start:start + 10])
+        sizes.append(len(ops.index_))
+    assert max(sizes) <= bound
+    exact = sl.universal_set(K, eps, p=p)
+    assert np.all(np.isin(exact, ops.result()))
+    assert ops.nbytes() == ops.keys_.nbytes + ops.index_.nbytes
+    np.testing.assert_array_equal(ops.keys_, K[ops.index_])
+    # one key at a time, through fit() over a generator: same guarantee
+    ops1 = lewis.OnlinePowerSet(3, eps, p=p).fit(K[i] for i in range(120))
+    assert np.all(np.isin(exact, ops1.result()))
+
+
+def test_online_power_set_bad_input():
+    ops = lewis.OnlinePowerSet(3, 0.1, p=3.0)
+    with pytest.raises(ValueError, match="expected 3"):
+        ops.update(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="eps"):
+        lewis.OnlinePowerSet(3, 0.0, p=3.0)
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0, 6.0))
+def test_lewis_bound_valid_for_unconverged_weights(p):
+    """The certified bound holds for any iterate, not only at the fixed point (tol=0.5)."""
+    K = keys(20)
+    alpha = oracle_alpha(20, p)
+    loose = lewis.lewis_bound(K, p, tol=0.5)
+    assert np.all(alpha <= loose * (1 + 1e-7))
+    exact_set = np.flatnonzero(alpha >= 0.1)
+    U = lewis.universal_set_p(K, 0.1, p=p, refine=False, tol=0.5)
+    assert np.all(np.isin(exact_set, U))
