@@ -12,6 +12,7 @@ from ._attention import (
     relative_output_error,
     select_keys,
 )
+from .approx import ApproxGuaranteeWarning, ApproxLeverage
 from .exact import leverage_scores, universal_set
 from .lewis import ConvergenceError, OnlinePowerSet, lewis_weights, universal_set_p
 from .online import MultiHeadLeverage, OnlineLeverage
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "ApproxGuaranteeWarning",
+    "ApproxLeverage",
     "ConvergenceError",
     "LeverageKVCache",
     "OnlinePowerSet",

@@ -128,6 +128,13 @@ def solve_t(R: np.ndarray, B: np.ndarray) -> np.ndarray:
     return blas.dtrsm(1.0, Rt, Bt, side=0, lower=1, trans_a=0, overwrite_b=ow)
 
 
+def colnorms(R: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the columns, without overflow or underflow for any finite entries."""
+    big = np.max(np.abs(R), axis=0)
+    safe = np.where(big > 0, big, 1.0)
+    return big * np.sqrt(np.einsum("ij,ij->j", R / safe, R / safe))
+
+
 def tri_inv(R: np.ndarray) -> np.ndarray:
     """Inverse of a nonsingular upper-triangular matrix (LAPACK dtrtri), C order."""
     with blas_threads(1):
@@ -224,7 +231,7 @@ class Factor:
         diag = np.abs(np.diag(R))
         ok = bool(np.all(diag > 0))
         if ok:
-            colnorm = np.sqrt(np.einsum("ij,ij->j", R, R))
+            colnorm = colnorms(R)
             rcond, info = lapack.dtrcon(R / colnorm, norm="1", uplo="U")
             cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
             # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
@@ -243,7 +250,7 @@ class Factor:
         """
         if self._bound is None or self.n >= 2 * self._bound[2]:
             R = self.R
-            colnorm = np.sqrt(np.einsum("ij,ij->j", R, R))
+            colnorm = colnorms(R)
             with blas_threads(1):
                 S = np.linalg.svd(R / colnorm, compute_uv=False)
             # 1e-12 relative margin against rounding in the SVD and in the row norms below.
@@ -365,7 +372,7 @@ class Factor:
         if self.fast_ok():
             self._scorer = ("tri", R, None, d, None)
             return self._scorer
-        colnorm = np.sqrt(np.einsum("ij,ij->j", R, R))
+        colnorm = colnorms(R)
         nz = colnorm > 0
         if not nz.any():
             self._scorer = ("zero", None, None, 0, np.zeros(0))

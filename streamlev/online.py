@@ -30,6 +30,8 @@ __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
 
 #: Do not re-score candidates before there are this many (amortises tiny blocks).
 _MIN_RESCORE = 256
+#: Row ids are int64.
+_ID_MAX = 2**63 - 1
 #: Multi-head: re-derive the stacked inverse factors from R every this many fast blocks.
 _MH_REFRESH = 64
 #: Rows per sub-block when computing sequential online scores (an s x s QR each).
@@ -135,6 +137,8 @@ class OnlineLeverage:
         if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral):
             raise TypeError(f"start must be an integer id, got {type(start).__name__}")
         self.start = int(start)
+        if not -_ID_MAX <= self.start < _ID_MAX:
+            raise ValueError(f"start must fit in int64, got {start}")
         self._next_id = self.start
         self._factor = Factor(self.dim, self.ridge)
         self._dtype = None  # storage dtype of candidate keys, fixed by the first block
@@ -184,6 +188,9 @@ class OnlineLeverage:
     # -- input checks (no mutation) --------------------------------------------------------------
     def _check_ids(self, ids, m: int) -> np.ndarray:
         if ids is None:
+            if self._next_id + m > _ID_MAX:
+                raise ValueError(f"consecutive ids would pass the int64 limit ({self._next_id} + {m} rows); "
+                                 f"give explicit ids or a smaller start")
             return np.arange(self._next_id, self._next_id + m, dtype=np.int64)
         arr = np.asarray(ids)
         if arr.ndim == 0:
@@ -192,6 +199,8 @@ class OnlineLeverage:
             raise ValueError(f"ids must be a 1-D array with one id per row ({m}), got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
             raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+        if arr.dtype == np.uint64 and m and int(arr.max()) >= _ID_MAX:
+            raise ValueError(f"ids must fit in int64 (< {_ID_MAX}), got {int(arr.max())}")
         arr = arr.astype(np.int64)
         if m > 1 and np.unique(arr).size != m:
             raise ValueError("ids within a block must be distinct; every row needs its own id")
@@ -435,16 +444,19 @@ class OnlineLeverage:
         for k in ("dim", "start", "next_id", "n_seen", "clean"):
             if not isinstance(meta[k], int) or isinstance(meta[k], bool):
                 raise bad(f"field {k} is not an integer")
+            if not -_ID_MAX <= meta[k] <= _ID_MAX:
+                raise bad(f"field {k} does not fit in int64")
         d = meta["dim"]
-        if not (1 <= d <= 1 << 20):
-            raise bad(f"dim {d} out of range")
+        R, keys, ids, ranges = arrays["R"], arrays["keys"], arrays["ids"], arrays["ranges"]
+        # Check shapes against the arrays actually present before allocating anything of size d².
+        if not (1 <= d <= 1 << 20) or R.shape != (d, d):
+            raise bad(f"dim {d} does not match the stored factor of shape {R.shape}")
+        if R.dtype != np.float64 or not np.isfinite(R).all():
+            raise bad("factor has the wrong dtype or non-finite values")
         try:
             sk = cls(d, meta["eps"], ridge=meta["ridge"], start=meta["start"])
         except (TypeError, ValueError) as exc:
             raise bad(str(exc)) from None
-        R, keys, ids, ranges = arrays["R"], arrays["keys"], arrays["ids"], arrays["ranges"]
-        if R.shape != (d, d) or R.dtype != np.float64 or not np.isfinite(R).all():
-            raise bad("factor has the wrong shape, dtype or non-finite values")
         if np.any(np.tril(R, -1) != 0):
             raise bad("factor is not upper triangular")
         if keys.ndim != 2 or keys.shape[1] != d or ids.shape != (keys.shape[0],) or ids.dtype != np.int64:
@@ -677,7 +689,7 @@ class MultiHeadLeverage:
         meta, arrays = serialize.unpack(data, cls._FAMILY)
         heads = meta.get("heads")
         if (set(meta) != {"heads"} or not isinstance(heads, int) or isinstance(heads, bool) or heads < 1
-                or set(arrays) != {f"head{h}" for h in range(heads)}):
+                or heads != len(arrays) or set(arrays) != {f"head{h}" for h in range(heads)}):
             raise ValueError("not a valid streamlev sketch: inconsistent multi-head header")
         subs = [OnlineLeverage.from_bytes(arrays[f"head{h}"].tobytes()) for h in range(heads)]
         first = subs[0]

@@ -1,0 +1,560 @@
+"""Approximate ridge-leverage universal sets for large d: a mergeable Frequent-Directions sketch.
+
+When d is in the thousands, the exact sketch's d x d factor (d² memory, d² work
+per row) is too much.  :class:`ApproxLeverage` keeps instead a Frequent
+Directions (FD) sketch of at most ``2·ell`` directions (Liberty, KDD 2013;
+Ghashami, Liberty, Phillips, Woodruff, SIAM J. Comput. 2016), scores rows with
+ridge leverage against it, and keeps the same one-pass candidate logic as the
+exact sketch.
+
+The guarantee, in one place
+---------------------------
+Let A be all rows seen (across updates and merges), λ = ``ridge`` and
+τ_i = a_iᵀ(AᵀA + λI)⁻¹a_i the exact ridge leverage scores.  The FD state is
+``B = diag(s)·Vt`` (``r <= 2·ell`` orthonormal directions).  Every shrink step
+subtracts δ from the squared singular values (clipping at zero) and adds δ to the
+running total Δ (:attr:`ApproxLeverage.shrinkage`), which gives the FD sandwich
+
+    BᵀB ⪯ AᵀA ⪯ BᵀB + Δ·I.                                             (1)
+
+Merging stacks two sketches and shrinks: the summed errors keep (1) with
+Δ = Δ₁ + Δ₂ + δ_merge.  Every shrink keeps q >= ``ell`` directions (q = ell in
+updates, 2·ell in merges) with δ = the (q+1)-th squared singular value, so it
+removes at least (q+1)·δ >= (ell+1)·δ of squared Frobenius mass, while
+‖A‖_F² − ‖B‖_F² <= k·Δ + ‖A − A_k‖_F² (A_k the best rank-k approximation of A).
+Hence for every 0 <= k <= ell
+
+    Δ <= ‖A − A_k‖_F² / (ell + 1 − k).                                  (2)
+
+Scores are computed against the sketch, τ̃_i = a_iᵀ(BᵀB + λI)⁻¹a_i.  By (1),
+BᵀB + λI ⪯ AᵀA + λI ⪯ (1 + Δ/λ)(BᵀB + λI), so
+
+    τ_i <= τ̃_i <= c·τ_i,   c = 1 + Δ/λ.                                 (3)
+
+Candidates: the sketch of any subset of the rows (a prefix of the stream, one
+shard of a merge) satisfies (1) with a smaller Gram matrix, so its scores are
+upper bounds of the final τ_i as well.  A row is admitted when its upper bound
+(against the sketch that already contains its block) reaches eps, and a
+candidate is evicted when a later upper bound falls below eps: neither step can
+lose a row with τ_i >= eps.  :meth:`ApproxLeverage.universal_set` re-scores the
+candidates against the final sketch and returns those with τ̃_i >= eps.  By (3):
+
+    {i : τ_i >= eps}  ⊆  universal_set()  ⊆  {i : τ_i >= eps / c}.
+
+The first inclusion holds for every λ > 0 and ``ell``; c is known after the fact
+(:attr:`ApproxLeverage.c`) and bounded a priori by (2):
+``c <= 1 + min_k ‖A − A_k‖_F² / ((ell + 1 − k)·λ)``.  Choosing
+``λ >= 2·‖A − A_k‖_F² / (ell + 1 − k)`` for some k <= ell guarantees c <= 1.5.
+
+Floating point: all inclusions hold up to the membership slack of
+:func:`streamlev._factor.at_least` (1e-10 relative) plus rounding of the
+orthogonal factorisations, O(machine-eps·‖A‖₂²/λ) relative per shrink.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+from scipy import linalg as sla
+
+from ._factor import at_least
+from ._validate import as_block, check_eps, check_positive_int, check_ridge
+from .serialize import pack, unpack
+
+__all__ = ["ApproxLeverage", "ApproxGuaranteeWarning"]
+
+_FAMILY = "ApproxLeverage"
+_STATE_VERSION = 1
+#: Rows scored at a time (bounds the scoring temporaries to a few _SCORE_CHUNK x d arrays).
+_SCORE_CHUNK = 256
+
+
+class ApproxGuaranteeWarning(UserWarning):
+    """The accumulated FD shrinkage makes c = 1 + Δ/λ larger than the sketch's ``max_c``."""
+
+
+# -- threads -------------------------------------------------------------------------------------------
+# SVDs of (2·ell) x d matrices ran 30-250x slower with OpenBLAS's 2 threads than with 1 on the
+# 2-core machine (benchmarks/approx_bench.py prints the measurement), so every SVD runs on one thread.
+_CONTROLLER: list = []  # the ThreadpoolController, created on first use (it inspects loaded libraries)
+
+
+def _one_blas_thread():
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def _svd_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and right singular vectors (rows) of C, dropping exact zeros.
+
+    Returns ``s`` (descending, all > 0) and ``Vt`` with orthonormal rows, so that
+    ``CᵀC = Vtᵀ diag(s²) Vt`` up to rounding.
+    """
+    with _one_blas_thread():
+        try:
+            _u, s, vt = sla.svd(C, full_matrices=False, overwrite_a=True, check_finite=False,
+                                lapack_driver="gesdd")
+        except np.linalg.LinAlgError:  # pragma: no cover - gesdd convergence failure is rare
+            _u, s, vt = sla.svd(C, full_matrices=False, check_finite=False, lapack_driver="gesvd")
+    keep = int(np.count_nonzero(s > 0.0))
+    return np.ascontiguousarray(s[:keep]), np.ascontiguousarray(vt[:keep])
+
+
+def _check_max_c(max_c):
+    if max_c is None:
+        return None
+    if isinstance(max_c, (bool, np.bool_)) or not isinstance(max_c, numbers.Real):
+        raise TypeError(f"max_c must be a real number >= 1 or None, got {type(max_c).__name__}")
+    v = float(max_c)
+    if not (v >= 1.0) or not math.isfinite(v):
+        raise ValueError(f"max_c must be a finite number >= 1 (or None to never warn), got {max_c!r}")
+    return v
+
+
+def _as_ids(ids, m: int) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or arr.shape[0] != m:
+        raise ValueError(f"ids must be a 1-D array with one id per row of X ({m}), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if m == 0 and arr.dtype.kind == "f":
+            return np.zeros(0, dtype=np.int64)
+        raise TypeError(f"ids must be integers, got dtype {arr.dtype}; pass e.g. np.arange(first, first + m)")
+    if arr.dtype.kind == "u" and m and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError("ids must fit in int64")
+    arr = arr.astype(np.int64)
+    if m > 1 and np.unique(arr).size != m:
+        raise ValueError("ids within a block must be distinct; every row needs its own id")
+    return arr
+
+
+class ApproxLeverage:
+    """One-pass, mergeable approximate universal set of ridge leverage for large d.
+
+    Keeps a Frequent Directions sketch of at most ``2·ell`` directions instead of
+    the exact d x d factor, and returns a set ``U`` with
+
+        {i : τ_i >= eps}  ⊆  U  ⊆  {i : τ_i >= eps / c},    c = 1 + Δ/λ,
+
+    where τ_i = k_iᵀ(KᵀK + λI)⁻¹k_i are the exact ridge leverage scores of all
+    rows seen (updates and merges), λ = ``ridge`` and Δ = :attr:`shrinkage` is the
+    accumulated FD shrinkage.  Δ obeys Δ <= ‖K − K_k‖_F² / (ell + 1 − k) for
+    every 0 <= k <= ell, so ``ridge >= 2·‖K − K_k‖_F² / (ell + 1 − k)`` gives
+    c <= 1.5.  The module docstring has the proof.
+
+    Parameters
+    ----------
+    dim : int
+        Key dimension d.
+    eps : float
+        Threshold in (0, 1].
+    ell : int
+        Number of directions kept after each shrink, 1 <= ell <= dim; the sketch
+        holds at most ``min(2·ell, dim)`` directions.
+    ridge : float
+        λ > 0 (required: with λ = 0 no finite c exists).
+    start : int, default 0
+        Id of the first row when ``update`` is called without ``ids``.
+    max_c : float or None, default 2.0
+        :meth:`universal_set` issues an :class:`ApproxGuaranteeWarning` when
+        :attr:`c` exceeds it (λ too small for the data and ``ell``).  None: never.
+
+    Notes
+    -----
+    Memory: O(ell·d + |candidates|·d) floats plus one block: the sketch
+    (``2·ell`` x d), and candidate keys (float64) with their ids.  After each
+    eviction the candidates number at most ``(r + d·(c − 1)) / eps`` (r <= 2·ell
+    the sketch rank), because the upper bounds of all rows seen sum to
+    tr((BᵀB + λI)⁻¹KᵀK) <= r + d·Δ/λ; in the worst case that is about d/eps.
+    Candidates are re-scored when their number doubles.
+
+    Work: blocks are absorbed in chunks of about ``ell`` rows, each one SVD of a
+    (<= 2·ell) x d matrix (one BLAS thread), i.e. O(ell·d) amortised per row, plus
+    O(ell·d) per row for scoring.  Use blocks of at least ``ell`` rows: every
+    ``update`` ends with one SVD.
+
+    Examples
+    --------
+    Rank-8 keys plus noise of known size: ‖K − K_8‖_F² <= ‖noise‖_F² ≈ n·d·0.1²,
+    so ``ridge = 2·(that)/(ell + 1 − 8)`` keeps c <= 1.5 (with 10% margin here).
+
+    >>> import numpy as np
+    >>> from streamlev.approx import ApproxLeverage
+    >>> rng = np.random.default_rng(0)
+    >>> n, d, ell = 2000, 256, 16
+    >>> K = rng.standard_normal((n, 8)) @ rng.standard_normal((8, d)) + 0.1 * rng.standard_normal((n, d))
+    >>> K[[10, 1500]] += 40 * rng.standard_normal((2, d))       # two heavy rows in fresh directions
+    >>> ridge = 2 * 1.1 * (n * d * 0.1**2 + 2 * 40**2 * d) / (ell + 1 - 8)
+    >>> sk = ApproxLeverage(d, 0.2, ell=ell, ridge=ridge)
+    >>> for block in np.array_split(K, 8):
+    ...     _ = sk.update(block)
+    >>> sk.universal_set()
+    array([  10, 1500])
+    >>> bool(sk.c <= 1.5), sk.nbytes < d * d * 8
+    (True, True)
+    """
+
+    def __init__(self, dim, eps, *, ell, ridge, start=0, max_c=2.0):
+        self.dim = check_positive_int(dim, "dim")
+        self.eps = check_eps(eps)
+        self.ell = check_positive_int(ell, "ell")
+        if self.ell > self.dim:
+            raise ValueError(f"ell must be at most dim = {self.dim}, got {self.ell}; "
+                             f"for ell >= dim the exact streamlev.OnlineLeverage uses less memory")
+        self.ridge = check_ridge(ridge)
+        if self.ridge <= 0.0:
+            raise ValueError("ApproxLeverage needs ridge > 0: the approximation factor is c = 1 + Δ/ridge; "
+                             "choose ridge >= 2·‖K − K_k‖_F²/(ell + 1 − k) for c <= 1.5")
+        if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral):
+            raise TypeError(f"start must be an integer, got {type(start).__name__}")
+        self.start = int(start)
+        self.max_c = _check_max_c(max_c)
+        self._cap = 2 * self.ell
+        self._s = np.zeros(0)
+        self._vt = np.zeros((0, self.dim))
+        self._delta = 0.0
+        self._n = 0
+        self._next_id = self.start
+        self._kdtype = np.dtype(np.float32)  # candidate storage: float32 until a float64 block arrives
+        self._ckeys = np.zeros((0, self.dim), dtype=self._kdtype)
+        self._cids = np.zeros(0, dtype=np.int64)
+        self._nc = 0
+        self._limit = self._base_limit()
+
+    def _base_limit(self) -> int:
+        return max(64, 2 * self._cap)
+
+    # -- public state ---------------------------------------------------------------------------------
+    @property
+    def n_seen(self) -> int:
+        """Number of rows summarised (updates and merges)."""
+        return self._n
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of candidate keys currently held."""
+        return self._nc
+
+    @property
+    def shrinkage(self) -> float:
+        """Accumulated FD shrinkage Δ: BᵀB ⪯ KᵀK ⪯ BᵀB + Δ·I."""
+        return self._delta
+
+    @property
+    def c(self) -> float:
+        """Approximation factor 1 + Δ/λ of :meth:`universal_set` (1.0 means exact)."""
+        return 1.0 + self._delta / self.ridge
+
+    @property
+    def rank(self) -> int:
+        """Number of directions in the sketch (<= min(2·ell, dim))."""
+        return int(self._s.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the sketch and the candidate store (allocated capacity)."""
+        return int(self._s.nbytes + self._vt.nbytes + self._ckeys.nbytes + self._cids.nbytes)
+
+    def sketch(self) -> np.ndarray:
+        """Return the FD sketch B (r x d, a copy) with BᵀB ⪯ KᵀK ⪯ BᵀB + :attr:`shrinkage`·I."""
+        return self._s[:, None] * self._vt
+
+    # -- the FD sketch ----------------------------------------------------------------------------------
+    def _shrink(self, s, vt, keep):
+        """Shrink to ``keep`` (>= ell) directions: subtract δ = s[keep]² from s², return new s, vt, δ."""
+        if s.shape[0] <= keep:
+            return s, vt, 0.0
+        sk = s[keep]
+        delta = float(sk) ** 2
+        # (s - sk)(s + sk) avoids cancellation in s² - sk².
+        s2 = (s[:keep] - sk) * (s[:keep] + sk)
+        pos = int(np.count_nonzero(s2 > 0.0))
+        return np.sqrt(s2[:pos]), np.ascontiguousarray(vt[:pos]), delta
+
+    def _absorb(self, s, vt, X):
+        """Absorb the rows of X into (s, vt); return new (s, vt, added shrinkage)."""
+        m = X.shape[0]
+        d = self.dim
+        added = 0.0
+        pos = 0
+        while pos < m:
+            if s.shape[0] + (m - pos) > self._cap and s.shape[0] > self.ell:
+                s, vt, delta = self._shrink(s, vt, self.ell)
+                added += delta
+            r = s.shape[0]
+            take = min(self._cap - r, m - pos)
+            C = np.empty((r + take, d), dtype=np.float64, order="F")
+            np.multiply(s[:, None], vt, out=C[:r])
+            C[r:] = X[pos:pos + take]
+            s, vt = _svd_rows(C)
+            pos += take
+        return s, vt, added
+
+    def _upper_scores(self, A) -> np.ndarray:
+        """τ̃ = aᵀ(BᵀB + λI)⁻¹a for the rows of A, via the residual off span(Vt) (no cancellation).
+
+        Works through A in chunks of ``_SCORE_CHUNK`` rows so that the temporaries stay
+        small next to the block itself.
+        """
+        m = A.shape[0]
+        out = np.empty(m)
+        lam = self.ridge
+        r = self._s.shape[0]
+        w = 1.0 / (self._s * self._s + lam)
+        for a in range(0, m, _SCORE_CHUNK):
+            Ac = np.asarray(A[a:a + _SCORE_CHUNK], dtype=np.float64)
+            if r == 0:
+                out[a:a + Ac.shape[0]] = np.einsum("ij,ij->i", Ac, Ac) / lam
+                continue
+            Y = Ac @ self._vt.T
+            R = Ac - Y @ self._vt
+            out[a:a + Ac.shape[0]] = np.einsum("ij,ij->i", R, R) / lam + (Y * Y) @ w
+        return out
+
+    # -- candidates -----------------------------------------------------------------------------------
+    def _append_candidates(self, keys, ids):
+        k = keys.shape[0]
+        if k == 0:
+            return
+        if keys.dtype == np.float64 and self._kdtype != np.float64:
+            self._kdtype = np.dtype(np.float64)
+            self._ckeys = self._ckeys.astype(np.float64)
+        need = self._nc + k
+        if need > self._ckeys.shape[0]:
+            cap = max(need, 2 * self._ckeys.shape[0], 16)
+            nk = np.empty((cap, self.dim), dtype=self._kdtype)
+            ni = np.empty(cap, dtype=np.int64)
+            nk[:self._nc] = self._ckeys[:self._nc]
+            ni[:self._nc] = self._cids[:self._nc]
+            self._ckeys, self._cids = nk, ni
+        self._ckeys[self._nc:need] = keys
+        self._cids[self._nc:need] = ids
+        self._nc = need
+
+    def _evict(self) -> np.ndarray:
+        """Re-score every candidate against the current sketch and drop those below eps."""
+        nc = self._nc
+        if nc:
+            keep = at_least(self._upper_scores(self._ckeys[:nc]), self.eps)
+            kk = int(np.count_nonzero(keep))
+            if kk < nc:
+                self._ckeys[:kk] = self._ckeys[:nc][keep]
+                self._cids[:kk] = self._cids[:nc][keep]
+                self._nc = kk
+            # Release memory when far below capacity.
+            if self._ckeys.shape[0] > max(64, 4 * self._nc):
+                cap = max(16, 2 * self._nc)
+                self._ckeys = self._ckeys[:cap].copy()
+                self._cids = self._cids[:cap].copy()
+        self._limit = max(self._base_limit(), 2 * self._nc)
+        return self._cids[:self._nc]
+
+    # -- public API -----------------------------------------------------------------------------------
+    def update(self, X, ids=None) -> ApproxLeverage:
+        """Add a block of rows.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, dim) or (dim,)
+            Keys; float32 is read as float32 and accumulated in float64.
+        ids : array_like of int, shape (m,), optional
+            Ids of the rows.  Default: consecutive, continuing from ``start``
+            (after explicit ids, from one past the largest id given so far).
+
+        Returns
+        -------
+        ApproxLeverage
+            ``self``.  A refused block (NaN/inf, wrong shape or dtype) raises
+            before any state changes.
+        """
+        X = as_block(X, self.dim)
+        m = X.shape[0]
+        if ids is None:
+            id_arr = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+        else:
+            id_arr = _as_ids(ids, m)
+        if m == 0:
+            return self
+        s, vt, added = self._absorb(self._s, self._vt, X)
+        # Commit (nothing above touched self).
+        self._s, self._vt = s, vt
+        self._delta += added
+        self._n += m
+        self._next_id = max(self._next_id, int(id_arr.max()) + 1) if ids is not None else self._next_id + m
+        t = self._upper_scores(X)
+        adm = at_least(t, self.eps)
+        if adm.any():
+            self._append_candidates(X[adm], id_arr[adm])
+        if self._nc > self._limit:
+            self._evict()
+        return self
+
+    def universal_set(self) -> np.ndarray:
+        """Sorted int64 ids U with {τ_i >= eps} ⊆ U ⊆ {τ_i >= eps/c}, over all rows seen.
+
+        Candidates are re-scored against the current sketch (those below eps are
+        evicted).  Warns with :class:`ApproxGuaranteeWarning` when
+        :attr:`c` > ``max_c``.
+        """
+        ids = self._evict()
+        if self.max_c is not None and self.c > self.max_c:
+            need = self._delta / (self.max_c - 1.0) if self.max_c > 1.0 else math.inf
+            warnings.warn(
+                f"ApproxLeverage: accumulated shrinkage Δ = {self._delta:.4g} gives c = 1 + Δ/ridge = "
+                f"{self.c:.4g} > max_c = {self.max_c:g}; the set still contains every key with ridge "
+                f"score >= eps but may also hold keys with scores down to eps/c. For c <= max_c on "
+                f"this stream use ridge >= {need:.4g}, or a larger ell.",
+                ApproxGuaranteeWarning, stacklevel=2)
+        return np.sort(ids)
+
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, upper-bound scores τ̃) of the current set, sorted by id; τ_i <= τ̃_i <= c·τ_i."""
+        self._evict()
+        nc = self._nc
+        order = np.argsort(self._cids[:nc])
+        return self._cids[:nc][order].copy(), self._upper_scores(self._ckeys[:nc])[order]
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, keys) of the current set, sorted by id."""
+        self._evict()
+        nc = self._nc
+        order = np.argsort(self._cids[:nc])
+        return self._cids[:nc][order].copy(), self._ckeys[:nc][order].copy()
+
+    def merge(self, other: ApproxLeverage) -> ApproxLeverage:
+        """Absorb a sketch of a disjoint set of rows (same dim, eps, ell and ridge).
+
+        FD merge: stack both sketches, shrink to at most ``2·ell`` directions;
+        Δ becomes Δ₁ + Δ₂ + δ_merge and the guarantee of the class holds for the
+        union.  Candidates of both are pooled and re-scored.  ``other`` is not
+        modified.  The set may differ between partitions and merge orders, but
+        every outcome satisfies the guarantee with the merged sketch's own c.
+        """
+        if not isinstance(other, ApproxLeverage):
+            raise TypeError(f"can only merge another ApproxLeverage, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("cannot merge a sketch with itself (the rows would be counted twice)")
+        for name in ("dim", "eps", "ell", "ridge"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                raise ValueError(f"cannot merge sketches with different {name}: {a!r} != {b!r}")
+        if self._nc and other._nc:
+            common = np.intersect1d(self._cids[:self._nc], other._cids[:other._nc])
+            if common.size:
+                raise ValueError(f"cannot merge: both sketches hold rows with ids {common[:5].tolist()}; "
+                                 f"merge requires disjoint rows (give each shard its own start or ids)")
+        if other._s.shape[0] == 0:
+            s, vt, added = self._s, self._vt, 0.0
+        elif self._s.shape[0] == 0:
+            s, vt, added = other._s.copy(), other._vt.copy(), 0.0
+        else:
+            C = np.empty((self._s.shape[0] + other._s.shape[0], self.dim), order="F")
+            r = self._s.shape[0]
+            np.multiply(self._s[:, None], self._vt, out=C[:r])
+            np.multiply(other._s[:, None], other._vt, out=C[r:])
+            s, vt = _svd_rows(C)
+            s, vt, added = self._shrink(s, vt, self._cap)
+        self._s, self._vt = s, vt
+        self._delta += other._delta + added
+        self._n += other._n
+        self._next_id = max(self._next_id, other._next_id)
+        self._append_candidates(other._ckeys[:other._nc], other._cids[:other._nc])
+        self._evict()
+        return self
+
+    # -- serialisation ----------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise (exact round trip) with :func:`streamlev.serialize.pack`."""
+        meta = {"state_version": _STATE_VERSION, "dim": self.dim, "eps": self.eps, "ell": self.ell,
+                "ridge": self.ridge, "start": self.start,
+                "max_c": -1.0 if self.max_c is None else self.max_c,
+                "delta": self._delta, "n_seen": self._n, "next_id": self._next_id, "limit": self._limit,
+                "key_dtype": self._kdtype.name}
+        arrays = {"s": self._s, "vt": self._vt, "cand_keys": self._ckeys[:self._nc],
+                  "cand_ids": self._cids[:self._nc]}
+        return pack(_FAMILY, meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, data) -> ApproxLeverage:
+        """Restore a sketch written by :meth:`to_bytes`; anything malformed raises ValueError."""
+        meta, arrays = unpack(data, _FAMILY)
+
+        def bad(msg):
+            return ValueError(f"not a valid ApproxLeverage state: {msg}")
+
+        spec = {"state_version": int, "dim": int, "eps": float, "ell": int, "ridge": float, "start": int,
+                "max_c": float, "delta": float, "n_seen": int, "next_id": int, "limit": int, "key_dtype": str}
+        if set(meta) != set(spec) or set(arrays) != {"s", "vt", "cand_keys", "cand_ids"}:
+            raise bad("unexpected fields")
+        for k, typ in spec.items():
+            v = meta[k]
+            if typ is float:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            elif typ is int:
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            else:
+                ok = isinstance(v, typ)
+            if not ok:
+                raise bad(f"field {k!r} has the wrong type")
+        if meta["state_version"] != _STATE_VERSION:
+            raise bad(f"state version {meta['state_version']} is not supported")
+        try:
+            sk = cls(meta["dim"], meta["eps"], ell=meta["ell"], ridge=meta["ridge"], start=meta["start"],
+                     max_c=None if meta["max_c"] == -1.0 else meta["max_c"])
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+        d = sk.dim
+        s, vt, ck, ci = arrays["s"], arrays["vt"], arrays["cand_keys"], arrays["cand_ids"]
+        r = s.shape[0] if s.ndim == 1 else -1
+        if meta["key_dtype"] not in ("float32", "float64"):
+            raise bad(f"unknown key dtype {meta['key_dtype']!r}")
+        if (s.dtype != np.float64 or vt.dtype != np.float64 or ck.dtype != np.dtype(meta["key_dtype"])
+                or ci.dtype != np.int64):
+            raise bad("wrong array dtypes")
+        if r < 0 or r > min(sk._cap, d) or vt.shape != (r, d):
+            raise bad(f"sketch shapes {s.shape}, {vt.shape} do not fit dim={d}, ell={sk.ell}")
+        if ci.ndim != 1 or ck.shape != (ci.shape[0], d):
+            raise bad(f"candidate shapes {ck.shape}, {ci.shape} do not fit dim={d}")
+        if not (np.isfinite(s).all() and np.isfinite(vt).all() and np.isfinite(ck).all()):
+            raise bad("non-finite values")
+        if r and (np.any(s <= 0) or np.any(np.diff(s) > 0)):
+            raise bad("singular values must be positive and descending")
+        delta = float(meta["delta"])
+        if not (math.isfinite(delta) and delta >= 0):
+            raise bad("shrinkage must be finite and >= 0")
+        if meta["n_seen"] < 0 or ci.shape[0] > meta["n_seen"] or meta["limit"] < 0:
+            raise bad("inconsistent counts")
+        sk._s, sk._vt = np.ascontiguousarray(s), np.ascontiguousarray(vt)
+        sk._delta = delta
+        sk._n = meta["n_seen"]
+        sk._next_id = meta["next_id"]
+        if np.unique(ci).size != ci.size:
+            raise bad("candidate ids repeat")
+        sk._kdtype = ck.dtype
+        sk._ckeys, sk._cids, sk._nc = np.ascontiguousarray(ck), np.ascontiguousarray(ci), ci.shape[0]
+        sk._limit = meta["limit"]
+        return sk
+
+    # -- pickling goes through the byte format ------------------------------------------------------
+    def __reduce__(self):
+        return (_restore, (self.to_bytes(),))
+
+    def __eq__(self, other):
+        return isinstance(other, ApproxLeverage) and self.to_bytes() == other.to_bytes()
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"ApproxLeverage(dim={self.dim}, eps={self.eps}, ell={self.ell}, ridge={self.ridge}, "
+                f"n_seen={self._n}, n_candidates={self._nc}, c={self.c:.4g})")
+
+
+def _restore(data):
+    return ApproxLeverage.from_bytes(data)
