@@ -312,7 +312,6 @@ def _peak_streaming(n, d=16, block=4096):
     return peak
 
 
-@pytest.mark.slow
 def test_memory_flat_in_n():
     small = _peak_streaming(200_000)
     large = _peak_streaming(2_000_000)
