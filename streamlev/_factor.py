@@ -111,6 +111,8 @@ FAST_TRACE_MAX = 64.0
 #: The whitened Gram update (tier 1 of Factor.absorb_screen) needs the column-normalised
 #: factor's estimated condition number below this: rounding in BᵀB is amplified by cond².
 GRAM_COND_MAX = 1e3
+#: Magnitudes whose squares stay comfortably normal floating-point numbers.
+_SQ_SAFE_LO, _SQ_SAFE_HI = 1e-100, 1e100
 #: Fast updates and triangular scoring need the column-normalised factor's
 #: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
 FAST_COND_MAX = 1e10
@@ -236,9 +238,10 @@ class Factor:
             cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
             # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
             ok = cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3
-            self._fast = (self.n, ok, cond)
+            squares_safe = bool(np.all((colnorm > _SQ_SAFE_LO) & (colnorm < _SQ_SAFE_HI)))
+            self._fast = (self.n, ok, cond, squares_safe)
         else:
-            self._fast = (self.n, ok, np.inf)
+            self._fast = (self.n, ok, np.inf, False)
         return ok
 
     def _screen_bound(self):
@@ -287,7 +290,8 @@ class Factor:
         if self.fast_ok():
             d = self.dim
             Rinv = self.rinv()
-            gram = self._fast[2] <= GRAM_COND_MAX
+            # Tier 1 squares entries (BᵀB): only where squares can neither overflow nor underflow.
+            gram = self._fast[2] <= GRAM_COND_MAX and self._fast[3] and float(np.max(np.abs(B))) < _SQ_SAFE_HI
             if gram:
                 B64 = B if B.dtype == np.float64 else B.astype(np.float64)
                 C = blas.dsyrk(1.0, B64.T, trans=0, lower=0)  # upper triangle of BᵀB

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["jit", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms"]
+__all__ = ["jit", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms", "scan_block"]
 
 
 def jit(signature):
@@ -73,3 +73,20 @@ def scaled_row_sqnorms(B, dinv):  # pragma: no cover - compiled
             s += v * v
         out[i] = s
     return out
+
+
+@jit([numba.types.Tuple((numba.int64, numba.float64))(_arr(dt, 2, ro))
+      for dt in (numba.float64, numba.float32) for ro in (False, True)])
+def scan_block(X):  # pragma: no cover - compiled
+    """(first row holding NaN/±inf or -1, largest |x| over the finite rows before it), in one pass."""
+    m, d = X.shape
+    big = 0.0
+    for i in range(m):
+        for j in range(d):
+            v = np.float64(X[i, j])
+            if not np.isfinite(v):
+                return i, big
+            a = abs(v)
+            if a > big:
+                big = a
+    return -1, big

@@ -30,19 +30,39 @@ def _describe(x) -> str:
     return f"{type(x).__name__}"
 
 
+#: Largest key magnitude accepted.  Householder reflections form x_1 - α with |α| = ‖column‖,
+#: which overflows near the float64 limit (1.8e308); 1e250 leaves room for ‖column‖ over any n.
+MAX_MAGNITUDE = 1e250
+
+
 def first_nonfinite_row(X: np.ndarray) -> int:
     """Index of the first row of a 2-D array holding NaN or +-inf, or -1."""
+    return scan_keys(X)[0]
+
+
+def scan_keys(X: np.ndarray) -> tuple[int, float]:
+    """(first row with NaN/±inf or -1, largest |x|) of a 2-D float array, one pass, no temporaries."""
     if X.size == 0:
-        return -1
-    # One pass, no temporary: a finite sum proves every entry finite.  (An inf/NaN
-    # sum may also come from overflow of large finite values: then check entrywise.)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(X, axis=None)):
-            return -1
+        return -1, 0.0
+    if X.dtype in (np.float32, np.float64):
+        from ._kernels import scan_block
+
+        if X.flags.c_contiguous:
+            bad, big = scan_block(X)
+            return int(bad), float(big)
+        # Other layouts: scan C-ordered copies of row chunks (bounded temporary memory).
+        step = max(1, (1 << 20) // max(1, X.shape[1]))
+        top = 0.0
+        for a in range(0, X.shape[0], step):
+            bad, big = scan_block(np.ascontiguousarray(X[a:a + step]))
+            top = max(top, float(big))
+            if bad >= 0:
+                return a + int(bad), top
+        return -1, top
     bad = ~np.isfinite(X)
-    if not bad.any():
-        return -1
-    return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0])
+    if bad.any():
+        return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0]), 0.0
+    return -1, float(np.max(np.abs(X)))
 
 
 def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
@@ -117,20 +137,18 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
         raise ValueError(f"number of features of {name} has changed: expected {dim}, got {d} "
                          f"(shape {arr.shape}); every block of a stream must have the same dimension")
     if check_finite:
-        if arr.ndim == 2:
-            bad = first_nonfinite_row(arr)
+        flat = arr.reshape((int(np.prod(arr.shape[:-2])),) + arr.shape[-2:]) if arr.ndim > 2 else arr[None]
+        for h in range(flat.shape[0] if arr.size else 0):
+            bad, big = scan_keys(flat[h])
+            where = f"stream {tuple(int(i) for i in np.unravel_index(h, arr.shape[:-2]))}, " if arr.ndim > 2 else ""
             if bad >= 0:
-                raise ValueError(f"{name} contains NaN or infinity in row {bad}; "
+                raise ValueError(f"{name} contains NaN or infinity in {where}row {bad}; "
                                  f"remove or impute non-finite values before computing leverage")
-        else:
-            flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]) if arr.size else arr
-            if arr.size and not np.isfinite(arr).all():
-                for h in range(flat.shape[0]):
-                    bad = first_nonfinite_row(flat[h])
-                    if bad >= 0:
-                        idx = np.unravel_index(h, arr.shape[:-2])
-                        raise ValueError(f"{name} contains NaN or infinity in stream {tuple(int(i) for i in idx)}, "
-                                         f"row {bad}; remove or impute non-finite values first")
+            if big > MAX_MAGNITUDE:
+                raise ValueError(f"{name} has an entry of magnitude {big:.3g} > {MAX_MAGNITUDE:g} in {where}"
+                                 f"rows up to {flat.shape[1] - 1}, too close to the float64 limit to factorise; "
+                                 f"rescale the keys (leverage scores do not change when K is multiplied by a "
+                                 f"constant)")
     return arr
 
 
@@ -138,7 +156,14 @@ def as_block(X, dim: int, *, name: str = "X") -> np.ndarray:
     """A block of a stream: ``(m, dim)`` or a single row ``(dim,)`` -> 2-D array."""
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} must be a numeric array, got a {type(X).__name__}")
-    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if isinstance(X, np.ndarray):
+        arr = X
+    else:
+        try:
+            arr = np.asarray(X)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            raise ValueError(f"{name} could not be converted to an array ({exc}); "
+                             f"pass a rectangular numeric array") from None
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     return as_keys(arr, name=name, dim=dim)

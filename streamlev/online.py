@@ -195,6 +195,8 @@ class OnlineLeverage:
         arr = np.asarray(ids)
         if arr.ndim == 0:
             arr = arr.reshape(1)
+        if arr.size == 0 and m == 0:
+            return np.zeros(0, dtype=np.int64)
         if arr.ndim != 1 or arr.shape[0] != m:
             raise ValueError(f"ids must be a 1-D array with one id per row ({m}), got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
