@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._factor import THRESHOLD_RTOL, Factor, at_least
+from ._factor import Factor, at_least
 from ._validate import as_keys, check_eps, check_p, check_ridge
 
 __all__ = ["leverage_scores", "universal_set", "DEFAULT_BLOCK"]
@@ -31,7 +31,7 @@ def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -
         return out
     fac = Factor(d, ridge)
     for a, b in _blocks(n, block):
-        fac.absorb(K[a:b])
+        fac.absorb_screen(K[a:b], None)  # Householder or whitened updates, see Factor.absorb_screen
     for a, b in _blocks(n, block):
         out[a:b] = fac.scores(K[a:b])
     np.clip(out, 0.0, 1.0, out=out)
@@ -60,9 +60,11 @@ def leverage_scores(K, *, ridge: float = 0.0) -> np.ndarray:
 
     Notes
     -----
-    Computed from the triangular factor of a blocked Householder QR (TSQR) and
-    one triangular solve per block — never from the Gram matrix KᵀK and never
-    from an unscaled SVD.  Memory: the input, the output, one block and a
+    Computed from a triangular factor kept by blocked Householder QR (TSQR) or,
+    once it is well conditioned, by whitened block updates (see
+    :meth:`streamlev._factor.Factor.absorb_screen`), then one multiplication by
+    the inverse factor per block — never from the Gram matrix KᵀK and never from
+    an unscaled SVD.  Memory: the input, the output, one block and a
     d x d factor.  Accuracy (see tests/test_exact.py): relative error
     <= 1e-8 for well-conditioned keys and <= 1e-6 up to condition number 1e8
     or column scales spanning 1e-6..1e6, against a float64 SVD of the

@@ -30,6 +30,8 @@ __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
 
 #: Do not re-score candidates before there are this many (amortises tiny blocks).
 _MIN_RESCORE = 256
+#: Blocks with fewer rows than this run their linear algebra on one BLAS thread.
+_SMALL_BLOCK = 2048
 #: Row ids are int64.
 _ID_MAX = 2**63 - 1
 #: Multi-head: re-derive the stacked inverse factors from R every this many fast blocks.
@@ -285,7 +287,15 @@ class OnlineLeverage:
         m = B.shape[0]
         if m == 0:
             return
-        keep = self._factor.absorb_screen(B, self.eps)
+        if m < _SMALL_BLOCK:
+            # Small blocks: BLAS calls on (m x d)·(d x d) products run faster and far more
+            # predictably on one thread (DESIGN.md §2); big blocks keep the default.
+            from ._factor import blas_threads  # noqa: PLC0415
+
+            with blas_threads(1):
+                keep = self._factor.absorb_screen(B, self.eps)
+        else:
+            keep = self._factor.absorb_screen(B, self.eps)
         self._record_ids(ids)
         if keep.any():
             self._append(B[keep], ids[keep])
@@ -598,7 +608,11 @@ class MultiHeadLeverage:
                 self._stack = tri_inv_upper_batched(np.stack([h._factor.R for h in self._heads]))
                 self._stack_blocks = 0
         if self._stack is not None:
-            self._fast_block(B, ids)
+            from ._factor import blas_threads  # noqa: PLC0415
+
+            # (m x d)·(d x d) products per head are small: one BLAS thread (DESIGN.md §2).
+            with blas_threads(1):
+                self._fast_block(B, ids)
         else:
             for h, sk in enumerate(self._heads):
                 sk._ingest(B[h], ids)
@@ -634,6 +648,19 @@ class MultiHeadLeverage:
         self._stack_blocks += 1
         lead = self._heads[0]
         lead._record_ids(ids)
+        # Screen every head at once: a row's new score is at most u/(1+u); survivors get their
+        # exact new score ‖y U⁻¹‖² (ridge: against the ridge factor, per head).
+        screen = at_least(u / (1.0 + u), self.eps)
+        keep = np.zeros_like(screen)
+        if self.ridge == 0 and screen.any():
+            if screen.mean() > 0.25:  # most rows survive: one batched product for all heads
+                Z = np.matmul(Y, Uinv)
+                keep = screen & at_least(np.einsum("hij,hij->hi", Z, Z), self.eps)
+            else:
+                for h in np.flatnonzero(screen.any(axis=1)):
+                    idx = np.flatnonzero(screen[h])
+                    Z = Y[h, idx] @ Uinv[h]
+                    keep[h, idx] = at_least(np.einsum("ij,ij->i", Z, Z), self.eps)
         for h, sk in enumerate(self._heads):
             fac = sk._factor
             fac.R = Rnew[h]
@@ -644,16 +671,12 @@ class MultiHeadLeverage:
                 sk._ranges.iv = lead._ranges.iv
                 sk._ranges.tracked = lead._ranges.tracked
                 sk._next_id = lead._next_id
-            uh = u[h]
-            idx = np.flatnonzero(at_least(uh / (1.0 + uh), self.eps))
-            if idx.size:
-                if self.ridge > 0:
-                    keep = at_least(fac.scores(B[h, idx]), self.eps)
-                else:
-                    Z = Y[h, idx] @ Uinv[h]  # y (UᵀU)⁻¹ yᵀ = ‖y U⁻¹‖²
-                    keep = at_least(np.einsum("ij,ij->i", Z, Z), self.eps)
-                if keep.any():
-                    sk._append(B[h, idx[keep]], ids[idx[keep]])
+            if self.ridge > 0 and screen[h].any():
+                idx = np.flatnonzero(screen[h])
+                keep[h, idx] = at_least(fac.scores(B[h, idx]), self.eps)
+            kh = keep[h]
+            if kh.any():
+                sk._append(B[h, kh], ids[kh])
             sk._maybe_evict()
 
     def universal_set(self, head=None):
