@@ -78,15 +78,19 @@ def scaled_row_sqnorms(B, dinv):  # pragma: no cover - compiled
 @jit([numba.types.Tuple((numba.int64, numba.float64))(_arr(dt, 2, ro))
       for dt in (numba.float64, numba.float32) for ro in (False, True)])
 def scan_block(X):  # pragma: no cover - compiled
-    """(first row holding NaN/±inf or -1, largest |x| over the finite rows before it), in one pass."""
+    """(first row holding NaN/±inf or -1, largest |x|), in one branch-free (vectorisable) pass."""
     m, d = X.shape
     big = 0.0
+    poison = 0.0  # v*0 is 0 for finite v and NaN for NaN/±inf
     for i in range(m):
         for j in range(d):
             v = np.float64(X[i, j])
-            if not np.isfinite(v):
+            poison += v * 0.0
+            big = max(big, abs(v))
+    if poison == 0.0:
+        return -1, big
+    for i in range(m):  # rare path: locate the first bad row
+        for j in range(d):
+            if not np.isfinite(X[i, j]):
                 return i, big
-            a = abs(v)
-            if a > big:
-                big = a
-    return -1, big
+    return -1, big  # unreachable

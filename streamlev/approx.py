@@ -61,7 +61,7 @@ import numpy as np
 from scipy import linalg as sla
 
 from ._factor import at_least
-from ._validate import as_block, check_eps, check_positive_int, check_ridge
+from ._validate import as_block, check_eps, check_positive_int, check_ridge, scan_keys
 from .serialize import pack, unpack
 
 __all__ = ["ApproxLeverage", "ApproxGuaranteeWarning"]
@@ -90,18 +90,33 @@ def _one_blas_thread():
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
+#: Largest key magnitude the sketch accepts: squared singular values must stay finite.
+_MAX_FD_MAGNITUDE = 1e153
+
+
 def _svd_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Singular values and right singular vectors (rows) of C, dropping exact zeros.
 
     Returns ``s`` (descending, all > 0) and ``Vt`` with orthonormal rows, so that
     ``CᵀC = Vtᵀ diag(s²) Vt`` up to rounding.
     """
+    # LAPACK's SVD never returns on non-finite input; overflowing squares end up here.
+    if not np.isfinite(C).all():
+        raise ValueError("the sketch overflowed: the keys' squared norms exceed the float64 range; "
+                         "rescale the keys (and the ridge by the square of the factor)")
+    # Scale by a power of two first (exact), so that the SVD works on entries of order 1.
+    top = float(np.max(np.abs(C))) if C.size else 0.0
+    if top == 0.0:
+        return np.zeros(0), np.zeros((0, C.shape[1]))
+    scale = 2.0 ** -np.frexp(top)[1]
+    C = C * scale
     with _one_blas_thread():
         try:
             _u, s, vt = sla.svd(C, full_matrices=False, overwrite_a=True, check_finite=False,
                                 lapack_driver="gesdd")
         except np.linalg.LinAlgError:  # pragma: no cover - gesdd convergence failure is rare
             _u, s, vt = sla.svd(C, full_matrices=False, check_finite=False, lapack_driver="gesvd")
+    s = s / scale
     keep = int(np.count_nonzero(s > 0.0))
     return np.ascontiguousarray(s[:keep]), np.ascontiguousarray(vt[:keep])
 
@@ -375,6 +390,11 @@ class ApproxLeverage:
             before any state changes.
         """
         X = as_block(X, self.dim)
+        big = scan_keys(X)[1]
+        if big > _MAX_FD_MAGNITUDE:
+            raise ValueError(f"X has an entry of magnitude {big:.3g} > {_MAX_FD_MAGNITUDE:g}: Frequent Directions "
+                             f"squares singular values, which would overflow; rescale the keys (and the ridge by "
+                             f"the square of the factor)")
         m = X.shape[0]
         if ids is None:
             id_arr = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
@@ -526,6 +546,8 @@ class ApproxLeverage:
             raise bad("non-finite values")
         if r and (np.any(s <= 0) or np.any(np.diff(s) > 0)):
             raise bad("singular values must be positive and descending")
+        if r and float(s[0]) > 1e154:
+            raise bad("singular values too large: their squares would overflow")
         delta = float(meta["delta"])
         if not (math.isfinite(delta) and delta >= 0):
             raise bad("shrinkage must be finite and >= 0")

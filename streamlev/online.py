@@ -218,16 +218,17 @@ class OnlineLeverage:
 
     # -- candidate storage ------------------------------------------------------------------------
     def _storage_dtype(self, B):
-        if self._dtype is None or (self._dtype == np.float32 and B.dtype == np.float64):
+        cur = self._dtype if self._dtype is not None else (self._keys.dtype if self._count else None)
+        if cur is None or (cur == np.float32 and B.dtype == np.float64):
             return B.dtype
-        return self._dtype
+        return cur
 
     def _append(self, B, ids):
         k = B.shape[0]
         if k == 0:
             return
         dt = self._storage_dtype(B)
-        if dt != self._dtype:
+        if self._dtype is None or dt != self._dtype:  # (np.dtype("float64") == None is True!)
             self._keys = self._keys.astype(dt)
             self._dtype = dt
         need = self._count + k
@@ -478,6 +479,9 @@ class OnlineLeverage:
             raise bad("candidate key dtype does not match the header")
         if not np.isfinite(keys).all():
             raise bad("candidate keys contain non-finite values")
+        if not meta["has_dtype"] and meta["key_dtype"] != "float64":
+            # Writers before the fix of has_dtype stored float64 keys with has_dtype=false: still valid.
+            raise bad("float32 candidate keys but the header says no key dtype was fixed")
         if np.unique(ids).size != ids.size:
             raise bad("candidate ids repeat")
         if meta["n_seen"] < 0 or keys.shape[0] > meta["n_seen"] or not 0 <= meta["clean"] <= keys.shape[0]:
