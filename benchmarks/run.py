@@ -76,7 +76,7 @@ def sl_exact(K, eps):
     return streamlev.leverage_scores(K)
 
 
-def sl_online(K, eps, block=4096):
+def sl_online(K, eps, block=streamlev.exact.DEFAULT_BLOCK):
     sk = streamlev.OnlineLeverage(K.shape[1], eps)
     for a in range(0, K.shape[0], block):
         sk.update(K[a:a + block])
@@ -235,8 +235,9 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             def online(path=path, n=n):
                 K = np.load(path, mmap_mode="r")
                 sk = streamlev.OnlineLeverage(d, eps)
-                for a in range(0, n, 4096):
-                    sk.update(K[a:a + 4096])
+                blk = streamlev.exact.DEFAULT_BLOCK
+                for a in range(0, n, blk):
+                    sk.update(K[a:a + blk])
                 return sk.universal_set()
 
             t_o, p_o, _ = measure(online, trace=True)

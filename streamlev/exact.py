@@ -16,7 +16,7 @@ from ._validate import as_keys, check_eps, check_p, check_ridge
 __all__ = ["leverage_scores", "universal_set", "DEFAULT_BLOCK"]
 
 #: Rows per block for in-memory factorisation (chosen by benchmarks/run.py).
-DEFAULT_BLOCK = 4096
+DEFAULT_BLOCK = 16384
 
 
 def _blocks(n: int, block: int):
