@@ -79,15 +79,10 @@ class ApproxGuaranteeWarning(UserWarning):
 # -- threads -------------------------------------------------------------------------------------------
 # SVDs of (2·ell) x d matrices ran 30-250x slower with OpenBLAS's 2 threads than with 1 on the
 # 2-core machine (benchmarks/approx_bench.py prints the measurement), so every SVD runs on one thread.
-_CONTROLLER: list = []  # the ThreadpoolController, created on first use (it inspects loaded libraries)
-
-
 def _one_blas_thread():
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
+    from ._factor import blas_threads  # the library's one thread controller
 
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    return blas_threads(1)
 
 
 #: Largest key magnitude the sketch accepts: squared singular values must stay finite.

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from ._factor import THRESHOLD_RTOL, at_least
+from ._factor import THRESHOLD_RTOL, at_least, blas_threads
 from ._validate import as_block, as_keys, check_dim, check_eps, check_p, check_ridge
 from .exact import leverage_scores
 from .exact import universal_set as _leverage_universal_set
@@ -59,9 +59,6 @@ _DEFAULT_MAX_ITER = 1000
 _CP_MAX_P = 3.0
 
 
-_CONTROLLER = None
-
-
 def _one_blas_thread(func):
     """Run ``func`` with BLAS limited to one thread.
 
@@ -72,12 +69,7 @@ def _one_blas_thread(func):
     """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        global _CONTROLLER  # noqa: PLW0603 - one lazily created controller per process
-        if _CONTROLLER is None:
-            from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()
-        with _CONTROLLER.limit(limits=1, user_api="blas"):
+        with blas_threads(1):  # the library's one thread controller (streamlev._factor)
             return func(*args, **kwargs)
 
     return wrapper
@@ -284,7 +276,17 @@ def _lewis_bound_active(U: np.ndarray, p: float, tol: float, max_iter: int) -> n
     """Certified upper bound on the ℓ_p sensitivity of every row of U (see :func:`lewis_bound`)."""
     if p == 2.0:
         return _weighted_leverage(U, np.zeros(U.shape[0]))
+    return _bound_from_lewis(U, p, tol, max_iter)
+
+
+def _bound_from_lewis(U: np.ndarray, p: float, tol: float, max_iter: int) -> np.ndarray:
+    """The certified bound of :func:`lewis_bound` from (possibly unconverged) Lewis weights of U."""
     tau, v = _lewis_active(U, p, tol, max_iter)
+    return _bound_from_weights(tau, v, p)
+
+
+def _bound_from_weights(tau: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
+    """The bound of :func:`lewis_bound` from leverage τ of W^{1/2-1/p}U and log-weights v."""
     a = 1.0 - 2.0 / p
     # u = one Cohen–Peng update of v: log u = (p/2)(log τ - a v).
     log_u = 0.5 * p * (np.log(tau) - a * v)
@@ -601,13 +603,7 @@ def _universal_active(U: np.ndarray, eps: float, p: float, *, refine: bool, tol:
     if p == 2.0:
         return at_least(_weighted_leverage(U, np.zeros(m)), eps)
     tau, v = _lewis_active(U, p, tol, max_iter)
-    a = 1.0 - 2.0 / p
-    log_u = 0.5 * p * (np.log(tau) - a * v)
-    if p <= 2.0:
-        log_gamma = (2.0 / p - 1.0) * float(np.max(log_u - v))
-    else:
-        log_gamma = (0.5 * p - 1.0) * math.log(float(np.sum(np.exp(v))))
-    bound = np.exp(log_u + log_gamma)
+    bound = _bound_from_weights(tau, v, p)
     keep = at_least(bound, eps)
     if not refine or p < 1.0:
         return keep
