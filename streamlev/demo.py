@@ -98,6 +98,8 @@ def run_demo(eps: float = 0.1, block: int = 64, out=print) -> dict:
     out(f"\nall {L * H} heads: mean |U| = {sizes.mean():.1f} of {n} tokens "
         f"({100 * sizes.mean() / n:.1f}%), max {sizes.max()} (bound {d / eps:.0f}); "
         f"peak sketch memory per layer {_fmt_bytes(peak_mem)} vs {_fmt_bytes(H * n * d * 4)} of keys")
+    out("  (on a 512-token passage the sketch is about as large as the keys; it stops growing once the stream "
+        "is longer than ~d/eps rows, while the keys keep growing — see benchmarks/run.py for 10^7 rows)")
     ok = bool((max_excl < eps).all())
     out(f"guarantee on the model's own queries: largest x^2-attention on an excluded key = "
         f"{max_excl.max():.4f} {'<' if ok else '>='} eps = {eps:g}")
