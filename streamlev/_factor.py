@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas, lapack
 
-__all__ = ["Factor", "blas_threads", "qr_r", "row_scores_tri", "merge_r", "THRESHOLD_RTOL", "at_least"]
+__all__ = ["Factor", "blas_threads", "qr_r", "merge_r", "THRESHOLD_RTOL", "at_least"]
 
 _EPS64 = np.finfo(np.float64).eps
 
@@ -85,25 +85,6 @@ def merge_r(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
     return qr_r(A)
 
 
-def row_scores_tri(B: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """``‖b_i R⁻¹‖²`` for every row of ``B`` (R upper triangular, nonsingular)."""
-    m = B.shape[0]
-    if m == 0:
-        return np.zeros(0)
-    # B (m x d, C order) is, to Fortran, Bᵀ (d x m).  Solve Rᵀ Xᵀ = Bᵀ.
-    Bt = np.asarray(B, dtype=np.float64).T
-    if not Bt.flags.f_contiguous:
-        Bt = np.asfortranarray(Bt)
-        overwrite = 1
-    else:
-        overwrite = 1 if Bt.base is not None and B.dtype != np.float64 else 0
-    Rt = np.asarray(R).T  # Fortran-contiguous lower-triangular view when R is C-contiguous
-    if not Rt.flags.f_contiguous:
-        Rt = np.asfortranarray(Rt)
-    Xt = blas.dtrsm(1.0, Rt, Bt, side=0, lower=1, trans_a=0, overwrite_b=overwrite)
-    return np.einsum("ij,ij->j", Xt, Xt)
-
-
 #: Fast (whitened) updates are used while trace(YᵀY) = Σ u_i stays below this.
 #: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
 #: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
@@ -116,18 +97,6 @@ _SQ_SAFE_LO, _SQ_SAFE_HI = 1e-100, 1e100
 #: Fast updates and triangular scoring need the column-normalised factor's
 #: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
 FAST_COND_MAX = 1e10
-
-
-def solve_t(R: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Xᵀ = B R⁻¹ returned as X (d x m, Fortran order), for upper-triangular R (C order)."""
-    Bt = np.asarray(B).T
-    if Bt.dtype != np.float64 or not Bt.flags.f_contiguous:
-        Bt = np.asfortranarray(Bt, dtype=np.float64)
-        ow = 1
-    else:
-        ow = 0
-    Rt = R.T if R.flags.c_contiguous else np.asfortranarray(R.T)
-    return blas.dtrsm(1.0, Rt, Bt, side=0, lower=1, trans_a=0, overwrite_b=ow)
 
 
 def colnorms(R: np.ndarray) -> np.ndarray:
@@ -161,11 +130,6 @@ def whiten(B: np.ndarray, Rinv: np.ndarray) -> np.ndarray:
 def row_sqnorms(Y: np.ndarray) -> np.ndarray:
     """Squared Euclidean norms of the rows of a C-ordered m x d array."""
     return np.einsum("ij,ij->i", Y, Y)
-
-
-def col_sqnorms(X: np.ndarray) -> np.ndarray:
-    """Squared Euclidean norms of the columns of a d x m array (rows of the block)."""
-    return np.einsum("ij,ij->j", X, X)
 
 
 class Factor:
@@ -291,7 +255,8 @@ class Factor:
             d = self.dim
             Rinv = self.rinv()
             # Tier 1 squares entries (BᵀB): only where squares can neither overflow nor underflow.
-            gram = self._fast[2] <= GRAM_COND_MAX and self._fast[3] and float(np.max(np.abs(B))) < _SQ_SAFE_HI
+            gram = (self._fast[2] <= GRAM_COND_MAX and self._fast[3]
+                    and max(float(B.max()), -float(B.min())) < _SQ_SAFE_HI)  # no |B| temporary
             if gram:
                 B64 = B if B.dtype == np.float64 else B.astype(np.float64)
                 C = blas.dsyrk(1.0, B64.T, trans=0, lower=0)  # upper triangle of BᵀB
@@ -357,11 +322,6 @@ class Factor:
         return float(2.0 * np.sum(np.log(np.abs(np.diag(Rl)))) - self.dim * np.log(self.ridge))
 
     # -- scoring -----------------------------------------------------------------------------
-    def rank_info(self):
-        """(rank, scaled singular values) of the column-normalised factor (ridge = 0)."""
-        s = self._get_scorer()
-        return s[3], s[4]
-
     def _get_scorer(self):
         if self._scorer is not None:
             return self._scorer
@@ -398,6 +358,9 @@ class Factor:
         return self._scorer
 
     def _scoring_inv(self, R):
+        """Inverse of the scoring factor R: the cached data-factor inverse when λ = 0."""
+        if R is self.R:
+            return self.rinv()
         if self._sinv is None or self._sinv[0] is not R:
             self._sinv = (R, tri_inv(R))
         return self._sinv[1]

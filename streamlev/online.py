@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 
 from . import serialize
-from ._factor import Factor, at_least, qr_r
+from ._factor import Factor, at_least, qr_r, whiten
 from ._validate import as_block, check_dim, check_eps, check_positive_int, check_ridge
 
 __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
@@ -337,7 +337,7 @@ class OnlineLeverage:
             # Pivots of I + Y Yᵀ, Y = B_sub R⁻¹, from a QR of [Yᵀ; I] (no Gram matrix formed).
             sub = B[a:b]
             s = b - a
-            Yt = _solve_rows(sub, Rl)  # (s, d) = sub R⁻¹
+            Yt = whiten(sub, self._factor._scoring_inv(Rl))  # (s, d) = sub R⁻¹
             A = np.zeros((self.dim + s, s), order="F")
             A[: self.dim] = Yt.T
             A[self.dim:] = np.eye(s)
@@ -513,14 +513,6 @@ class OnlineLeverage:
 
 def _restore(data):
     return OnlineLeverage.from_bytes(data)
-
-
-def _solve_rows(B: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """B R⁻¹ for upper-triangular R (rows of B solved independently)."""
-    from scipy.linalg import solve_triangular  # noqa: PLC0415
-
-    return solve_triangular(R, np.asarray(B, dtype=np.float64).T, trans="T", lower=False,
-                            check_finite=False).T
 
 
 class MultiHeadLeverage:
