@@ -4,8 +4,10 @@ A :class:`Factor` holds an upper-triangular ``R`` (d x d, float64) with
 
     RᵀR = Σ_rows k kᵀ      (the ridge λ·I is added when scoring: QR of [R; √λ·I]),
 
-kept by Householder QR of ``[R; B]`` for each new block ``B`` (TSQR).  Scores of
-rows ``b`` are ``‖b R⁻¹‖²`` (a triangular solve) or, when ``λ = 0`` and ``R`` is
+kept by Householder QR of ``[R; B]`` (TSQR) or, once the factor is well
+conditioned, by whitened block updates (:meth:`Factor.update`).  Scores of
+rows ``b`` are ``‖b R⁻¹‖²`` (one GEMM with the triangular inverse per chunk of
+rows, split over threads) or, when ``λ = 0`` and ``R`` is
 numerically rank-deficient, ``‖b D⁻¹ V_r S_r⁻¹‖²`` from the SVD of the
 column-normalised ``R D⁻¹`` — the pseudo-inverse scores with the rank tolerance
 of :func:`numpy.linalg.matrix_rank`, judged after column scaling.
@@ -14,14 +16,20 @@ Why not the Gram matrix: ``KᵀK`` squares the condition number (DESIGN.md §2
 measured 4e-3 relative error at cond 1.3e8).  Householder QR is backward stable
 column by column, so its scores are invariant to column scaling in floating
 point as well as in exact arithmetic.
+
+Screening (:class:`Bound`): two-sided bounds on ``‖b R⁻¹‖²`` from the column
+norms of R and the extreme singular values of the column-normalised factor cost
+one O(d) pass per row; rows they decide are never multiplied by R⁻¹.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 
-__all__ = ["Factor", "blas_threads", "qr_r", "merge_r", "THRESHOLD_RTOL", "at_least"]
+from ._threads import blas_threads, parts_for, split_run
+
+__all__ = ["Factor", "blas_threads", "qr_r", "merge_r", "THRESHOLD_RTOL", "at_least", "admit"]
 
 _EPS64 = np.finfo(np.float64).eps
 
@@ -38,23 +46,15 @@ def at_least(scores: np.ndarray, eps: float) -> np.ndarray:
     return scores >= eps * (1.0 - THRESHOLD_RTOL)
 
 
-_CONTROLLER = None
+def admit(u: np.ndarray, eps: float) -> np.ndarray:
+    """Mask of rows whose prefix score u/(1+u) can reach eps, for (bounds on) u = ‖b R_before⁻¹‖².
 
-
-def blas_threads(n: int):
-    """Context manager limiting BLAS/LAPACK to ``n`` threads (threadpoolctl, ~2 µs).
-
-    DESIGN.md §2: small factorisations (QR/SVD of matrices a few hundred rows
-    or columns wide) ran 10-300x slower with OpenBLAS's 2 threads than with 1
-    on a 2-core machine; measured again here, a (320 x 64) dgeqrf took 3.7 ms
-    single-threaded and 890 ms with 2 threads under load.
+    A new row's score against the rows before it plus itself is u/(1+u); the
+    test is written as u >= e/(1-e), e = eps·(1 - THRESHOLD_RTOL) < 1, so that
+    u = inf (a row far outside the span seen so far) is admitted, not NaN.
     """
-    global _CONTROLLER  # noqa: PLW0603 - one lazily created controller per process
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=n, user_api="blas")
+    e = eps * (1.0 - THRESHOLD_RTOL)
+    return u >= e / (1.0 - e)
 
 
 def qr_r(A: np.ndarray) -> np.ndarray:
@@ -115,6 +115,14 @@ def tri_inv(R: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.triu(Ri))
 
 
+#: Rows per matrix product inside one thread's part (bounds the float64 temporaries to ~2 MB).
+_CHUNK_ROWS = 4096
+
+
+def _chunk(d: int) -> int:
+    return max(256, (_CHUNK_ROWS * 64) // max(1, d))
+
+
 def whiten(B: np.ndarray, Rinv: np.ndarray) -> np.ndarray:
     """Y = B R⁻¹ as one GEMM with the explicit triangular inverse (float64, C order).
 
@@ -127,13 +135,126 @@ def whiten(B: np.ndarray, Rinv: np.ndarray) -> np.ndarray:
     return B @ Rinv
 
 
-def row_sqnorms(Y: np.ndarray) -> np.ndarray:
-    """Squared Euclidean norms of the rows of a C-ordered m x d array."""
-    return np.einsum("ij,ij->i", Y, Y)
+def whitened_sqnorms(B: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """‖b W‖² for every row of B (float64), split over the library's threads, in bounded chunks.
+
+    Nothing of size m x d is kept: each thread multiplies chunks of its rows by
+    W and keeps only the row norms.
+    """
+    from ._kernels import row_sqnorms  # noqa: PLC0415
+
+    m = B.shape[0]
+    step = _chunk(B.shape[1])
+
+    def part(a, b):
+        out = np.empty(b - a)
+        for s in range(a, b, step):
+            e = min(b, s + step)
+            out[s - a:e - a] = row_sqnorms(whiten(B[s:e], W))
+        return out
+
+    with blas_threads(1):
+        res = split_run(part, m, parts_for(m))
+    return res[0] if len(res) == 1 else np.concatenate(res)
+
+
+def gram(B: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
+    """(B W)ᵀ(B W) — or BᵀB without W — in float64, split over the library's threads.
+
+    Each thread forms the Gram matrix of its contiguous rows (numpy's ``X.T @ X``
+    is one symmetric rank-k update and releases the GIL); the parts are added
+    in a fixed order.  float32 rows are converted to float64 per chunk, so
+    products and sums are float64 throughout.
+    """
+    m, d = B.shape
+    step = _chunk(d) * 4 if W is None else _chunk(d)
+
+    def part(a, b):
+        C = np.zeros((d, d))
+        for s in range(a, b, step):
+            X = B[s:min(b, s + step)]
+            if X.dtype != np.float64:
+                X = X.astype(np.float64)
+            if W is not None:
+                X = X @ W
+            C += X.T @ X
+        return C
+
+    with blas_threads(1):
+        res = split_run(part, m, parts_for(m))
+    C = res[0]
+    for P in res[1:]:
+        C += P
+    return C
+
+
+def max_abs(B: np.ndarray) -> float:
+    """Largest |entry| of a float block (one vectorised pass when C-contiguous)."""
+    if B.size == 0:
+        return 0.0
+    if B.flags.c_contiguous and B.dtype in (np.float32, np.float64):
+        from ._kernels import scan_block  # noqa: PLC0415
+
+        return float(scan_block(B)[1])
+    return float(max(B.max(), -B.min()))
+
+
+#: Fast (whitened) updates are used while trace(YᵀY) = Σ u_i stays below this.
+#: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
+#: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
+FAST_TRACE_MAX = 64.0
+#: The whitened Gram update (tier 1 of Factor.update) needs the column-normalised
+#: factor's estimated condition number below this: rounding in BᵀB is amplified by cond².
+GRAM_COND_MAX = 1e3
+#: Magnitudes whose squares stay comfortably normal floating-point numbers.
+_SQ_SAFE_LO, _SQ_SAFE_HI = 1e-100, 1e100
+#: Fast updates and triangular scoring need the column-normalised factor's
+#: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
+FAST_COND_MAX = 1e10
+#: Screening bounds are kept only while the column-normalised scoring factor has
+#: condition number below this (beyond it they screen out almost nothing, and
+#: their rounding margin grows with it).
+BOUND_COND_MAX = 1e6
+#: A screening bound is recomputed once the rows it was computed from grow by this factor.
+BOUND_REFRESH = 1.25
+#: Smallest chunk of a block taken through one fast update while a young factor ramps up.
+RAMP_MIN = 256
+
+
+class Bound:
+    """Two-sided screening bounds on the scores ``‖b S⁻¹‖²`` against a triangular factor S.
+
+    With D the column norms of S and σ_max, σ_min the extreme singular values
+    of ``S D⁻¹``, for every row b::
+
+        ‖b D⁻¹‖² / σ_max²  <=  ‖b S⁻¹‖²  <=  ‖b D⁻¹‖² / σ_min².
+
+    The upper bound stays valid for every later state of the factor: adding
+    rows (or merging) only increases SᵀS, hence σ_min(S D⁻¹) for the fixed D,
+    and only decreases the scores.  The lower bound holds only for the state it
+    was computed at (``n``).  Both carry a relative margin for rounding in the
+    SVD (absolute error ~d·u·σ_max) and in the row norms.
+    """
+
+    __slots__ = ("dinv", "up", "lo", "n")
+
+    def __init__(self, dinv, up, lo, n):
+        self.dinv, self.up, self.lo, self.n = dinv, up, lo, n
+
+    def sqnorms(self, B: np.ndarray) -> np.ndarray:
+        """‖b D⁻¹‖² for every row of B (one vectorised pass, split over threads for big blocks)."""
+        from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
+
+        if not B.flags.c_contiguous or B.dtype not in (np.float32, np.float64):
+            B = np.ascontiguousarray(B, dtype=np.float64)
+        m = B.shape[0]
+        res = split_run(lambda a, b: scaled_row_sqnorms(B[a:b], self.dinv), m,
+                        parts_for(m, max(1, (1 << 18) // max(1, B.shape[1]))))
+        return res[0] if len(res) == 1 else np.concatenate(res)
 
 
 class Factor:
-    """A d x d upper-triangular factor of λI + Σ k kᵀ, updated block by block.
+    """A d x d upper-triangular factor of Σ k kᵀ (λI added when scoring), updated block by block.
 
     Parameters
     ----------
@@ -155,7 +276,7 @@ class Factor:
         self._rinv = None
         self._fast = None
         self._sinv = None
-        self._bound = None
+        self._bound = None  # latest Bound (its upper side stays valid as rows are added)
 
     def _changed(self) -> None:
         """Drop every cache derived from R (call after each change of R or n)."""
@@ -166,7 +287,7 @@ class Factor:
 
     # -- updates -----------------------------------------------------------------------------
     def absorb(self, B: np.ndarray) -> None:
-        """Add the rows of B (m x d) to the factor: R <- R of QR([R; B])."""
+        """Add the rows of B (m x d) by Householder QR: R <- R of QR([R; B])."""
         m = B.shape[0]
         if m == 0:
             return
@@ -198,7 +319,8 @@ class Factor:
         ok = bool(np.all(diag > 0))
         if ok:
             colnorm = colnorms(R)
-            rcond, info = lapack.dtrcon(R / colnorm, norm="1", uplo="U")
+            with blas_threads(1):
+                rcond, info = lapack.dtrcon(R / colnorm, norm="1", uplo="U")
             cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
             # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
             ok = cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3
@@ -208,100 +330,73 @@ class Factor:
             self._fast = (self.n, ok, np.inf, False)
         return ok
 
-    def _screen_bound(self):
-        """(D0⁻¹, s0): u_i <= ‖b_i D0⁻¹‖²·s0 for every future row, refreshed as n doubles.
+    def update(self, B: np.ndarray) -> None:
+        """Add the rows of B (m x d, float32 or float64) to the factor.
 
-        With D0 the column norms of R at the time of computation and
-        s0 = 1/σ_min(R D0⁻¹)², the bound ‖b D0⁻¹‖²/σ_min² >= ‖b R⁻¹‖² stays valid
-        forever after: adding rows only increases RᵀR, hence σ_min(R D0⁻¹).
-        """
-        if self._bound is None or self.n >= 2 * self._bound[2]:
-            R = self.R
-            colnorm = colnorms(R)
-            with blas_threads(1):
-                S = np.linalg.svd(R / colnorm, compute_uv=False)
-            # 1e-12 relative margin against rounding in the SVD and in the row norms below.
-            self._bound = (1.0 / colnorm, (1.0 + 1e-12) / S[-1] ** 2, self.n)
-        return self._bound[0], self._bound[1]
-
-    def absorb_screen(self, B: np.ndarray, eps: float | None) -> np.ndarray | None:
-        """Absorb a block and return the mask of its rows whose new score is >= eps (None: no mask).
-
-        The membership is exact (the at_least rule against the updated factor).
-        Three tiers, chosen per block:
+        Three tiers, chosen per chunk (DESIGN.md §1.8):
 
         1. *Whitened Gram update* (column-normalised factor with estimated
-           condition number <= GRAM_COND_MAX): C = BᵀB (one symmetric rank-m
-           update), G = R⁻ᵀCR⁻¹, I + G = UᵀU, R ← UR.  Rounding in C is
-           amplified by at most cond² <= 1e6 and only on the block's own
+           condition number <= GRAM_COND_MAX, squares safe): C = BᵀB (float64,
+           split over threads), G = R⁻ᵀCR⁻¹, I + G = UᵀU, R ← UR.  Rounding in
+           C is amplified by at most cond² <= 1e6 and only on the block's own
            contribution (G has size ~m/n), so the factor keeps ~1e-10 relative
-           accuracy.  Rows are screened by the rigorous bound of
-           :meth:`_screen_bound`; only the survivors are whitened exactly.
+           accuracy even at that condition number, and ~1e-15 on
+           well-conditioned keys.
         2. *Whitened update with explicit Y = B R⁻¹* (condition number up to
-           FAST_COND_MAX): I + YᵀY = UᵀU, R ← UR (DESIGN.md §1.8).
+           FAST_COND_MAX): G = YᵀY, the same Cholesky.
         3. *Householder QR of [R; B]* otherwise: rank-deficient or
-           ill-conditioned factor, or a block bringing new directions
-           (trace(YᵀY) > FAST_TRACE_MAX).
+           ill-conditioned factor, or a chunk bringing new directions
+           (trace(G) > FAST_TRACE_MAX, i.e. Cholesky of I + G could lose more
+           than ~2 digits of the chunk's contribution).
 
-        In tiers 1-2 a row's score against the updated rows is at most u/(1+u),
-        u = ‖b R_old⁻¹‖² (its score against the rows before the block plus
-        itself), so only rows passing that screen are scored exactly, as
-        ‖y U⁻¹‖².
+        A young factor (few rows compared with the block) takes one Householder
+        probe of max(4d, 2·RAMP_MIN) rows and then ramps up through fast updates
+        of at most n·min(1/2, FAST_TRACE_MAX/(2d)) rows each (for rows like the
+        ones before, trace(G) ≈ d·m/n, so each such update passes the tier-3
+        test); a factor that stays singular or ill-conditioned after the probe
+        takes the rest of the block by Householder in one call.
         """
         m = B.shape[0]
         if m == 0:
-            return np.zeros(0, dtype=bool)
-        if self.fast_ok():
-            d = self.dim
-            Rinv = self.rinv()
-            # Tier 1 squares entries (BᵀB): only where squares can neither overflow nor underflow.
-            gram = (self._fast[2] <= GRAM_COND_MAX and self._fast[3]
-                    and max(float(B.max()), -float(B.min())) < _SQ_SAFE_HI)  # no |B| temporary
-            if gram:
-                B64 = B if B.dtype == np.float64 else B.astype(np.float64)
-                C = blas.dsyrk(1.0, B64.T, trans=0, lower=0)  # upper triangle of BᵀB
-                C = np.triu(C) + np.triu(C, 1).T
-                G = Rinv.T @ C @ Rinv
-                G = 0.5 * (G + G.T)
-                if eps is not None:
-                    dinv, s0 = self._screen_bound()
-                    from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
+            return
+        with blas_threads(1):  # our shapes gain nothing from threaded BLAS; parts run in threads instead
+            # rows like the ones before give trace(G) ≈ d·m/n: keep it near FAST_TRACE_MAX/2
+            ratio = min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
+            a = 0
+            probed = False
+            while a < m:
+                left = m - a
+                if self.fast_ok():
+                    step = min(left, max(RAMP_MIN, int(self.n * ratio)))
+                    chunk = B[a:a + step]
+                    if not self._fast_update(chunk):
+                        self.absorb(chunk)
+                else:
+                    step = left if probed else min(left, max(4 * self.dim, 2 * RAMP_MIN))
+                    self.absorb(B[a:a + step])
+                    probed = True
+                a += step
 
-                    Bc = B if B.flags.c_contiguous else np.ascontiguousarray(B)
-                    ub = scaled_row_sqnorms(Bc, dinv) * s0
-                    idx = np.flatnonzero(at_least(ub / (1.0 + ub), eps))
-                    Y = whiten(B[idx], Rinv) if idx.size else np.zeros((0, d))
-                    u = row_sqnorms(Y)
-            else:
-                Y = whiten(B, Rinv)
-                u = row_sqnorms(Y)
-                G = Y.T @ Y  # numpy dispatches Aᵀ·A to a symmetric rank-k update
-            if float(np.trace(G)) <= FAST_TRACE_MAX:
-                G[np.diag_indices(d)] += 1.0
-                with blas_threads(1):
-                    U, info = lapack.dpotrf(G, lower=0, clean=1)  # I + YᵀY = UᵀU
-                if info == 0:
-                    self.R = np.ascontiguousarray(np.triu(U @ self.R))
-                    self.n += m
-                    self._changed()
-                    if eps is None:
-                        return None
-                    if not gram:
-                        idx = np.flatnonzero(at_least(u / (1.0 + u), eps))
-                        Y, u = Y[idx], u[idx]
-                    else:
-                        keep_u = at_least(u / (1.0 + u), eps)
-                        idx, Y = idx[keep_u], Y[keep_u]
-                    out = np.zeros(m, dtype=bool)
-                    if idx.size:
-                        if self.ridge > 0:
-                            out[idx] = at_least(self.scores(B[idx]), eps)
-                        else:
-                            # y (UᵀU)⁻¹ yᵀ = ‖y U⁻¹‖²
-                            out[idx] = at_least(row_sqnorms(Y @ tri_inv(U)), eps)
-                    return out
-        self.absorb(B)
-        return None if eps is None else at_least(self.scores(B), eps)
+    def _fast_update(self, B: np.ndarray) -> bool:
+        """Tiers 1-2 of :meth:`update` for one chunk; False (factor untouched) when refused."""
+        d = self.dim
+        Rinv = self.rinv()
+        if self._fast[2] <= GRAM_COND_MAX and self._fast[3] and max_abs(B) < _SQ_SAFE_HI:
+            C = gram(B)
+            G = Rinv.T @ C @ Rinv
+        else:
+            G = gram(B, Rinv)
+        G = 0.5 * (G + G.T)
+        if not float(np.trace(G)) <= FAST_TRACE_MAX:
+            return False
+        G[np.diag_indices(d)] += 1.0
+        U, info = lapack.dpotrf(G, lower=0, clean=1)  # I + G = UᵀU
+        if info != 0:
+            return False
+        self.R = np.ascontiguousarray(np.triu(U @ self.R))
+        self.n += B.shape[0]
+        self._changed()
+        return True
 
     def merge(self, other: Factor) -> None:
         """Absorb the rows summarised by another factor of the same dimension."""
@@ -320,6 +415,63 @@ class Factor:
         """Ln det(I + RᵀR/λ), from the ridge factor (λ > 0 only)."""
         Rl = self._get_scorer()[1]
         return float(2.0 * np.sum(np.log(np.abs(np.diag(Rl)))) - self.dim * np.log(self.ridge))
+
+    # -- screening ---------------------------------------------------------------------------
+    def bound(self, *, fresh: bool = False) -> Bound | None:
+        """The screening :class:`Bound` (None when the scoring factor is singular or too ill-conditioned).
+
+        ``fresh=True`` returns a bound computed at the current state (usable on
+        both sides) or None; otherwise the latest bound is returned as long as
+        the rows grew by less than BOUND_REFRESH since it was computed (its
+        upper side is valid for any later state).
+        """
+        b = self._bound
+        if b is not None and (b.n == self.n or (not fresh and self.n < BOUND_REFRESH * b.n)):
+            return b
+        nb = self._compute_bound()
+        if nb is not None:
+            self._bound = nb
+            return nb
+        return None if fresh else self._bound
+
+    def _compute_bound(self) -> Bound | None:
+        kind, S = self._get_scorer()[:2]
+        if kind != "tri":
+            return None
+        colnorm = colnorms(S)
+        if not np.all(colnorm > 0):
+            return None
+        with blas_threads(1):
+            sv = np.linalg.svd(S / colnorm, compute_uv=False)
+        if not (sv[-1] > 0 and np.isfinite(sv[0])):
+            return None
+        cond = sv[0] / sv[-1]
+        if cond > BOUND_COND_MAX:
+            return None
+        margin = 1e-12 + 64.0 * self.dim * _EPS64 * cond
+        return Bound(1.0 / colnorm, (1.0 + margin) / sv[-1] ** 2, (1.0 - margin) / sv[0] ** 2, self.n)
+
+    def upper(self, B: np.ndarray) -> np.ndarray | None:
+        """Rigorous upper bounds on ‖b S⁻¹‖² for rows B against the current state, or None (no bound yet)."""
+        b = self.bound()
+        return None if b is None else b.sqnorms(B) * b.up
+
+    def classify(self, B: np.ndarray, eps: float) -> np.ndarray:
+        """Exact membership ``at_least(scores(B), eps)`` for rows already absorbed, screened first.
+
+        Rows whose upper bound is below eps are out and rows whose lower bound
+        reaches it are in without a matrix product; only the rest are scored.
+        """
+        m = B.shape[0]
+        b = self.bound(fresh=True) if m else None
+        if b is None:
+            return at_least(self.scores(B), eps) if m else np.zeros(0, dtype=bool)
+        t = b.sqnorms(B)
+        out = at_least(t * b.lo, eps)
+        todo = np.flatnonzero(at_least(t * b.up, eps) & ~out)
+        if todo.size:
+            out[todo] = at_least(self.scores(B[todo]), eps)
+        return out
 
     # -- scoring -----------------------------------------------------------------------------
     def _get_scorer(self):
@@ -380,8 +532,8 @@ class Factor:
         """Leverage scores of the rows of B with respect to the factor.
 
         For rows that were absorbed into the factor these are their exact
-        (ridge) leverage scores among all absorbed rows.  Values are clipped to
-        [0, 1] only against rounding (|excess| is at the 1e-15 level).
+        (ridge) leverage scores among all absorbed rows (not clipped: the
+        excess over [0, 1] is rounding at the 1e-15 level).
         """
         kind, R, W, _rank, _S = self._get_scorer()
         m = B.shape[0]
@@ -389,12 +541,7 @@ class Factor:
             return np.zeros(0)
         if kind == "zero":
             return np.zeros(m)
-        if kind == "tri":
-            t = row_sqnorms(whiten(B, self._scoring_inv(R)))
-        else:
-            Y = np.asarray(B, dtype=np.float64) @ W
-            t = np.einsum("ij,ij->i", Y, Y)
-        return t
+        return whitened_sqnorms(B, self._scoring_inv(R) if kind == "tri" else W)
 
     def nbytes(self) -> int:
         return int(self.R.nbytes)

@@ -41,21 +41,31 @@ def first_nonfinite_row(X: np.ndarray) -> int:
 
 
 def scan_keys(X: np.ndarray) -> tuple[int, float]:
-    """(first row with NaN/±inf or -1, largest |x|) of a 2-D float array, one pass, no temporaries."""
+    """(first row with NaN/±inf or -1, largest |x|) of a 2-D float array, one pass, no temporaries.
+
+    float32/float64 arrays go through one vectorised numba pass
+    (:func:`streamlev._kernels.scan_block`), split over the library's threads
+    for large arrays; other layouts are scanned in C-ordered row chunks.
+    """
     if X.size == 0:
         return -1, 0.0
     if X.dtype in (np.float32, np.float64):
-        # Fast path (measured 2x faster than a numba loop): a finite sum proves every entry finite
-        # (an overflowing sum of large finite values falls through to the exact scan below).
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(X, axis=None, dtype=np.float64)
-        if np.isfinite(total):
-            return -1, float(max(X.max(), -X.min()))
         from ._kernels import scan_block
+        from ._threads import parts_for, split_run
 
-        if X.flags.c_contiguous:
+        if X.flags.c_contiguous and X.size < (1 << 18):
             bad, big = scan_block(X)
             return int(bad), float(big)
+        if X.flags.c_contiguous:
+            def part(a, b):
+                return scan_block(X[a:b])
+
+            parts = split_run(part, X.shape[0], parts_for(X.shape[0], max(1, (1 << 18) // max(1, X.shape[1]))))
+            top = max(float(big) for _, big in parts)
+            for (bad, _), (a, _b) in zip(parts, _bounds(X.shape[0], len(parts))):
+                if bad >= 0:
+                    return a + int(bad), top
+            return -1, top
         # Other layouts: scan C-ordered copies of row chunks (bounded temporary memory).
         step = max(1, (1 << 20) // max(1, X.shape[1]))
         top = 0.0
@@ -69,6 +79,12 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
     if bad.any():
         return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0]), 0.0
     return -1, float(np.max(np.abs(X)))
+
+
+def _bounds(m: int, parts: int):
+    """The (start, stop) row ranges :func:`streamlev._threads.split_run` uses for ``parts`` parts."""
+    edges = [m * k // parts for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
@@ -144,8 +160,16 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
                          f"(shape {arr.shape}); every block of a stream must have the same dimension")
     if check_finite:
         flat = arr.reshape((int(np.prod(arr.shape[:-2])),) + arr.shape[-2:]) if arr.ndim > 2 else arr[None]
-        for h in range(flat.shape[0] if arr.size else 0):
-            bad, big = scan_keys(flat[h])
+        scans = None
+        if arr.ndim > 2 and arr.size and arr.flags.c_contiguous:
+            # One pass over the whole stack; only a stack with a bad entry is scanned again stream by
+            # stream, to name the stream in the message.
+            bad, big = scan_keys(arr.reshape(-1, d))
+            if bad < 0 and big <= MAX_MAGNITUDE:
+                scans = ()
+        if scans is None:
+            scans = ((h,) + scan_keys(flat[h]) for h in range(flat.shape[0] if arr.size else 0))
+        for h, bad, big in scans:
             where = f"stream {tuple(int(i) for i in np.unravel_index(h, arr.shape[:-2]))}, " if arr.ndim > 2 else ""
             if bad >= 0:
                 raise ValueError(f"{name} contains NaN or infinity in {where}row {bad}; "

@@ -31,9 +31,8 @@ def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -
         return out
     fac = Factor(d, ridge)
     for a, b in _blocks(n, block):
-        fac.absorb_screen(K[a:b], None)  # Householder or whitened updates, see Factor.absorb_screen
-    for a, b in _blocks(n, block):
-        out[a:b] = fac.scores(K[a:b])
+        fac.update(K[a:b])  # Householder or whitened updates, see Factor.update
+    out[:] = fac.scores(K)  # threads over row ranges, bounded temporaries
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
@@ -62,7 +61,7 @@ def leverage_scores(K, *, ridge: float = 0.0) -> np.ndarray:
     -----
     Computed from a triangular factor kept by blocked Householder QR (TSQR) or,
     once it is well conditioned, by whitened block updates (see
-    :meth:`streamlev._factor.Factor.absorb_screen`), then one multiplication by
+    :meth:`streamlev._factor.Factor.update`), then one multiplication by
     the inverse factor per block — never from the Gram matrix KᵀK and never from
     an unscaled SVD.  Memory: the input, the output, one block and a
     d x d factor.  Accuracy (see tests/test_exact.py): relative error

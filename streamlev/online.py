@@ -11,9 +11,24 @@ rows arrive.  So
 
 At any moment the candidates, re-scored against the current factor, are
 exactly the universal set of all rows seen so far.  Memory: the d x d factor,
-the candidates — at most rank/eps right after each eviction, and re-scoring
-(an eviction) runs whenever their number doubles — and one block.  Nothing is
+the candidates — at most rank/eps right after each eviction; re-scoring (an
+eviction) runs once their number has doubled and exceeds rank/eps, so between
+evictions there are at most max(2·rank/eps, 256) plus one block — one block,
+and for small blocks a buffer of at most :func:`pending_rows` rows.  Nothing is
 O(n).
+
+How the work is kept small (issue 4, ``benchmarks/run.py``):
+
+* *admission by a rigorous bound*: a row is admitted when an upper bound on
+  its prefix score reaches eps (:meth:`streamlev._factor.Factor.upper`, one
+  O(d) pass per row); dropping a row whose bound is below eps is exact, and
+  admitted rows are decided exactly at the next eviction;
+* *evictions screened on both sides* (:meth:`~streamlev._factor.Factor.classify`):
+  only candidates whose score is not decided by the bounds are scored;
+* *deferred factor updates*: rows of small blocks are buffered and absorbed
+  in one update (a bound computed before them still bounds every later
+  score, so admission does not wait); every result (sets, scores, bytes,
+  merges) absorbs the buffer first.
 """
 
 from __future__ import annotations
@@ -23,21 +38,26 @@ import numbers
 import numpy as np
 
 from . import serialize
-from ._factor import Factor, at_least, qr_r, whiten
+from ._factor import Factor, admit, qr_r, whiten
 from ._validate import as_block, check_dim, check_eps, check_positive_int, check_ridge
 
 __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
 
 #: Do not re-score candidates before there are this many (amortises tiny blocks).
 _MIN_RESCORE = 256
-#: Blocks with fewer rows than this run their linear algebra on one BLAS thread.
-_SMALL_BLOCK = 2048
 #: Row ids are int64.
 _ID_MAX = 2**63 - 1
-#: Multi-head: re-derive the stacked inverse factors from R every this many fast blocks.
-_MH_REFRESH = 64
 #: Rows per sub-block when computing sequential online scores (an s x s QR each).
 _ONLINE_SUB = 64
+
+
+def pending_rows(dim: int) -> int:
+    """Rows of small blocks held back before one factor update: ~2^18 entries (2 MB of float64).
+
+    A factor update costs O(d³) on top of the O(m·d²) Gram of its rows, so
+    blocks of a few hundred rows are collected into one update of this many.
+    """
+    return int(min(16384, max(256, (1 << 18) // max(1, dim))))
 
 
 class _IdRanges:
@@ -51,6 +71,9 @@ class _IdRanges:
 
     @staticmethod
     def from_ids(ids: np.ndarray) -> np.ndarray:
+        m = ids.size
+        if m and int(ids[-1]) - int(ids[0]) == m - 1 and (m < 3 or bool(np.all(np.diff(ids) == 1))):
+            return np.array([[ids[0], int(ids[-1]) + 1]], dtype=np.int64)  # consecutive: no sort
         s = np.sort(ids)
         if s.size == 0:
             return np.zeros((0, 2), dtype=np.int64)
@@ -146,9 +169,14 @@ class OnlineLeverage:
         self._dtype = None  # storage dtype of candidate keys, fixed by the first block
         self._keys = np.zeros((0, self.dim))
         self._ids = np.zeros(0, dtype=np.int64)
-        self._count = 0
+        self._chunks = []  # appended (keys, ids) not yet joined to _keys/_ids
+        self._count = 0  # candidates in _keys (the first _ccount rows) and in _chunks
+        self._ccount = 0
         self._clean = 0  # candidate count right after the last eviction
         self._ranges = _IdRanges()
+        self._pend = None  # rows of small blocks not yet in the factor (see _push)
+        self._npend = 0
+        self._pcap = pending_rows(self.dim)
         self.last_online_scores_ = None
         self.last_online_u_ = None
 
@@ -156,7 +184,7 @@ class OnlineLeverage:
     @property
     def n_seen(self) -> int:
         """Number of rows fed so far (merged sketches included)."""
-        return self._factor.n
+        return self._factor.n + self._npend
 
     @property
     def n_candidates(self) -> int:
@@ -166,11 +194,15 @@ class OnlineLeverage:
     @property
     def nbytes(self) -> int:
         """Bytes of sketch state: factor, candidate keys and ids, id ranges."""
-        return int(self._factor.R.nbytes + self._keys.nbytes + self._ids.nbytes + self._ranges.iv.nbytes)
+        pend = 0 if self._pend is None else self._pend.nbytes
+        chunks = sum(k.nbytes + i.nbytes for k, i in self._chunks)
+        return int(self._factor.R.nbytes + self._keys.nbytes + self._ids.nbytes + self._ranges.iv.nbytes
+                   + pend + chunks)
 
     @property
     def rank(self) -> int:
         """Numerical rank of the rows seen (d when ridge > 0)."""
+        self._flush()
         return self._factor.rank
 
     def logdet(self) -> float:
@@ -181,6 +213,7 @@ class OnlineLeverage:
         """
         if self.ridge <= 0:
             raise ValueError("logdet needs ridge > 0; create the sketch with ridge=λ")
+        self._flush()
         return self._factor.logdet_ridge()
 
     def __repr__(self) -> str:
@@ -217,52 +250,86 @@ class OnlineLeverage:
         return B, self._check_ids(ids, B.shape[0])
 
     # -- candidate storage ------------------------------------------------------------------------
+    # Candidates are one consolidated array (self._keys/_ids, self._ccount rows) plus a list of
+    # appended chunks, joined only when they are read (at evictions and results): appending costs
+    # one copy of the admitted rows and no re-allocation of what is already stored.
     def _storage_dtype(self, B):
         cur = self._dtype if self._dtype is not None else (self._keys.dtype if self._count else None)
         if cur is None or (cur == np.float32 and B.dtype == np.float64):
             return B.dtype
         return cur
 
-    def _append(self, B, ids):
+    def _append(self, B, ids, *, copy=True):
+        """Add candidate rows; ``copy=False`` when B and ids are already private copies."""
         k = B.shape[0]
         if k == 0:
             return
         dt = self._storage_dtype(B)
         if self._dtype is None or dt != self._dtype:  # (np.dtype("float64") == None is True!)
-            self._keys = self._keys.astype(dt)
             self._dtype = dt
-        need = self._count + k
-        if need > self._keys.shape[0]:
-            cap = max(need, 2 * self._keys.shape[0], 16)
-            keys = np.empty((cap, self.dim), dtype=self._dtype)
-            keys[: self._count] = self._keys[: self._count]
-            ids_ = np.empty(cap, dtype=np.int64)
-            ids_[: self._count] = self._ids[: self._count]
-            self._keys, self._ids = keys, ids_
-        self._keys[self._count:need] = B
-        self._ids[self._count:need] = ids
-        self._count = need
+        self._chunks.append((np.array(B) if copy else B, np.array(ids) if copy else ids))
+        self._count += k
+
+    def _consolidate(self):
+        """Join the appended chunks to the stored candidates (one copy), in the storage dtype."""
+        if not self._chunks:
+            if self._dtype is not None and self._keys.dtype != self._dtype:
+                self._keys = self._keys.astype(self._dtype)
+            return
+        cc = self._ccount
+        self._keys = np.concatenate([self._keys[:cc]] + [k for k, _ in self._chunks], dtype=self._dtype)
+        self._ids = np.concatenate([self._ids[:cc]] + [i for _, i in self._chunks]).astype(np.int64, copy=False)
+        self._chunks = []
+        self._ccount = self._count
 
     def _evict(self):
-        """Re-score candidates against the current factor; keep those still >= eps."""
+        """Absorb pending rows, then keep the candidates whose score is still >= eps (exact).
+
+        Candidates decided by the two-sided bounds are not scored
+        (:meth:`streamlev._factor.Factor.classify`).
+        """
+        self._flush()
+        self._consolidate()
         c = self._count
         if c:
-            keep = at_least(self._factor.scores(self._keys[:c]), self.eps)
+            keep = self._factor.classify(self._keys[:c], self.eps)
             kept = int(keep.sum())
             if kept < c:
-                self._keys[:kept] = self._keys[:c][keep]
-                self._ids[:kept] = self._ids[:c][keep]
-                self._count = kept
+                self._keys = self._keys[:c][keep]
+                self._ids = self._ids[:c][keep]
+                self._count = self._ccount = kept
         self._clean = self._count
-        # Give memory back once the buffer is mostly empty.
-        if self._keys.shape[0] > max(64, 4 * self._count):
-            cap = max(16, 2 * self._count)
-            self._keys = self._keys[:cap].copy()
-            self._ids = self._ids[:cap].copy()
+
+    def _evict_due(self) -> bool:
+        # Re-score when the candidates doubled since the last eviction — unless they are still no
+        # more than rank/eps, the size the universal set itself can reach (nothing to gain yet).
+        return self._count > max(2 * self._clean, _MIN_RESCORE) and self._count * self.eps > self._factor.rank
 
     def _maybe_evict(self):
-        if self._count > max(2 * self._clean, _MIN_RESCORE):
+        if self._evict_due():
             self._evict()
+
+    # -- deferred factor updates --------------------------------------------------------------------
+    def _push(self, B):
+        """Add rows to the factor: blocks of at least ``pending_rows(dim)`` rows at once, smaller ones buffered."""
+        m = B.shape[0]
+        if m >= self._pcap:
+            self._flush()
+            self._factor.update(B)
+            return
+        if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
+            self._flush()
+        if self._pend is None or self._pend.dtype != B.dtype:
+            self._pend = np.empty((self._pcap, self.dim), dtype=B.dtype)
+        self._pend[self._npend:self._npend + m] = B
+        self._npend += m
+
+    def _flush(self):
+        """Absorb the buffered rows into the factor (a no-op when there are none)."""
+        if self._npend:
+            n = self._npend
+            self._npend = 0
+            self._factor.update(self._pend[:n])
 
     # -- the stream -----------------------------------------------------------------------------
     def update(self, X, ids=None):
@@ -284,26 +351,44 @@ class OnlineLeverage:
         self._ingest(B, ids)
         return self
 
-    def _ingest(self, B, ids):
+    def _ingest(self, B, ids, online_u=None):
+        """Admit, record and absorb one validated block.
+
+        ``online_u`` (exact sequential online scores, from :meth:`update_scores`)
+        admits by the exact prefix scores and absorbs at once; otherwise rows
+        are admitted by the rigorous upper bound of the factor (all of them
+        while there is none yet) and absorbed through :meth:`_push`.
+        """
         m = B.shape[0]
         if m == 0:
             return
-        if m < _SMALL_BLOCK:
-            # Small blocks: BLAS calls on (m x d)·(d x d) products run faster and far more
-            # predictably on one thread (DESIGN.md §2); big blocks keep the default.
-            from ._factor import blas_threads  # noqa: PLC0415
-
-            with blas_threads(1):
-                keep = self._factor.absorb_screen(B, self.eps)
+        if online_u is not None:
+            keep = admit(online_u, self.eps)
         else:
-            keep = self._factor.absorb_screen(B, self.eps)
+            ub = self._factor.upper(B)
+            keep = None if ub is None else admit(ub, self.eps)
         self._record_ids(ids)
-        if keep.any():
-            self._append(B[keep], ids[keep])
+        if keep is None or keep.all():
+            self._append(B, ids)
+        elif keep.any():
+            self._append(B[keep], ids[keep], copy=False)
+        if online_u is not None:
+            self._factor.update(B)
+        else:
+            self._push(B)
         self._maybe_evict()
 
     def _record_ids(self, ids):
-        self._ranges.iv = _IdRanges.union(self._ranges.iv, _IdRanges.from_ids(ids))
+        new, iv = _IdRanges.from_ids(ids), self._ranges.iv
+        if new.shape[0] == 1 and iv.shape[0] and new[0, 0] >= iv[-1, 1]:  # the usual case: ids run on
+            if new[0, 0] == iv[-1, 1]:
+                iv = iv.copy()
+                iv[-1, 1] = new[0, 1]
+            else:
+                iv = np.concatenate([iv, new])
+            self._ranges.iv = iv
+        else:
+            self._ranges.iv = _IdRanges.union(iv, new)
         if self._ranges.iv.shape[0] > _IdRanges.MAX:
             self._ranges = _IdRanges()
             self._ranges.tracked = False
@@ -329,6 +414,7 @@ class OnlineLeverage:
             raise ValueError("online ridge leverage scores need ridge > 0 "
                              "(with λ = 0 the first rows' scores are undefined); create the sketch with ridge=λ")
         B, ids = self._prepare(X, ids)
+        self._flush()
         m = B.shape[0]
         u = np.empty(m)
         for a in range(0, m, _ONLINE_SUB):
@@ -342,8 +428,8 @@ class OnlineLeverage:
             A[: self.dim] = Yt.T
             A[self.dim:] = np.eye(s)
             piv = np.diag(qr_r(A)) ** 2
-            u[a:b] = piv - 1.0
-            self._ingest(sub, ids[a:b])
+            u[a:b] = np.maximum(piv - 1.0, 0.0)
+            self._ingest(sub, ids[a:b], online_u=u[a:b])
         u = np.maximum(u, 0.0)
         scores = u / (1.0 + u)
         self.last_online_scores_ = scores
@@ -386,6 +472,8 @@ class OnlineLeverage:
                 and _IdRanges.overlaps(self._ranges.iv, other._ranges.iv)):
             raise ValueError("cannot merge sketches whose row ids overlap; give each shard its own "
                              "id range (start=...) or explicit ids")
+        self._consolidate()
+        other._consolidate()
         mine = self._ids[: self._count]
         theirs = other._ids[: other._count]
         if np.intersect1d(mine, theirs).size:
@@ -404,6 +492,8 @@ class OnlineLeverage:
         self
         """
         self._check_compatible(other)
+        self._flush()
+        other._flush()  # a no-op for other's rows and answers: the buffer joins its factor
         self._factor.merge(other._factor)
         oc = other._count
         if oc:
@@ -419,7 +509,13 @@ class OnlineLeverage:
 
     # -- serialisation ----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Serialise the sketch (format documented in :mod:`streamlev.serialize`)."""
+        """Serialise the sketch (format documented in :mod:`streamlev.serialize`).
+
+        Buffered rows are absorbed into the factor first, so the bytes hold
+        every row fed (the format has no buffer).
+        """
+        self._flush()
+        self._consolidate()
         c = self._count
         dt = "float32" if self._dtype == np.float32 else "float64"
         meta = {
@@ -494,7 +590,7 @@ class OnlineLeverage:
         sk._dtype = want if meta["has_dtype"] else None
         sk._keys = keys if keys.shape[0] else np.zeros((0, d), dtype=want)
         sk._ids = ids
-        sk._count = keys.shape[0]
+        sk._count = sk._ccount = keys.shape[0]
         sk._clean = meta["clean"]
         sk._next_id = meta["next_id"]
         sk._ranges = _IdRanges(ranges)
@@ -519,9 +615,12 @@ class MultiHeadLeverage:
     """H independent key streams (e.g. the heads of one attention layer) in one sketch.
 
     Each head is an exact one-pass sketch with the guarantee of
-    :class:`OnlineLeverage`; blocks of shape ``(H, m, dim)`` are processed with
-    batched linear algebra across heads (one batched GEMM, symmetric product,
-    Cholesky and triangular inverse per block), not a Python loop per row.
+    :class:`OnlineLeverage`.  A block of shape ``(H, m, dim)`` is handled as
+    one array, not H: it is validated in one pass, screened for all heads by
+    one numba kernel against stacked per-head bounds, and buffered in one
+    (H, rows, dim) array; the buffered rows are absorbed into the H factors in
+    parallel over the library's threads (:mod:`streamlev._threads`).  Only
+    heads with admitted rows do per-head work for a block.
 
     Parameters
     ----------
@@ -538,8 +637,9 @@ class MultiHeadLeverage:
 
     Notes
     -----
-    Memory per head: a d x d factor and at most about rank/eps candidates after
-    each eviction, plus the block being processed.
+    Memory per head: a d x d factor, at most about rank/eps candidates after
+    each eviction and a buffer of small blocks (:func:`pending_rows` rows),
+    plus the block being processed.
     """
 
     _FAMILY = "MultiHeadLeverage"
@@ -547,14 +647,20 @@ class MultiHeadLeverage:
     def __init__(self, heads, dim, eps, *, ridge=0.0, start=0):
         self.heads = check_positive_int(heads, "heads")
         self._heads = [OnlineLeverage(dim, eps, ridge=ridge, start=start) for _ in range(self.heads)]
-        self.dim, self.eps, self.ridge, self.start = dim, self._heads[0].eps, self._heads[0].ridge, start
-        self._stack = None  # stacked inverse factors while every head is in the fast regime
-        self._stack_blocks = 0
+        self._init_shared()
+
+    def _init_shared(self):
+        first = self._heads[0]
+        self.dim, self.eps, self.ridge, self.start = first.dim, first.eps, first.ridge, first.start
+        self._pend = None  # (H, pending_rows, dim) rows of small blocks not yet in the factors
+        self._npend = 0
+        self._pcap = first._pcap
+        self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
 
     @property
     def n_seen(self) -> int:
         """Rows fed per head."""
-        return self._heads[0].n_seen
+        return self._heads[0].n_seen + self._npend
 
     @property
     def n_candidates(self) -> np.ndarray:
@@ -563,11 +669,13 @@ class MultiHeadLeverage:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by all heads."""
-        return int(sum(h.nbytes for h in self._heads))
+        """Bytes held by all heads (and the shared buffer of small blocks)."""
+        pend = 0 if self._pend is None else self._pend.nbytes
+        return int(sum(h.nbytes for h in self._heads) + pend)
 
     def head(self, h: int) -> OnlineLeverage:
-        """The sketch of head ``h`` (shares state with this object)."""
+        """The sketch of head ``h``, holding every row fed so far (it shares state with this object)."""
+        self._flush_all()
         return self._heads[h]
 
     def __repr__(self) -> str:
@@ -588,98 +696,99 @@ class MultiHeadLeverage:
 
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] == self.heads:
             X = X[:, None, :]
+        if isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X)  # one pass for validation and screening below
         B = as_keys(X, name="X", ndim=3, dim=self.dim)
         if B.shape[0] != self.heads:
             raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
                              f"the first axis indexes the heads")
         m = B.shape[1]
-        ids = self._heads[0]._check_ids(ids, m)
+        lead = self._heads[0]
+        ids = lead._check_ids(ids, m)
         if m == 0:
             return self
-        if self._stack is None or self._stack_blocks >= _MH_REFRESH:
-            self._stack = None
-            if all(h._factor.fast_ok() for h in self._heads):
-                from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
-
-                self._stack = tri_inv_upper_batched(np.stack([h._factor.R for h in self._heads]))
-                self._stack_blocks = 0
-        if self._stack is not None:
-            from ._factor import blas_threads  # noqa: PLC0415
-
-            # (m x d)·(d x d) products per head are small: one BLAS thread (DESIGN.md §2).
-            with blas_threads(1):
-                self._fast_block(B, ids)
-        else:
-            for h, sk in enumerate(self._heads):
-                sk._ingest(B[h], ids)
-        return self
-
-    def _fast_block(self, B, ids):
-        """Whitened update of every head at once (DESIGN.md §1.8), batched across heads."""
-        from ._factor import FAST_TRACE_MAX, blas_threads  # noqa: PLC0415
-        from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
-
-        m = B.shape[1]
-        Rinv = self._stack
-        Y = np.matmul(B.astype(np.float64, copy=False), Rinv)
-        u = np.einsum("hij,hij->hi", Y, Y)
-        ok = bool(np.all(u.sum(axis=1) <= FAST_TRACE_MAX))
-        if ok:
-            G = np.matmul(Y.transpose(0, 2, 1), Y)
-            G[:, np.arange(self.dim), np.arange(self.dim)] += 1.0
-            try:
-                with blas_threads(1):
-                    L = np.linalg.cholesky(G)  # I + YᵀY = L Lᵀ
-            except np.linalg.LinAlgError:
-                ok = False
-        if not ok:  # a block brings new directions to some head: exact QR path for all heads
-            self._stack = None
-            for h, sk in enumerate(self._heads):
-                sk._ingest(B[h], ids)
-            return
-        U = np.ascontiguousarray(L.transpose(0, 2, 1))  # upper, I + YᵀY = UᵀU
-        Uinv = tri_inv_upper_batched(U)
-        Rnew = np.matmul(U, np.stack([h._factor.R for h in self._heads]))
-        self._stack = np.matmul(Rinv, Uinv)  # (UR)⁻¹ = R⁻¹U⁻¹
-        self._stack_blocks += 1
-        lead = self._heads[0]
+        B = np.ascontiguousarray(B)
+        keep = self._screen(B)
         lead._record_ids(ids)
-        # Screen every head at once: a row's new score is at most u/(1+u); survivors get their
-        # exact new score ‖y U⁻¹‖² (ridge: against the ridge factor, per head).
-        screen = at_least(u / (1.0 + u), self.eps)
-        keep = np.zeros_like(screen)
-        if self.ridge == 0 and screen.any():
-            if screen.mean() > 0.25:  # most rows survive: one batched product for all heads
-                Z = np.matmul(Y, Uinv)
-                keep = screen & at_least(np.einsum("hij,hij->hi", Z, Z), self.eps)
-            else:
-                for h in np.flatnonzero(screen.any(axis=1)):
-                    idx = np.flatnonzero(screen[h])
-                    Z = Y[h, idx] @ Uinv[h]
-                    keep[h, idx] = at_least(np.einsum("ij,ij->i", Z, Z), self.eps)
+        full = [kh is None or kh.all() for kh in keep]
+        shared = np.array(B) if any(full) else None  # one private copy for every head keeping every row
         for h, sk in enumerate(self._heads):
-            fac = sk._factor
-            fac.R = Rnew[h]
-            fac.n += m
-            fac._changed()
-            fac._rinv = self._stack[h]
             if h:
                 sk._ranges.iv = lead._ranges.iv
                 sk._ranges.tracked = lead._ranges.tracked
                 sk._next_id = lead._next_id
-            if self.ridge > 0 and screen[h].any():
-                idx = np.flatnonzero(screen[h])
-                keep[h, idx] = at_least(fac.scores(B[h, idx]), self.eps)
             kh = keep[h]
-            if kh.any():
-                sk._append(B[h, kh], ids[kh])
-            sk._maybe_evict()
+            if full[h]:
+                sk._append(shared[h], ids, copy=False)  # ids: a fresh array, never written to
+            elif kh.any():
+                sk._append(B[h, kh], ids[kh], copy=False)
+        self._push(B)
+        for sk in self._heads:
+            if sk._evict_due():
+                self._flush_all()  # evictions score against every row fed
+                sk._evict()
+        return self
 
+    # -- screening and the shared buffer ----------------------------------------------------------
+    def _screen(self, B):
+        """Per head, the admission mask of the block's rows (None: admit all, no bound yet)."""
+        if self._bounds is None:
+            bounds = [sk._factor.bound() for sk in self._heads]
+            if all(b is not None for b in bounds):
+                self._bounds = (np.stack([b.dinv for b in bounds]), np.array([b.up for b in bounds])[:, None])
+            else:
+                self._bounds = bounds
+        if isinstance(self._bounds, tuple):
+            from ._kernels import scaled_row_sqnorms_batched  # noqa: PLC0415
+
+            dinv, up = self._bounds
+            return admit(scaled_row_sqnorms_batched(B, dinv) * up, self.eps)
+        return [None if b is None else admit(b.sqnorms(B[h]) * b.up, self.eps) for h, b in enumerate(self._bounds)]
+
+    def _push(self, B):
+        m = B.shape[1]
+        if m >= self._pcap:
+            self._flush_all()
+            self._each_head(lambda h, sk: sk._push(B[h]))
+            self._bounds = None
+            return
+        if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
+            self._flush_all()
+        if self._pend is None or self._pend.dtype != B.dtype:
+            self._pend = np.empty((self.heads, self._pcap, self.dim), dtype=B.dtype)
+        self._pend[:, self._npend:self._npend + m] = B
+        self._npend += m
+
+    def _flush_all(self):
+        """Absorb the shared buffer into every head's factor, the heads in parallel."""
+        n = self._npend
+        if n:
+            self._npend = 0
+            pend = self._pend
+            self._each_head(lambda h, sk: (sk._flush(), sk._factor.update(pend[h, :n])))
+            self._bounds = None
+        else:
+            for sk in self._heads:
+                if sk._npend:  # rows fed to a head directly through head(h)
+                    self._each_head(lambda h, sk: sk._flush())
+                    self._bounds = None
+                    break
+
+    def _each_head(self, fn):
+        """Run ``fn(h, head_sketch)`` for every head, the heads split over the library's threads."""
+        from ._threads import parts_for, split_run  # noqa: PLC0415
+
+        heads = self._heads
+        res = split_run(lambda a, b: [fn(i, heads[i]) for i in range(a, b)], len(heads), parts_for(len(heads), 1))
+        return [r for part in res for r in part]
+
+    # -- results ----------------------------------------------------------------------------------
     def universal_set(self, head=None):
         """Sorted int64 ids of each head's universal set (a list), or of one head."""
+        self._flush_all()
         if head is not None:
             return self._heads[head].universal_set()
-        return [h.universal_set() for h in self._heads]
+        return self._each_head(lambda h, sk: sk.universal_set())
 
     def merge(self, other):
         """Merge another multi-head sketch of disjoint rows (head by head).
@@ -694,13 +803,16 @@ class MultiHeadLeverage:
             raise ValueError(f"cannot merge sketches with different numbers of heads: {self.heads} vs {other.heads}")
         for a, b in zip(self._heads, other._heads):
             a._check_compatible(b)
+        self._flush_all()
+        other._flush_all()  # a no-op for other's rows and answers
         for a, b in zip(self._heads, other._heads):
             a.merge(b)
-        self._stack = None
+        self._bounds = None
         return self
 
     def to_bytes(self) -> bytes:
         """Serialise all heads (the format of :mod:`streamlev.serialize`)."""
+        self._flush_all()
         arrays = {f"head{h}": np.frombuffer(sk.to_bytes(), dtype=np.uint8) for h, sk in enumerate(self._heads)}
         return serialize.pack(self._FAMILY, {"heads": self.heads}, arrays)
 
@@ -720,9 +832,7 @@ class MultiHeadLeverage:
         obj = cls.__new__(cls)
         obj.heads = heads
         obj._heads = subs
-        obj.dim, obj.eps, obj.ridge, obj.start = first.dim, first.eps, first.ridge, first.start
-        obj._stack = None
-        obj._stack_blocks = 0
+        obj._init_shared()
         return obj
 
     def __reduce__(self):

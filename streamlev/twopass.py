@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._factor import Factor, at_least
+from ._factor import Factor
 from ._validate import check_eps, check_positive_int, check_ridge
 
 __all__ = ["two_pass_universal_set"]
@@ -70,7 +70,7 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
         if fac is None:
             d = B.shape[1]
             fac = Factor(d, ridge)
-        fac.absorb_screen(B, None)
+        fac.update(B)
     if fac is None:
         return np.zeros(0, dtype=np.int64)
     n1 = fac.n
@@ -79,7 +79,7 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
     for B in passes():
         if B.shape[1] != d:
             raise ValueError(f"the source changed dimension between passes: {d} then {B.shape[1]}")
-        keep = at_least(fac.scores(B), eps)
+        keep = fac.classify(B, eps)  # screened by rigorous bounds; only undecided rows are scored
         if keep.any():
             found.append(np.flatnonzero(keep) + offset)
         offset += B.shape[0]

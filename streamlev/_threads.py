@@ -1,0 +1,183 @@
+"""Thread use of streamlev, in one place: the BLAS thread limit and the row-splitting worker pool.
+
+Two facts measured on the project's 2-core machine (OpenBLAS 0.3.30/0.3.31,
+numpy 2.4) decide how threads are used:
+
+* OpenBLAS runs the thin products streamlev needs (``BᵀB`` and ``B·W`` for an
+  m x 64 block) no faster on 2 threads than on 1 (3.3 ms vs 3.2 ms for
+  16384 x 64, and 211 ms vs 199 ms for one 10^6 x 64 ``K.T @ K``), while small
+  LAPACK calls (QR/SVD of matrices a few hundred wide) ran 10-300x *slower* on
+  2 threads under load (DESIGN.md §2).  So BLAS itself runs single-threaded
+  inside every streamlev call that matters.
+* numpy's matmul releases the GIL, so splitting a block's rows into one part
+  per core and running single-threaded BLAS on each part in a thread of its
+  own gives the speed-up instead: ``BᵀB`` of 16384 x 64 took 1.55 ms on two
+  halves vs 3.27 ms in one call.  (scipy's f2py BLAS wrappers keep the GIL, so
+  they are not used for this.)  numba kernels are compiled with ``nogil=True``
+  and split the same way.
+
+The number of worker threads is, in order: :func:`set_num_threads`; the
+``STREAMLEV_NUM_THREADS`` environment variable; the smallest of
+``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` when set
+(Dask's nanny sets them to 1 in each worker process, so workers do not
+oversubscribe); otherwise the CPUs this process may run on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_run", "parts_for"]
+
+_LIBS = None
+_USER_THREADS = None
+_POOL = None
+_POOL_SIZE = 0
+_LOCK = threading.Lock()
+
+#: A part of a split block has at least this many rows (below it, thread hand-off costs more than it saves).
+MIN_ROWS_PER_PART = 4096
+
+
+def _blas_libs():
+    global _LIBS  # noqa: PLW0603 - created once per process
+    if _LIBS is None:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+        _LIBS = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return _LIBS
+
+
+class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1): ...``
+    """Context manager limiting every loaded BLAS library to ``n`` threads, restoring the previous counts.
+
+    threadpoolctl finds the libraries once; entering and leaving then costs a
+    few microseconds (``threadpoolctl.threadpool_limits`` costs ~20 µs per use,
+    which mattered for blocks of a few hundred rows).  The limit is
+    process-wide, so it is set by the calling thread around a whole split
+    computation (:func:`split_run`), never from inside worker threads.
+    """
+
+    __slots__ = ("n", "_saved")
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self._saved = None
+
+    def __enter__(self):
+        libs = _blas_libs()
+        self._saved = [lib.get_num_threads() for lib in libs]
+        for lib, cur in zip(libs, self._saved):
+            if cur != self.n:
+                lib.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, cur in zip(_blas_libs(), self._saved):
+            if cur != self.n:
+                lib.set_num_threads(cur)
+        return False
+
+
+def _env_threads() -> int:
+    raw = os.environ.get("STREAMLEV_NUM_THREADS")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"STREAMLEV_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    limits = []
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        try:
+            limits.append(int(os.environ[var]))
+        except (KeyError, ValueError):
+            pass
+    if limits:
+        return max(1, min(limits))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """Number of threads streamlev splits large blocks over (see the module docstring for the default)."""
+    return _USER_THREADS if _USER_THREADS is not None else _env_threads()
+
+
+def set_num_threads(n: int | None) -> int:
+    """Set the number of threads streamlev uses for large blocks; ``None`` restores the default.
+
+    Returns the previous setting (as :func:`get_num_threads` reported it).
+    Results do not depend on it beyond rounding in the last bits (sums of
+    per-part Gram matrices are added in a fixed order).
+    """
+    global _USER_THREADS  # noqa: PLW0603 - process-wide setting, like numba.set_num_threads
+    prev = get_num_threads()
+    if n is None:
+        _USER_THREADS = None
+        return prev
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer (or None for the default), got {n!r}")
+    _USER_THREADS = int(n)
+    return prev
+
+
+def _reset_after_fork():  # pragma: no cover - runs in forked children
+    global _POOL, _POOL_SIZE, _LIBS  # noqa: PLW0603
+    _POOL, _POOL_SIZE, _LIBS = None, 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE  # noqa: PLW0603
+    with _LOCK:
+        if _POOL is None or _POOL_SIZE < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="streamlev")
+            _POOL_SIZE = workers
+        return _POOL
+
+
+def parts_for(m: int, min_rows: int = MIN_ROWS_PER_PART) -> int:
+    """How many parts to split ``m`` rows into: one per thread, each at least ``min_rows`` rows."""
+    return max(1, min(get_num_threads(), m // max(1, min_rows)))
+
+
+def split_run(fn, m: int, parts: int):
+    """Run ``fn(a, b)`` on ``parts`` contiguous row ranges of ``range(m)``; return the results in order.
+
+    Part 0 runs on the calling thread, the others on the pool.  BLAS is held
+    at one thread for the duration, so each part runs single-threaded BLAS.
+    A split requested from inside a running split runs in one part (no
+    nested hand-off, which could wait on itself).
+    """
+    if parts <= 1 or getattr(_LOCAL, "busy", False):
+        return [fn(0, m)]
+    bounds = [m * k // parts for k in range(parts + 1)]
+    with blas_threads(1):
+        pool = _pool(parts - 1)
+        futures = [pool.submit(_guarded, fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+        try:
+            first = _guarded(fn, bounds[0], bounds[1])
+        finally:
+            wait(futures)  # never leave the BLAS limit while parts still run
+        return [first] + [f.result() for f in futures]
+
+
+_LOCAL = threading.local()
+
+
+def _guarded(fn, a, b):
+    prev = getattr(_LOCAL, "busy", False)
+    _LOCAL.busy = True
+    try:
+        return fn(a, b)
+    finally:
+        _LOCAL.busy = prev
