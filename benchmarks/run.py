@@ -19,6 +19,10 @@ Baselines (what a user would write with numpy):
   numpy-qr     np.linalg.qr(K), scores = row norms² of Q
   numpy-gram   K.T @ K, Cholesky, triangular solve, row norms² (fast, numerically weak)
   numpy-KtK    one K.T @ K alone — the floor is about two of these (2·n·d² flops)
+  numpy-gram float32   the Gram route in float32 arithmetic throughout (what float32 BLAS
+               would give; shown for the float32 target: fast, but ~1e-7 relative error)
+
+The run ends with the issue-4 targets, each with the ratio measured here.
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ def bench_main(n, d, eps, repeat, with_svd):
 
     add("numpy-KtK (floor/2)", np_ktk, (K,), truth=None)
     add("numpy-gram", np_gram, (K,))
+    add("numpy-gram float32", np_gram, (K32,), dtype="float32", truth=tau32)
     if with_svd:
         add("numpy-svd", np_svd, (K,), rep=1)
         add("numpy-qr", np_qr, (K,), rep=1)
@@ -192,10 +197,12 @@ def bench_main(n, d, eps, repeat, with_svd):
     return rows
 
 
-def bench_heads(H=12, m=256, d=64, blocks=40, eps=1e-3, repeat=3):
-    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks} blocks, eps={eps:g} ==")
+def bench_heads(H=12, m=256, d=64, blocks=80, eps=1e-3, repeat=3, label=""):
+    n = m * blocks
+    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks} blocks = {n:,} rows per head, eps={eps:g}"
+          f"{label} ==")
     rng = np.random.default_rng(1)
-    K = rng.standard_normal((H, m * blocks, d))
+    K = rng.standard_normal((H, n, d))
 
     def multi():
         mh = streamlev.MultiHeadLeverage(H, d, eps)
@@ -210,17 +217,22 @@ def bench_heads(H=12, m=256, d=64, blocks=40, eps=1e-3, repeat=3):
                 sks[h].update(K[h, b * m:(b + 1) * m])
         return [s.universal_set() for s in sks]
 
+    multi()  # warm-up: the first call loads the numba kernels
     t_m, _, r_m = measure(multi, repeat=repeat, trace=False)
     t_l, _, r_l = measure(loop, repeat=repeat, trace=False)
     same = all(np.array_equal(a, b) for a, b in zip(r_m, r_l))
+    kept = np.mean([len(u) for u in r_m])
     print(f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
-          f"speedup {t_l / t_m:.2f}x   same sets: {same}")
+          f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {n:,}")
+    sys.stdout.flush()
+    return t_l / t_m
 
 
 def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
     print(f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory ==")
     print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}"
           f"{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             path = os.path.join(tmp, f"k{n}.npy")
@@ -246,6 +258,42 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             print(f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"
                   f"{fmt_bytes(p_t):>15}{t_o / n * 1e6:>15.3f}{t_t / n * 1e6:>17.3f}")
             sys.stdout.flush()
+            out.append(dict(n=n, online_peak=p_o, twopass_peak=p_t, online_s=t_o, twopass_s=t_t))
+    return out
+
+
+def print_targets(rows, heads, memory):
+    """The issue-4 targets with the numbers of this run (ratios are same-process, same data)."""
+    sec = {(r["method"], r["dtype"]): r["sec"] for r in rows}
+    ok = {(r["method"], r["dtype"]): r["ok"] for r in rows}
+    gram = sec[("numpy-gram", "float64")]
+    online = sec[("OnlineLeverage", "float64")]
+    lines = []
+
+    def target(text, value, good):
+        lines.append(f"  [{'met' if good else 'NOT met'}] {text}: {value}")
+
+    target("OnlineLeverage <= 0.8x numpy Gram+Cholesky", f"{online / gram:.2f}x", online <= 0.8 * gram)
+    two = sec[("two-pass .npy", "float64")]
+    target("two_pass_universal_set from .npy <= 1.0x numpy Gram+Cholesky", f"{two / gram:.2f}x", two <= gram)
+    if ("numpy-svd", "float64") in sec:
+        svd = sec[("numpy-svd", "float64")]
+        target(">= 10x faster than np.linalg.svd", f"{svd / online:.1f}x", svd >= 10 * online)
+    f32 = sec[("OnlineLeverage", "float32")]
+    target("float32 keys <= 0.6x the float64 time, same set", f"{f32 / online:.2f}x, same set: "
+           f"{ok[('OnlineLeverage', 'float32')]}", f32 <= 0.6 * online and ok[("OnlineLeverage", "float32")])
+    if len(memory) >= 2:
+        peaks = [m["online_peak"] for m in memory]
+        spread = max(peaks) / min(peaks) - 1
+        target(f"peak memory flat in n ({memory[0]['n']:,} -> {memory[-1]['n']:,} rows, within 10%)",
+               f"{fmt_bytes(min(peaks))}..{fmt_bytes(max(peaks))} (+{spread:.0%})", spread <= 0.10)
+        per = [m["online_s"] / m["n"] * 1e6 for m in memory]
+        target("time per row independent of n (s per 10^6 rows, smallest -> largest n)",
+               " -> ".join(f"{p:.3f}" for p in per), max(per[1:]) <= 1.25 * min(per[1:]))
+    for label, ratio in heads:
+        target(f"{label}: MultiHeadLeverage >= 3x the loop over per-head sketches", f"{ratio:.2f}x", ratio >= 3)
+    print("\n== issue 4 targets (this run) ==")
+    print("\n".join(lines))
 
 
 def main(argv=None):
@@ -268,12 +316,18 @@ def main(argv=None):
                          for i in threadpool_info())
     except Exception:  # noqa: BLE001
         blas = "unknown"
-    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}")
-    bench_main(n, args.d, args.eps, repeat, with_svd=not args.no_svd)
-    bench_heads(blocks=20 if args.quick else 80)
+    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}, "
+          f"streamlev threads: {streamlev.get_num_threads()}")
+    rows = bench_main(n, args.d, args.eps, repeat, with_svd=not args.no_svd)
+    heads = [("12 heads, every row a candidate (n < d/eps)",
+              bench_heads(blocks=20 if args.quick else 80, label=" (every row stays a candidate: n < d/eps)")),
+             ("12 heads, past d/eps rows",
+              bench_heads(blocks=300 if args.quick else 1000, repeat=1 if args.quick else 2,
+                          label=" (past d/eps: the sets shrink)"))]
     sizes = ([int(float(s)) for s in args.memory_sizes.split(",")] if args.memory_sizes
              else ([100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]))
-    bench_memory(sizes)
+    memory = bench_memory(sizes)
+    print_targets(rows, heads, memory)
     return 0
 
 

@@ -12,6 +12,7 @@ from ._attention import (
     relative_output_error,
     select_keys,
 )
+from ._threads import get_num_threads, set_num_threads
 from .approx import ApproxGuaranteeWarning, ApproxLeverage
 from .exact import leverage_scores, universal_set
 from .lewis import ConvergenceError, OnlinePowerSet, lewis_weights, universal_set_p
@@ -31,9 +32,11 @@ __all__ = [
     "attention_mass_kept",
     "attention_weights",
     "heavy_entry_recall",
+    "get_num_threads",
     "lewis_weights",
     "relative_output_error",
     "select_keys",
+    "set_num_threads",
     "universal_set_p",
     "MultiHeadLeverage",
     "OnlineLeverage",

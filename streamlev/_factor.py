@@ -381,14 +381,17 @@ class Factor:
         """Tiers 1-2 of :meth:`update` for one chunk; False (factor untouched) when refused."""
         d = self.dim
         Rinv = self.rinv()
-        if self._fast[2] <= GRAM_COND_MAX and self._fast[3] and max_abs(B) < _SQ_SAFE_HI:
-            C = gram(B)
-            G = Rinv.T @ C @ Rinv
-        else:
-            G = gram(B, Rinv)
-        G = 0.5 * (G + G.T)
-        if not float(np.trace(G)) <= FAST_TRACE_MAX:
-            return False
+        # A row far outside the span seen so far can overflow Y = B R⁻¹ or its squares: the trace test
+        # below then fails (inf or NaN) and the chunk goes to Householder QR, which handles it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self._fast[2] <= GRAM_COND_MAX and self._fast[3] and max_abs(B) < _SQ_SAFE_HI:
+                C = gram(B)
+                G = Rinv.T @ C @ Rinv
+            else:
+                G = gram(B, Rinv)
+            G = 0.5 * (G + G.T)
+            if not float(np.trace(G)) <= FAST_TRACE_MAX:
+                return False
         G[np.diag_indices(d)] += 1.0
         U, info = lapack.dpotrf(G, lower=0, clean=1)  # I + G = UᵀU
         if info != 0:

@@ -850,9 +850,10 @@ class MultiHeadLeverage:
             return rest
         C = np.stack([res[i][0] for i in safe])
         Rinv = np.stack([facs[h].rinv() for h in ok])
-        G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
-        G = 0.5 * (G + G.transpose(0, 2, 1))
-        tr = np.trace(G, axis1=1, axis2=2)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
+            G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
+            G = 0.5 * (G + G.transpose(0, 2, 1))
+            tr = np.trace(G, axis1=1, axis2=2)
         good = np.flatnonzero(tr <= FAST_TRACE_MAX)
         rest |= {ok[i] for i in np.flatnonzero(~(tr <= FAST_TRACE_MAX))}
         if good.size == 0:

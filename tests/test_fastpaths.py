@@ -1,0 +1,318 @@
+"""The fast paths of issue 4 against the oracles: screening bounds, the update ramp, thread splits,
+buffered small blocks, batched multi-head updates and the vectorised validation scan.
+
+Every check compares with tests/naive.py (float64 SVD of the column-normalised keys) or with a
+plain computation written here; none compares the library with itself only.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import streamlev as sl
+from streamlev import _threads
+from streamlev._factor import Factor, admit, at_least
+
+from . import naive
+from .strategies import eps_values, key_matrices
+
+
+@pytest.fixture
+def threads():
+    """Restore the library's thread setting after a test changes it."""
+    prev = _threads._USER_THREADS
+    yield _threads
+    _threads._USER_THREADS = prev
+
+
+def _factor_of(K, ridge=0.0, block=None):
+    fac = Factor(K.shape[1], ridge)
+    block = block or K.shape[0]
+    for a in range(0, K.shape[0], block):
+        fac.update(K[a:a + block])
+    return fac
+
+
+# -- screening bounds ---------------------------------------------------------------------------------
+@given(key_matrices(min_n=2, max_n=120), st.sampled_from([0.0, 0.5]), st.integers(0, 2**31))
+def test_two_sided_bounds_hold_and_upper_stays_valid(K, ridge, seed):
+    """lb <= τ <= ub for absorbed rows (fresh bound); the upper side still holds after more rows."""
+    K64 = np.asarray(K, float)
+    fac = _factor_of(K, ridge)
+    b = fac.bound(fresh=True)
+    tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
+    if b is None:  # singular or too ill-conditioned: no bound is claimed, scoring is exact
+        return
+    t = b.sqnorms(K)
+    # (1e-14 absolute: the oracle's own rounding, e.g. 5e-34 for an all-zero row)
+    assert np.all(t * b.lo <= tau * (1 + 1e-9) + 1e-14)
+    assert np.all(t * b.up >= tau * (1 - 1e-9) - 1e-14)
+    # More rows: scores only fall, so the old upper bound still bounds every score.
+    rng = np.random.default_rng(seed)
+    more = rng.standard_normal((int(rng.integers(1, 60)), K.shape[1])) * rng.uniform(0.1, 10)
+    K2 = np.vstack([K64, more])
+    fac.update(more)
+    tau2 = naive.leverage(K2) if ridge == 0 else naive.ridge_leverage(K2, ridge)
+    assert np.all(b.sqnorms(K2) * b.up >= tau2 * (1 - 1e-9) - 1e-14)
+
+
+@given(key_matrices(min_n=2, max_n=150), eps_values, st.sampled_from([0.0, 0.3]))
+def test_classify_equals_exact_membership(K, eps, ridge):
+    fac = _factor_of(K, ridge)
+    got = fac.classify(K, eps)
+    np.testing.assert_array_equal(got, at_least(fac.scores(K), eps))
+    K64 = np.asarray(K, float)
+    tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
+    naive.assert_set_matches(np.flatnonzero(got), tau, eps)
+
+
+def test_classify_decides_most_rows_without_scoring():
+    """On well-conditioned keys the bounds decide almost every row (the point of screening)."""
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((50_000, 16)) * np.logspace(-3, 3, 16)
+    fac = _factor_of(K, block=8192)
+    b = fac.bound(fresh=True)
+    t = b.sqnorms(K)
+    eps = 16 / 50_000
+    undecided = at_least(t * b.up, eps) & ~at_least(t * b.lo, eps)
+    assert undecided.mean() < 0.5, undecided.mean()
+    tau = naive.leverage(K)
+    np.testing.assert_array_equal(np.flatnonzero(fac.classify(K, eps)), np.flatnonzero(at_least(tau, eps)))
+
+
+def test_admit_handles_infinite_bounds_and_the_threshold():
+    u = np.array([0.0, np.inf, 1e300, 0.25, 0.25 * (1 - 1e-6)])
+    # u/(1+u) >= 0.2 <=> u >= 0.25
+    np.testing.assert_array_equal(admit(u, 0.2), [False, True, True, True, False])
+    assert admit(np.array([np.inf]), 1.0)[0]
+
+
+def test_row_far_outside_the_span_is_admitted():
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((40_000, 8))
+    K[-1] = 1e200  # its scaled norm squared overflows to inf: must be admitted, not lost as NaN
+    sk = sl.OnlineLeverage(8, 0.5)
+    for a in range(0, K.shape[0], 5000):
+        sk.update(K[a:a + 5000])
+    assert K.shape[0] - 1 in sk.universal_set()
+    # the oracle's column norms would overflow; τ does not change when all of K is scaled by a constant
+    naive.assert_set_matches(sk.universal_set(), naive.leverage(K * 1e-190), 0.5)
+
+
+# -- the update ramp and tiers -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["gaussian", "scaled", "vandermonde", "rank_deficient", "new_directions"])
+def test_update_of_big_blocks_matches_the_oracle(kind):
+    """A young factor given one big block (probe, ramp, Householder fallbacks) scores like the SVD."""
+    rng = np.random.default_rng(7)
+    n, d = 30_000, 12
+    if kind == "gaussian":
+        K = rng.standard_normal((n, d))
+    elif kind == "scaled":
+        K = rng.standard_normal((n, d)) * np.logspace(-6, 6, d)
+    elif kind == "vandermonde":
+        K = np.vander(np.sort(rng.uniform(0, 1, n)), d)
+    elif kind == "rank_deficient":
+        K = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d))
+    else:  # the second half brings directions the first half lacks
+        K = rng.standard_normal((n, d))
+        K[: n // 2, d // 2:] *= 1e-9
+    tau = naive.leverage(K)
+    for block in (n, 4096, 777):
+        got = _factor_of(K, block=block).scores(K)
+        tol = 1e-6 if kind == "vandermonde" else 1e-9
+        big = tau > 1e-12
+        err = np.max(np.abs(got[big] - tau[big]) / tau[big])
+        assert err <= tol, (kind, block, err)
+
+
+def test_block_and_stream_paths_agree_on_the_set():
+    rng = np.random.default_rng(11)
+    K = rng.standard_normal((120_000, 16))
+    K[:, :2] *= 30
+    K[rng.choice(K.shape[0], 10, replace=False)] *= 40
+    eps = 1e-3
+    tau = naive.leverage(K)
+    U = sl.universal_set(K, eps)
+    naive.assert_set_matches(U, tau, eps)
+    for block in (16384, 3000, 256):
+        sk = sl.OnlineLeverage(16, eps)
+        for a in range(0, K.shape[0], block):
+            sk.update(K[a:a + block])
+        np.testing.assert_array_equal(sk.universal_set(), U)
+    np.testing.assert_array_equal(sl.two_pass_universal_set(K, eps), U)
+
+
+# -- threads -------------------------------------------------------------------------------------------
+def test_results_do_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(5)
+    K = rng.standard_normal((100_000, 24)).astype(np.float32)
+    K[:, 0] *= 1e3
+    out = {}
+    for t in (1, 2, 3):
+        threads.set_num_threads(t)
+        sk = sl.OnlineLeverage(24, 2e-3).update(K)
+        out[t] = (sl.leverage_scores(K), sk.universal_set(), sl.two_pass_universal_set(K, 2e-3))
+    tau = naive.leverage(K.astype(np.float64))
+    for t, (scores, U1, U2) in out.items():
+        assert np.max(np.abs(scores - tau) / tau) < 1e-9, t
+        np.testing.assert_array_equal(U1, out[1][1])
+        np.testing.assert_array_equal(U2, out[1][1])
+    naive.assert_set_matches(out[1][1], tau, 2e-3)
+
+
+def test_set_num_threads_validates_and_restores(threads):
+    with pytest.raises(ValueError, match="positive integer"):
+        threads.set_num_threads(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        threads.set_num_threads(1.5)
+    threads.set_num_threads(3)
+    assert threads.get_num_threads() == 3
+    assert threads.set_num_threads(None) == 3
+    assert threads.get_num_threads() == threads._env_threads()
+
+
+def test_environment_sets_the_default_thread_count():
+    code = "from streamlev import _threads; print(_threads.get_num_threads())"
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("STREAMLEV_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    for extra, want in [({"STREAMLEV_NUM_THREADS": "3"}, "3"), ({"OMP_NUM_THREADS": "1"}, "1"),
+                        ({"OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"}, "1")]:
+        out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == want, (extra, out.stdout, out.stderr)
+    bad = subprocess.run([sys.executable, "-c", code], env={**base, "STREAMLEV_NUM_THREADS": "many"},
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode != 0 and "STREAMLEV_NUM_THREADS must be a positive integer" in bad.stderr
+
+
+def test_split_run_covers_rows_in_order_and_propagates_errors(threads):
+    threads.set_num_threads(3)
+    res = threads.split_run(lambda a, b: (a, b), 10, 3)
+    assert res == [(0, 3), (3, 6), (6, 10)]
+    # a split asked for inside a running split runs in one part (no hand-off that could wait on itself)
+    nested = threads.split_run(lambda a, b: threads.split_run(lambda c, e: (c, e), b - a, 3), 8, 2)
+    assert nested == [[(0, 4)], [(0, 4)]]
+
+    def boom(a, b):
+        if a > 0:
+            raise RuntimeError("part failed")
+        return a
+
+    with pytest.raises(RuntimeError, match="part failed"):
+        threads.split_run(boom, 10, 2)
+
+
+def test_blas_threads_restores_the_previous_limit():
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with _threads.blas_threads(1):
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+        with _threads.blas_threads(1):
+            pass
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+# -- buffered small blocks -----------------------------------------------------------------------------
+@given(key_matrices(min_n=1, max_n=120, max_d=5), eps_values, st.integers(0, 2**31))
+def test_buffered_rows_count_everywhere(K, eps, seed):
+    """Rows waiting in the buffer count in n_seen, bytes, merges and results."""
+    rng = np.random.default_rng(seed)
+    n, d = K.shape
+    cut = int(rng.integers(0, n + 1))
+    a = sl.OnlineLeverage(d, eps).update(K[:cut])
+    assert a.n_seen == cut
+    b = sl.OnlineLeverage(d, eps, start=cut).update(K[cut:])
+    restored = sl.OnlineLeverage.from_bytes(a.to_bytes())
+    assert restored.n_seen == cut
+    merged = restored.merge(b)
+    assert merged.n_seen == n
+    np.testing.assert_array_equal(merged.universal_set(), sl.universal_set(K, eps))
+
+
+def test_small_blocks_are_absorbed_in_bulk_and_still_exact():
+    rng = np.random.default_rng(9)
+    d, eps = 32, 5e-3
+    K = rng.standard_normal((50_000, d))
+    sk = sl.OnlineLeverage(d, eps)
+    sizes = rng.integers(1, 300, size=300)  # about 45,000 rows in all
+    a = 0
+    for s in sizes:
+        sk.update(K[a:a + s])
+        a += s
+        assert a <= K.shape[0]
+        assert sk.n_seen == a
+        assert sk._npend < sk._pcap  # never more than one buffer of rows outside the factor
+    U = sk.universal_set()
+    naive.assert_set_matches(U, naive.leverage(K[:a]), eps)
+    assert sk._npend == 0
+
+
+# -- multi-head batched updates ------------------------------------------------------------------------
+def _heads_of_every_kind(rng, n, d):
+    base = rng.standard_normal((n, d))
+    return np.stack([
+        base,
+        rng.standard_normal((n, d)) * np.logspace(-5, 5, d),          # outlier channels
+        rng.standard_normal((n, 3)) @ rng.standard_normal((3, d)),    # rank 3: never the fast tier
+        base * 1e120,                                                 # squares overflow: no Gram tier
+        np.vander(np.sort(rng.uniform(0, 1, n)), d),                  # ill-conditioned: explicit-Y tier
+    ])
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_multihead_heads_in_different_regimes_match_the_oracle(threads, nthreads):
+    threads.set_num_threads(nthreads)
+    rng = np.random.default_rng(2)
+    H, n, d, eps = 5, 12_000, 8, 0.01
+    KH = _heads_of_every_kind(rng, n, d)
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    a = 0
+    for s in rng.integers(50, 700, size=200):
+        mh.update(KH[:, a:a + s])
+        a += s
+        if a >= n:
+            break
+    a = min(a, n)
+    assert mh.n_seen == a
+    sets = mh.universal_set()
+    for h in range(H):
+        naive.assert_set_matches(sets[h], naive.leverage(KH[h, :a]), eps)
+        np.testing.assert_array_equal(sets[h], sl.universal_set(KH[h, :a], eps))
+    np.testing.assert_array_equal(sets[3], sets[0])  # leverage is invariant to scaling K
+
+
+def test_multihead_head_view_and_bytes_include_buffered_rows():
+    rng = np.random.default_rng(4)
+    KH = rng.standard_normal((3, 1000, 6))
+    mh = sl.MultiHeadLeverage(3, 6, 0.05).update(KH[:, :500])
+    assert mh.n_seen == 500 and mh.head(1).n_seen == 500
+    other = sl.MultiHeadLeverage.from_bytes(mh.to_bytes())
+    mh.update(KH[:, 500:])
+    other.update(KH[:, 500:])
+    assert other.to_bytes() == mh.to_bytes()
+    for h in range(3):
+        np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], 0.05))
+
+
+# -- the validation scan -------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [7, 40_000])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_validation_names_the_first_bad_row_in_every_layout(dtype, rows, bad):
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((rows, 12)).astype(dtype)
+    where = [rows - 1, rows // 2 + 1]
+    for r in where:
+        K[r, 5] = bad
+    first = min(where)
+    for X in (K, np.asfortranarray(K), K[:, ::-1]):
+        with pytest.raises(ValueError, match=f"row {first};"):
+            sl.OnlineLeverage(12, 0.1).update(X)
+    with pytest.raises(ValueError, match=rf"stream \(1,\), row {first};"):
+        sl.MultiHeadLeverage(2, 12, 0.1).update(np.stack([np.ones_like(K), K]))
