@@ -108,7 +108,7 @@ def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
-            check_finite: bool = True) -> np.ndarray:
+            check_finite: bool = True, with_max: bool = False):
     """Check and convert a key matrix (or a stack of them).
 
     Parameters
@@ -124,9 +124,13 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
     check_finite : bool
         Refuse NaN and +-inf (naming the first bad row).
 
+    with_max : bool
+        Also return the largest |entry| found by the finiteness scan (so that
+        callers need no second pass over the block).
+
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, or (numpy.ndarray, float) with ``with_max``
         float32 input stays float32; float64 stays float64; integers, bools
         and other float widths become float64.  The array may be a view of
         the input (never written to) and may be non-contiguous.
@@ -158,6 +162,7 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
     if dim is not None and d != dim:
         raise ValueError(f"number of features of {name} has changed: expected {dim}, got {d} "
                          f"(shape {arr.shape}); every block of a stream must have the same dimension")
+    top = 0.0
     if check_finite:
         flat = arr.reshape((int(np.prod(arr.shape[:-2])),) + arr.shape[-2:]) if arr.ndim > 2 else arr[None]
         scans = None
@@ -166,10 +171,11 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
             # stream, to name the stream in the message.
             bad, big = scan_keys(arr.reshape(-1, d))
             if bad < 0 and big <= MAX_MAGNITUDE:
-                scans = ()
+                scans, top = (), big
         if scans is None:
             scans = ((h,) + scan_keys(flat[h]) for h in range(flat.shape[0] if arr.size else 0))
         for h, bad, big in scans:
+            top = max(top, big)
             where = f"stream {tuple(int(i) for i in np.unravel_index(h, arr.shape[:-2]))}, " if arr.ndim > 2 else ""
             if bad >= 0:
                 raise ValueError(f"{name} contains NaN or infinity in {where}row {bad}; "
@@ -179,11 +185,13 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
                                  f"rows up to {flat.shape[1] - 1}, too close to the float64 limit to factorise; "
                                  f"rescale the keys (leverage scores do not change when K is multiplied by a "
                                  f"constant)")
-    return arr
+    elif with_max and arr.size:
+        top = float(np.max(np.abs(arr)))
+    return (arr, top) if with_max else arr
 
 
-def as_block(X, dim: int, *, name: str = "X") -> np.ndarray:
-    """A block of a stream: ``(m, dim)`` or a single row ``(dim,)`` -> 2-D array."""
+def as_block(X, dim: int, *, name: str = "X", with_max: bool = False):
+    """A block of a stream: ``(m, dim)`` or a single row ``(dim,)`` -> 2-D array (and its max |entry|)."""
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} must be a numeric array, got a {type(X).__name__}")
     if isinstance(X, np.ndarray):
@@ -196,7 +204,7 @@ def as_block(X, dim: int, *, name: str = "X") -> np.ndarray:
                              f"pass a rectangular numeric array") from None
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
-    return as_keys(arr, name=name, dim=dim)
+    return as_keys(arr, name=name, dim=dim, with_max=with_max)
 
 
 def check_eps(eps) -> float:

@@ -175,6 +175,7 @@ class OnlineLeverage:
         self._ranges = _IdRanges()
         self._pend = None  # rows of small blocks not yet in the factor (see _push)
         self._npend = 0
+        self._pend_big = None  # largest |entry| of the buffered rows (None: unknown)
         self._pcap = pending_rows(self.dim)
         self.last_online_scores_ = None
         self.last_online_u_ = None
@@ -244,8 +245,8 @@ class OnlineLeverage:
         return arr
 
     def _prepare(self, X, ids):
-        B = as_block(X, self.dim)
-        return B, self._check_ids(ids, B.shape[0])
+        B, big = as_block(X, self.dim, with_max=True)
+        return B, self._check_ids(ids, B.shape[0]), big
 
     # -- candidate storage ------------------------------------------------------------------------
     # Candidates are a list of parts (keys, ids): appending costs one copy of the admitted rows and
@@ -341,17 +342,23 @@ class OnlineLeverage:
             self._evict()
 
     # -- deferred factor updates --------------------------------------------------------------------
-    def _push(self, B):
-        """Add rows to the factor: blocks of at least ``pending_rows(dim)`` rows at once, smaller ones buffered."""
+    def _push(self, B, big=None):
+        """Add rows to the factor: blocks of at least ``pending_rows(dim)`` rows at once, smaller ones buffered.
+
+        ``big`` is the largest |entry| of B when the caller knows it (from validation).
+        """
         m = B.shape[0]
         if m >= self._pcap:
             self._flush()
-            self._factor.update(B)
+            self._factor.update(B, big)
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush()
         if self._pend is None or self._pend.dtype != B.dtype:
             self._pend = np.empty((self._pcap, self.dim), dtype=B.dtype)
+        if self._npend == 0:
+            self._pend_big = 0.0
+        self._pend_big = None if big is None or self._pend_big is None else max(self._pend_big, big)
         self._pend[self._npend:self._npend + m] = B
         self._npend += m
 
@@ -360,7 +367,7 @@ class OnlineLeverage:
         if self._npend:
             n = self._npend
             self._npend = 0
-            self._factor.update(self._pend[:n])
+            self._factor.update(self._pend[:n], self._pend_big)
 
     # -- the stream -----------------------------------------------------------------------------
     def update(self, X, ids=None):
@@ -378,11 +385,11 @@ class OnlineLeverage:
         -------
         self
         """
-        B, ids = self._prepare(X, ids)
-        self._ingest(B, ids)
+        B, ids, big = self._prepare(X, ids)
+        self._ingest(B, ids, big=big)
         return self
 
-    def _ingest(self, B, ids, online_u=None):
+    def _ingest(self, B, ids, online_u=None, big=None):
         """Admit, record and absorb one validated block.
 
         ``online_u`` (exact sequential online scores, from :meth:`update_scores`)
@@ -393,21 +400,34 @@ class OnlineLeverage:
         m = B.shape[0]
         if m == 0:
             return
+        if online_u is None and m >= self._pcap:
+            # A big block: absorb it now, computing the screening norms in the same sweep as its Gram
+            # product (the bound is taken before the update, so it bounds the rows' prefix scores).
+            self._flush()
+            b = self._factor.bound()
+            t = self._factor.update(B, big, screen=b)
+            self._admit(B, ids, None if b is None else admit(t * b.up, self.eps))
+            self._maybe_evict()
+            return
         if online_u is not None:
             keep = admit(online_u, self.eps)
         else:
             ub = self._factor.upper(B)
             keep = None if ub is None else admit(ub, self.eps)
+        self._admit(B, ids, keep)
+        if online_u is not None:
+            self._factor.update(B, big)
+        else:
+            self._push(B, big)
+        self._maybe_evict()
+
+    def _admit(self, B, ids, keep):
+        """Record the block's ids and keep its admitted rows (``keep`` None: all) as candidates."""
         self._record_ids(ids)
         if keep is None or keep.all():
             self._append(B, ids)
         elif keep.any():
             self._append(B[keep], ids[keep], copy=False)
-        if online_u is not None:
-            self._factor.update(B)
-        else:
-            self._push(B)
-        self._maybe_evict()
 
     def _record_ids(self, ids):
         new, iv = _IdRanges.from_ids(ids), self._ranges.iv
@@ -444,7 +464,7 @@ class OnlineLeverage:
         if self.ridge <= 0:
             raise ValueError("online ridge leverage scores need ridge > 0 "
                              "(with λ = 0 the first rows' scores are undefined); create the sketch with ridge=λ")
-        B, ids = self._prepare(X, ids)
+        B, ids, big = self._prepare(X, ids)
         self._flush()
         m = B.shape[0]
         u = np.empty(m)
@@ -460,7 +480,7 @@ class OnlineLeverage:
             A[self.dim:] = np.eye(s)
             piv = np.diag(qr_r(A)) ** 2
             u[a:b] = np.maximum(piv - 1.0, 0.0)
-            self._ingest(sub, ids[a:b], online_u=u[a:b])
+            self._ingest(sub, ids[a:b], online_u=u[a:b], big=big)
         u = np.maximum(u, 0.0)
         scores = u / (1.0 + u)
         self.last_online_scores_ = scores
@@ -680,6 +700,7 @@ class MultiHeadLeverage:
         self.dim, self.eps, self.ridge, self.start = first.dim, first.eps, first.ridge, first.start
         self._pend = None  # (H, pending_rows, dim) rows of small blocks not yet in the factors
         self._npend = 0
+        self._pend_big = 0.0  # largest |entry| of the buffered rows (from validation)
         self._pcap = first._pcap
         self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
 
@@ -724,7 +745,7 @@ class MultiHeadLeverage:
             X = X[:, None, :]
         if isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and not X.flags.c_contiguous:
             X = np.ascontiguousarray(X)  # one pass for validation and screening below
-        B = as_keys(X, name="X", ndim=3, dim=self.dim)
+        B, big = as_keys(X, name="X", ndim=3, dim=self.dim, with_max=True)
         if B.shape[0] != self.heads:
             raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
                              f"the first axis indexes the heads")
@@ -751,7 +772,7 @@ class MultiHeadLeverage:
             else:
                 kh = keep[h]
                 sk._append(B[h, kh], ids[kh], copy=False)
-        self._push(B)
+        self._push(B, big)
         # Only heads that gained candidates can have come due (a flush only raises the rank).
         due = {int(h) for h in fed if self._heads[h]._evict_due()}
         if due:  # evictions score against every row fed
@@ -775,17 +796,18 @@ class MultiHeadLeverage:
             return admit(scaled_row_sqnorms_batched(B, dinv) * up, self.eps)
         return [None if b is None else admit(b.sqnorms(B[h]) * b.up, self.eps) for h, b in enumerate(self._bounds)]
 
-    def _push(self, B):
+    def _push(self, B, big):
         m = B.shape[1]
         if m >= self._pcap:
             self._flush_all()
-            self._each_head(lambda h, sk: sk._push(B[h]))
+            self._each_head(lambda h, sk: sk._push(B[h], big))
             self._bounds = None
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush_all()
         if self._pend is None or self._pend.dtype != B.dtype:
             self._pend = np.empty((self.heads, self._pcap, self.dim), dtype=B.dtype)
+        self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
         self._pend[:, self._npend:self._npend + m] = B
         self._npend += m
 
@@ -806,9 +828,10 @@ class MultiHeadLeverage:
             pend = self._pend
             for sk in self._heads:
                 sk._flush()  # rows fed to a head directly through head(h) come first
-            todo = self._batched_update(pend, n)
+            big = self._pend_big
+            todo = self._batched_update(pend, n, big)
             if todo:
-                self._each_head(lambda h, sk: sk._factor.update(pend[h, :n]) if h in todo else None)
+                self._each_head(lambda h, sk: sk._factor.update(pend[h, :n], big) if h in todo else None)
             self._bounds = None
         else:
             for sk in self._heads:
@@ -817,7 +840,7 @@ class MultiHeadLeverage:
                     self._bounds = None
                     break
 
-    def _batched_update(self, pend, n) -> set:
+    def _batched_update(self, pend, n, big) -> set:
         """Tier 1 of :meth:`streamlev._factor.Factor.update` for all heads at once; the heads left to do.
 
         Per head the same arithmetic as the single-head update — C = BᵀB
@@ -828,7 +851,7 @@ class MultiHeadLeverage:
         with their rows, or whose update is refused (trace or Cholesky test)
         are returned and updated one by one.
         """
-        from ._factor import _SQ_SAFE_HI, FAST_TRACE_MAX, GRAM_COND_MAX, RAMP_MIN, gram, max_abs  # noqa: PLC0415
+        from ._factor import _SQ_SAFE_HI, FAST_TRACE_MAX, GRAM_COND_MAX, RAMP_MIN, gram  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
@@ -839,16 +862,13 @@ class MultiHeadLeverage:
         if len(ok) < 2:
             return rest | set(ok)
 
-        def grams(a, b):
-            return [(gram(pend[ok[i], :n]), max_abs(pend[ok[i], :n])) for i in range(a, b)]
+        if big >= _SQ_SAFE_HI:  # squares of some entry could overflow: not the Gram tier
+            return rest | set(ok)
 
-        res = [r for part in split_run(grams, len(ok), parts_for(len(ok), 1)) for r in part]
-        safe = [i for i, (_, big) in enumerate(res) if big < _SQ_SAFE_HI]
-        rest |= {ok[i] for i in range(len(ok)) if i not in safe}
-        ok = [ok[i] for i in safe]
-        if not ok:
-            return rest
-        C = np.stack([res[i][0] for i in safe])
+        def grams(a, b):
+            return [gram(pend[ok[i], :n]) for i in range(a, b)]
+
+        C = np.stack([c for part in split_run(grams, len(ok), parts_for(len(ok), 1)) for c in part])
         Rinv = np.stack([facs[h].rinv() for h in ok])
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
             G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
