@@ -89,7 +89,7 @@ def merge_r(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
 #: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
 #: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
 FAST_TRACE_MAX = 64.0
-#: The whitened Gram update (tier 1 of Factor.absorb_screen) needs the column-normalised
+#: The whitened Gram update (tier 1 of Factor.update) needs the column-normalised
 #: factor's estimated condition number below this: rounding in BᵀB is amplified by cond².
 GRAM_COND_MAX = 1e3
 #: Magnitudes whose squares stay comfortably normal floating-point numbers.

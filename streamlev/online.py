@@ -142,8 +142,12 @@ class OnlineLeverage:
     concatenated rows — whatever the block sizes, for every partition of the
     rows into merged sketches, and in any merge order (up to keys whose score
     lies within rounding, ~1e-10 relative, of eps).  The factor is updated by
-    Householder QR of ``[R; block]`` (TSQR), so scores are QR-grade accurate
-    and invariant to column scaling.
+    Householder QR of ``[R; block]`` (TSQR) or by whitened block updates once
+    it is well conditioned (:meth:`streamlev._factor.Factor.update`), so scores
+    are QR-grade accurate and invariant to column scaling.  Rows are admitted
+    by a rigorous upper bound on their prefix score and decided exactly at the
+    next eviction; blocks smaller than :func:`pending_rows` rows are buffered
+    and absorbed together, and every result includes them.
 
     Examples
     --------

@@ -1,9 +1,12 @@
 """Two passes over a re-readable source: :func:`two_pass_universal_set`.
 
-Pass 1 builds the triangular factor of all rows by blocked Householder QR
-(TSQR); pass 2 scores every block against the final factor with a triangular
-solve.  The result is exactly the universal set of all rows — no candidates are
-kept between passes, so memory is the d x d factor plus one block whatever n is.
+Pass 1 builds the triangular factor of all rows (blocked Householder QR and
+whitened updates, :meth:`streamlev._factor.Factor.update`); pass 2 decides every
+row against the final factor: rigorous two-sided bounds settle almost all rows
+in one O(d) pass, and only the rows they leave undecided are multiplied by the
+inverse factor (:meth:`streamlev._factor.Factor.classify`).  The result is
+exactly the universal set of all rows — no candidates are kept between passes,
+so memory is the d x d factor plus one block whatever n is.
 """
 
 from __future__ import annotations
