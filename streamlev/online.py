@@ -62,6 +62,22 @@ def pending_rows(dim: int) -> int:
     return int(min(16384, max(256, (1 << 18) // max(1, dim))))
 
 
+def _grow(buf, used, need, *, cap, dtype, tail, lead=()):
+    """A row buffer (lead..., rows, tail...) holding at least ``need`` rows, at most ``cap``, growing geometrically.
+
+    Small streams keep small buffers (the first rows allocate what they need);
+    the first ``used`` rows are kept.
+    """
+    axis = len(lead)
+    have = 0 if buf is None or buf.dtype != dtype else buf.shape[axis]
+    if need <= have:
+        return buf
+    new = np.empty(lead + (min(cap, max(need, 2 * have, 64)),) + tail, dtype=dtype)
+    if used:
+        new[(slice(None),) * axis + (slice(0, used),)] = buf[(slice(None),) * axis + (slice(0, used),)]
+    return new
+
+
 class _IdRanges:
     """Half-open id intervals seen so far, coalesced; ``None`` once too fragmented to track."""
 
@@ -358,8 +374,7 @@ class OnlineLeverage:
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush()
-        if self._pend is None or self._pend.dtype != B.dtype:
-            self._pend = np.empty((self._pcap, self.dim), dtype=B.dtype)
+        self._pend = _grow(self._pend, self._npend, self._npend + m, cap=self._pcap, dtype=B.dtype, tail=(self.dim,))
         if self._npend == 0:
             self._pend_big = 0.0
         self._pend_big = None if big is None or self._pend_big is None else max(self._pend_big, big)
@@ -809,8 +824,8 @@ class MultiHeadLeverage:
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush_all()
-        if self._pend is None or self._pend.dtype != B.dtype:
-            self._pend = np.empty((self.heads, self._pcap, self.dim), dtype=B.dtype)
+        self._pend = _grow(self._pend, self._npend, self._npend + m, cap=self._pcap, dtype=B.dtype,
+                           tail=(self.dim,), lead=(self.heads,))
         self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
         self._pend[:, self._npend:self._npend + m] = B
         self._npend += m
