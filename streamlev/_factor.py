@@ -100,10 +100,10 @@ FAST_COND_MAX = 1e10
 
 
 def colnorms(R: np.ndarray) -> np.ndarray:
-    """Euclidean norms of the columns, without overflow or underflow for any finite entries."""
-    big = np.max(np.abs(R), axis=0)
-    safe = np.where(big > 0, big, 1.0)
-    return big * np.sqrt(np.einsum("ij,ij->j", R / safe, R / safe))
+    """Euclidean norms of the columns (of each matrix of a stack), without overflow or underflow."""
+    big = np.max(np.abs(R), axis=-2)
+    safe = np.where(big > 0, big, 1.0)[..., None, :]
+    return big * np.sqrt(np.einsum("...ij,...ij->...j", R / safe, R / safe))
 
 
 def tri_inv(R: np.ndarray) -> np.ndarray:
@@ -261,9 +261,11 @@ class Bound:
 
         if not B.flags.c_contiguous or B.dtype not in (np.float32, np.float64):
             B = np.ascontiguousarray(B, dtype=np.float64)
-        m = B.shape[0]
-        res = split_run(lambda a, b: scaled_row_sqnorms(B[a:b], self.dinv), m,
-                        parts_for(m, max(1, (1 << 18) // max(1, B.shape[1]))))
+        m, d = B.shape
+        min_rows = max(1, (1 << 18) // max(1, d))
+        if m < 2 * min_rows:
+            return scaled_row_sqnorms(B, self.dinv)
+        res = split_run(lambda a, b: scaled_row_sqnorms(B[a:b], self.dinv), m, parts_for(m, min_rows))
         return res[0] if len(res) == 1 else np.concatenate(res)
 
 
@@ -326,23 +328,22 @@ class Factor:
         cannot make it rank-deficient, so that triangular scoring equals the
         pseudo-inverse rule.
         """
-        if self._fast is not None and self._fast[0] == self.n:
-            return self._fast[1]
-        R = self.R
-        diag = np.abs(np.diag(R))
-        ok = bool(np.all(diag > 0))
-        if ok:
-            colnorm = colnorms(R)
-            with blas_threads(1):
-                rcond, info = lapack.dtrcon(R / colnorm, norm="1", uplo="U")
-            cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
-            # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
-            ok = cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3
-            squares_safe = bool(np.all((colnorm > _SQ_SAFE_LO) & (colnorm < _SQ_SAFE_HI)))
-            self._fast = (self.n, ok, cond, squares_safe)
-        else:
-            self._fast = (self.n, ok, np.inf, False)
-        return ok
+        if self._fast is None or self._fast[0] != self.n:
+            self._set_fast(colnorms(self.R) if np.all(np.diag(self.R) != 0) else None)
+        return self._fast[1]
+
+    def _set_fast(self, colnorm: np.ndarray | None) -> None:
+        """Cache the fast-path test for the current state (colnorm: the column norms; None if singular)."""
+        if colnorm is None:
+            self._fast = (self.n, False, np.inf, False)
+            return
+        with blas_threads(1):
+            rcond, info = lapack.dtrcon(self.R / colnorm, norm="1", uplo="U")
+        cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
+        # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
+        ok = bool(cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3)
+        squares_safe = bool(np.all((colnorm > _SQ_SAFE_LO) & (colnorm < _SQ_SAFE_HI)))
+        self._fast = (self.n, ok, cond, squares_safe)
 
     def update(self, B: np.ndarray, big: float | None = None, screen: Bound | None = None):
         """Add the rows of B (m x d, float32 or float64) to the factor (``big``: max |entry| if known).
@@ -494,6 +495,32 @@ class Factor:
         b = self.bound()
         return None if b is None else b.sqnorms(B) * b.up
 
+    def classify_parts(self, blocks, eps: float) -> list:
+        """:meth:`classify` of several row blocks at once: one bound, one matrix product for all undecided rows.
+
+        Only the undecided rows are gathered (copied), so classifying many
+        small parts costs no joined copy of all of them.
+        """
+        b = self.bound(fresh=True) if blocks else None
+        if b is None:
+            return [at_least(self.scores(B), eps) if B.shape[0] else np.zeros(0, dtype=bool) for B in blocks]
+        outs, todo = [], []
+        for k, B in enumerate(blocks):
+            t = b.sqnorms(B)
+            out = at_least(t * b.lo, eps)
+            und = np.flatnonzero(at_least(t * b.up, eps) & ~out)
+            outs.append(out)
+            if und.size:
+                todo.append((k, und))
+        if todo:
+            rows = [blocks[k][und] for k, und in todo]
+            hit = at_least(self.scores(rows[0] if len(rows) == 1 else np.concatenate(rows)), eps)
+            a = 0
+            for k, und in todo:
+                outs[k][und] = hit[a:a + und.size]
+                a += und.size
+        return outs
+
     def classify(self, B: np.ndarray, eps: float) -> np.ndarray:
         """Exact membership ``at_least(scores(B), eps)`` for rows already absorbed, screened first.
 
@@ -583,3 +610,27 @@ class Factor:
 
     def nbytes(self) -> int:
         return int(self.R.nbytes)
+
+
+def fast_ok_many(facs) -> list[bool]:
+    """:meth:`Factor.fast_ok` of several factors of one dimension, the column norms as one stacked computation."""
+    stale = [f for f in facs if f._fast is None or f._fast[0] != f.n]
+    if stale:
+        Rs = np.stack([f.R for f in stale])
+        nonsingular = np.all(np.diagonal(Rs, axis1=1, axis2=2) != 0, axis=1)
+        cn = colnorms(Rs)
+        for f, ok, c in zip(stale, nonsingular, cn):
+            f._set_fast(c if ok else None)
+    return [f._fast[1] for f in facs]
+
+
+def rinv_many(facs) -> np.ndarray:
+    """Stacked inverses of several nonsingular factors (cached ones reused, the rest in one batched kernel)."""
+    todo = [f for f in facs if f._rinv is None]
+    if todo:
+        from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
+
+        inv = tri_inv_upper_batched(np.ascontiguousarray(np.stack([f.R for f in todo])))
+        for f, ri in zip(todo, inv):
+            f._rinv = ri
+    return np.stack([f._rinv for f in facs])

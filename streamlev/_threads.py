@@ -17,7 +17,8 @@ numpy 2.4) decide how threads are used:
   and split the same way.
 
 The number of worker threads is, in order: :func:`set_num_threads`; the
-``STREAMLEV_NUM_THREADS`` environment variable; the smallest of
+``STREAMLEV_NUM_THREADS`` environment variable (the environment is read once,
+at first use); the smallest of
 ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` when set
 (Dask's nanny sets them to 1 in each worker process, so workers do not
 oversubscribe); otherwise the CPUs this process may run on.
@@ -102,9 +103,20 @@ def _env_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_ENV_THREADS = None
+
+
 def get_num_threads() -> int:
-    """Number of threads streamlev splits large blocks over (see the module docstring for the default)."""
-    return _USER_THREADS if _USER_THREADS is not None else _env_threads()
+    """Number of threads streamlev splits large blocks over (see the module docstring for the default).
+
+    The environment is read once, at the first call.
+    """
+    global _ENV_THREADS  # noqa: PLW0603 - read once per process
+    if _USER_THREADS is not None:
+        return _USER_THREADS
+    if _ENV_THREADS is None:
+        _ENV_THREADS = _env_threads()
+    return _ENV_THREADS
 
 
 def set_num_threads(n: int | None) -> int:
@@ -126,8 +138,8 @@ def set_num_threads(n: int | None) -> int:
 
 
 def _reset_after_fork():  # pragma: no cover - runs in forked children
-    global _POOL, _POOL_SIZE, _LIBS  # noqa: PLW0603
-    _POOL, _POOL_SIZE, _LIBS = None, 0, None
+    global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS  # noqa: PLW0603
+    _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS = None, 0, None, None
 
 
 if hasattr(os, "register_at_fork"):

@@ -46,7 +46,7 @@ __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
 #: Do not re-score candidates before there are this many (amortises tiny blocks).
 _MIN_RESCORE = 256
 #: Candidate parts are joined into one array after an eviction leaves more than this many.
-_MAX_PARTS = 64
+_MAX_PARTS = 256
 #: Row ids are int64.
 _ID_MAX = 2**63 - 1
 #: Rows per sub-block when computing sequential online scores (an s x s QR each).
@@ -54,12 +54,14 @@ _ONLINE_SUB = 64
 
 
 def pending_rows(dim: int) -> int:
-    """Rows of small blocks held back before one factor update: ~2^18 entries (2 MB of float64).
+    """Rows of small blocks held back before one factor update: 64·d, at most 2^18 entries (2 MB of float64).
 
     A factor update costs O(d³) on top of the O(m·d²) Gram of its rows, so
-    blocks of a few hundred rows are collected into one update of this many.
+    blocks of fewer rows than this are collected into one update of this many
+    (where d³ is at most 1/32 of the rows' Gram work); larger blocks are
+    absorbed at once.
     """
-    return int(min(16384, max(256, (1 << 18) // max(1, dim))))
+    return int(max(256, min(64 * dim, (1 << 18) // max(1, dim))))
 
 
 def _grow(buf, used, need, *, cap, dtype, tail, lead=()):
@@ -190,6 +192,7 @@ class OnlineLeverage:
         self._factor = Factor(self.dim, self.ridge)
         self._dtype = None  # storage dtype of candidate keys, fixed by the first block
         self._parts = []  # candidate (keys, ids) arrays, see _append
+        self._tail = None  # [keys buffer, ids buffer, rows used]: the chunk small appends fill
         self._count = 0
         self._clean = 0  # candidate count right after the last eviction
         self._ranges = _IdRanges()
@@ -216,6 +219,8 @@ class OnlineLeverage:
         """Bytes of sketch state: factor, candidate keys and ids, id ranges."""
         pend = 0 if self._pend is None else self._pend.nbytes
         cand = sum(k.nbytes + i.nbytes for k, i in self._parts)
+        if self._tail is not None:
+            cand += self._tail[0].nbytes + self._tail[1].nbytes
         return int(self._factor.R.nbytes + cand + self._ranges.iv.nbytes + pend)
 
     @property
@@ -269,12 +274,13 @@ class OnlineLeverage:
         return B, self._check_ids(ids, B.shape[0]), big
 
     # -- candidate storage ------------------------------------------------------------------------
-    # Candidates are a list of parts (keys, ids): appending costs one copy of the admitted rows and
-    # never re-allocates what is stored; an eviction filters each part on its own (no joined copy of
-    # all candidates, so memory peaks at the candidates themselves), and parts are joined only when
-    # there are many of them or a result needs one array.
+    # Candidates are a list of parts (keys, ids) plus an open tail chunk that small appends fill:
+    # appending costs one copy of the admitted rows and never re-allocates what is stored, and a
+    # stream of small blocks still makes parts of ~2^18 entries.  An eviction filters each part on
+    # its own (no joined copy of all candidates, so memory peaks at the candidates themselves);
+    # parts are joined only when there are many of them or a result needs one array.
     def _storage_dtype(self, B):
-        cur = self._dtype if self._dtype is not None else (self._parts[0][0].dtype if self._count else None)
+        cur = self._dtype if self._dtype is not None else (self._parts[0][0].dtype if self._parts else None)
         if cur is None or (cur == np.float32 and B.dtype == np.float64):
             return B.dtype
         return cur
@@ -286,12 +292,43 @@ class OnlineLeverage:
             return
         dt = self._storage_dtype(B)
         if self._dtype is None or dt != self._dtype:  # (np.dtype("float64") == None is True!)
+            self._seal()
             self._dtype = dt
-        self._parts.append((np.array(B) if copy else B, np.array(ids) if copy else ids))
+        # ~2^18 entries per chunk, but no more than the d/eps keys a universal set can hold
+        cap = int(min(max(1024, (1 << 18) // self.dim), max(256, self.dim / self.eps)))
+        a = 0
+        while a < k:
+            if self._tail is None:
+                if k - a >= cap:  # a long run of rows is a part of its own
+                    rest_k, rest_i = B[a:], ids[a:]
+                    self._parts.append((np.array(rest_k) if copy or a else rest_k,
+                                        np.array(rest_i) if copy or a else rest_i))
+                    break
+                self._tail = [np.empty((cap, self.dim), dtype=dt), np.empty(cap, dtype=np.int64), 0]
+            buf, ib, used = self._tail
+            take = min(k - a, cap - used)
+            buf[used:used + take] = B[a:a + take]
+            ib[used:used + take] = ids[a:a + take]
+            self._tail[2] = used + take
+            a += take
+            if used + take == cap:
+                self._parts.append((buf, ib))
+                self._tail = None
         self._count += k
+
+    def _seal(self):
+        """Close the open tail chunk into a part (right-sized when mostly empty)."""
+        if self._tail is not None:
+            buf, ib, used = self._tail
+            self._tail = None
+            if used:
+                keep_whole = 2 * used >= buf.shape[0]
+                self._parts.append((buf[:used] if keep_whole else buf[:used].copy(),
+                                    ib[:used] if keep_whole else ib[:used].copy()))
 
     def _joined(self):
         """(keys, ids) of all candidates as two arrays (the parts are replaced by the joined one)."""
+        self._seal()
         dt = self._dtype if self._dtype is not None else np.float64
         if not self._parts:
             return np.zeros((0, self.dim), dtype=dt), np.zeros(0, dtype=np.int64)
@@ -302,6 +339,7 @@ class OnlineLeverage:
         return self._parts[0]
 
     def _all_ids(self) -> np.ndarray:
+        self._seal()
         if len(self._parts) == 1:
             return self._parts[0][1]
         return np.concatenate([i for _, i in self._parts]) if self._parts else np.zeros(0, dtype=np.int64)
@@ -309,14 +347,17 @@ class OnlineLeverage:
     def _evict(self):
         """Absorb pending rows, then keep the candidates whose score is still >= eps (exact).
 
-        Candidates decided by the two-sided bounds are not scored
-        (:meth:`streamlev._factor.Factor.classify`).
+        Candidates decided by the two-sided bounds are not scored; the others
+        are scored together (:meth:`streamlev._factor.Factor.classify_parts`).
+        Each part keeps its own surviving rows, so no joined copy of all
+        candidates is made.
         """
         self._flush()
+        self._seal()
         if self._count:
+            masks = self._factor.classify_parts([k for k, _ in self._parts], self.eps)
             parts, kept = [], 0
-            for keys, ids in self._groups():
-                keep = self._factor.classify(keys, self.eps)
+            for (keys, ids), keep in zip(self._parts, masks):
                 k = int(np.count_nonzero(keep))
                 if k == keys.shape[0]:
                     parts.append((keys, ids))
@@ -327,30 +368,6 @@ class OnlineLeverage:
             if len(parts) > _MAX_PARTS:
                 self._joined()
         self._clean = self._count
-
-    def _groups(self):
-        """The candidate parts, small consecutive ones joined into groups of about one block (bounded copies)."""
-        target = max(1024, (1 << 20) // self.dim)
-        group, rows = [], 0
-        dt = self._dtype if self._dtype is not None else np.float64
-        for keys, ids in self._parts:
-            if keys.shape[0] >= target:
-                yield keys, ids
-                continue
-            group.append((keys, ids))
-            rows += keys.shape[0]
-            if rows >= target:
-                yield self._join(group, dt)
-                group, rows = [], 0
-        if group:
-            yield self._join(group, dt)
-
-    @staticmethod
-    def _join(group, dt):
-        if len(group) == 1:
-            return group[0]
-        return (np.concatenate([k for k, _ in group], dtype=dt),
-                np.concatenate([i for _, i in group]).astype(np.int64, copy=False))
 
     def _evict_due(self) -> bool:
         # Re-score when the candidates doubled since the last eviction — unless they are still no
@@ -563,6 +580,7 @@ class OnlineLeverage:
         self._flush()
         other._flush()  # a no-op for other's rows and answers: the buffer joins its factor
         self._factor.merge(other._factor)
+        other._seal()
         for keys, ids in other._parts:
             self._append(keys, ids)
         if self._ranges.tracked and other._ranges.tracked:
@@ -782,12 +800,11 @@ class MultiHeadLeverage:
         else:
             any_h = np.array([kh is None or kh.any() for kh in keep])
             full = np.array([kh is None or kh.all() for kh in keep])
-        shared = np.array(B) if full.any() else None  # one private copy for every head keeping every row
         fed = np.flatnonzero(any_h)
         for h in fed:
             sk = self._heads[h]
             if full[h]:
-                sk._append(shared[h], ids, copy=False)  # ids: a fresh array, never written to
+                sk._append(B[h], ids)
             else:
                 kh = keep[h]
                 sk._append(B[h, kh], ids[kh], copy=False)
@@ -870,13 +887,14 @@ class MultiHeadLeverage:
         with their rows, or whose update is refused (trace or Cholesky test)
         are returned and updated one by one.
         """
-        from ._factor import _SQ_SAFE_HI, FAST_TRACE_MAX, GRAM_COND_MAX, RAMP_MIN, gram  # noqa: PLC0415
+        from ._factor import _SQ_SAFE_HI, FAST_TRACE_MAX, GRAM_COND_MAX, RAMP_MIN, fast_ok_many, gram, rinv_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
         ratio = min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
+        fast = fast_ok_many(facs)
         ok = [h for h, f in enumerate(facs)
-              if f.fast_ok() and f._fast[2] <= GRAM_COND_MAX and f._fast[3] and n <= max(RAMP_MIN, f.n * ratio)]
+              if fast[h] and f._fast[2] <= GRAM_COND_MAX and f._fast[3] and n <= max(RAMP_MIN, f.n * ratio)]
         rest = set(range(self.heads)) - set(ok)
         if len(ok) < 2:
             return rest | set(ok)
@@ -888,7 +906,7 @@ class MultiHeadLeverage:
             return [gram(pend[ok[i], :n]) for i in range(a, b)]
 
         C = np.stack([c for part in split_run(grams, len(ok), parts_for(len(ok), 1)) for c in part])
-        Rinv = np.stack([facs[h].rinv() for h in ok])
+        Rinv = rinv_many([facs[h] for h in ok])
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
             G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
             G = 0.5 * (G + G.transpose(0, 2, 1))
