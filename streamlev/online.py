@@ -738,6 +738,7 @@ class MultiHeadLeverage:
         self._pend = None  # (H, pending_rows, dim) rows of small blocks not yet in the factors
         self._npend = 0
         self._pend_big = 0.0  # largest |entry| of the buffered rows (from validation)
+        self._mtail = None  # [(H, rows, dim) keys, ids, rows used]: candidates every head keeps (_append_all)
         self._pcap = first._pcap
         self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
 
@@ -755,6 +756,8 @@ class MultiHeadLeverage:
     def nbytes(self) -> int:
         """Bytes held by all heads (and the shared buffer of small blocks)."""
         pend = 0 if self._pend is None else self._pend.nbytes
+        if self._mtail is not None:
+            pend += self._mtail[0].nbytes + self._mtail[1].nbytes
         return int(sum(h.nbytes for h in self._heads) + pend)
 
     def head(self, h: int) -> OnlineLeverage:
@@ -801,13 +804,17 @@ class MultiHeadLeverage:
             any_h = np.array([kh is None or kh.any() for kh in keep])
             full = np.array([kh is None or kh.all() for kh in keep])
         fed = np.flatnonzero(any_h)
-        for h in fed:
-            sk = self._heads[h]
-            if full[h]:
-                sk._append(B[h], ids)
-            else:
-                kh = keep[h]
-                sk._append(B[h, kh], ids[kh], copy=False)
+        if full.all():  # every head keeps every row (short streams, decoding): one stacked copy
+            self._append_all(B, ids)
+        else:
+            self._seal_all()
+            for h in fed:
+                sk = self._heads[h]
+                if full[h]:
+                    sk._append(B[h], ids)
+                else:
+                    kh = keep[h]
+                    sk._append(B[h, kh], ids[kh], copy=False)
         self._push(B, big)
         # Only heads that gained candidates can have come due (a flush only raises the rank).
         due = {int(h) for h in fed if self._heads[h]._evict_due()}
@@ -815,6 +822,49 @@ class MultiHeadLeverage:
             self._flush_all()
             self._each_head(lambda h, sk: sk._evict() if h in due else None)
         return self
+
+    # -- candidates every head keeps ---------------------------------------------------------------
+    def _append_all(self, B, ids):
+        """Blocks whose rows every head admits go into one stacked (H, rows, dim) chunk, copied once.
+
+        The chunk becomes one part of each head (a view) when it is full or
+        before anything reads the heads' candidates (:meth:`_seal_all`).
+        """
+        m = B.shape[1]
+        cap = int(min(max(1024, (1 << 18) // self.dim), max(256, self.dim / self.eps)))
+        a = 0
+        while a < m:
+            if self._mtail is not None and self._mtail[0].dtype != B.dtype:
+                self._seal_all()
+            if self._mtail is None:
+                self._mtail = [np.empty((self.heads, cap, self.dim), dtype=B.dtype), np.empty(cap, dtype=np.int64), 0]
+            buf, ib, used = self._mtail
+            take = min(m - a, cap - used)
+            buf[:, used:used + take] = B[:, a:a + take]
+            ib[used:used + take] = ids[a:a + take]
+            self._mtail[2] = used + take
+            a += take
+            if used + take == cap:
+                self._seal_all()
+        for sk in self._heads:
+            sk._count += m
+
+    def _seal_all(self):
+        """Hand the stacked chunk to the heads: each gets its rows as a part (views of one buffer)."""
+        if self._mtail is None:
+            return
+        buf, ib, used = self._mtail
+        self._mtail = None
+        if not used:
+            return
+        ids = ib[:used] if 2 * used >= ib.shape[0] else ib[:used].copy()
+        keys = buf[:, :used] if 2 * used >= buf.shape[1] else buf[:, :used].copy()
+        for h, sk in enumerate(self._heads):
+            sk._seal()
+            dt = sk._storage_dtype(keys[h])
+            if sk._dtype is None or dt != sk._dtype:
+                sk._dtype = dt
+            sk._parts.append((keys[h], ids))
 
     # -- screening and the shared buffer ----------------------------------------------------------
     def _screen(self, B):
@@ -856,8 +906,13 @@ class MultiHeadLeverage:
             sk._next_id = lead._next_id
 
     def _flush_all(self):
-        """Absorb the shared buffer into every head's factor: batched across heads where possible."""
+        """Absorb the shared buffer into every head's factor: batched across heads where possible.
+
+        Also hands any stacked candidate chunk to the heads, so that after it
+        every head is a complete :class:`OnlineLeverage` of its stream.
+        """
         self._sync()
+        self._seal_all()
         n = self._npend
         if n:
             self._npend = 0
@@ -962,6 +1017,8 @@ class MultiHeadLeverage:
             raise ValueError(f"cannot merge sketches with different numbers of heads: {self.heads} vs {other.heads}")
         self._sync()
         other._sync()
+        self._seal_all()
+        other._seal_all()  # a no-op for other's rows and answers
         for a, b in zip(self._heads, other._heads):
             a._check_compatible(b)
         self._flush_all()

@@ -316,3 +316,26 @@ def test_validation_names_the_first_bad_row_in_every_layout(dtype, rows, bad):
             sl.OnlineLeverage(12, 0.1).update(X)
     with pytest.raises(ValueError, match=rf"stream \(1,\), row {first};"):
         sl.MultiHeadLeverage(2, 12, 0.1).update(np.stack([np.ones_like(K), K]))
+
+
+def test_multihead_one_token_per_call_matches_the_oracle():
+    """Decoding: (H, d) rows one at a time go to the stacked chunk every head shares; bytes and merges see them."""
+    rng = np.random.default_rng(8)
+    H, d, n, eps = 4, 6, 900, 0.05
+    KH = rng.standard_normal((H, n, d)) * np.array([1.0, 1e-4, 1e4, 3.0])[:, None, None]
+    KH[2, ::97] *= 50  # heavy rows in one head only: its admissions differ from the others'
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for t in range(600):
+        mh.update(KH[:, t])
+        if t == 300:
+            copy = sl.MultiHeadLeverage.from_bytes(mh.to_bytes())
+    rest = sl.MultiHeadLeverage(H, d, eps, start=600).update(KH[:, 600:])
+    mh.merge(rest)
+    for h in range(H):
+        np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], eps))
+        naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
+    for t in range(301, n):
+        copy.update(KH[:, t])
+    assert copy.to_bytes() == sl.MultiHeadLeverage.from_bytes(copy.to_bytes()).to_bytes()
+    for h in range(H):
+        np.testing.assert_array_equal(copy.universal_set(h), sl.universal_set(KH[h], eps))
