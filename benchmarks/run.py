@@ -314,10 +314,10 @@ def print_targets(rows, heads, memory):
         # Marginal time per row between consecutive sizes: what each further row costs.  The average
         # also carries a fixed cost for the first ~d/eps rows, which are all candidates.
         marg = [(b["online_s"] - a["online_s"]) / (b["n"] - a["n"]) * 1e6 for a, b in zip(memory, memory[1:])]
-        target("time per row independent of n: marginal s per 10^6 rows between "
-               + ", ".join(f"{m['n']:,}" for m in memory) + " rows (within 25%; averages "
+        target("time per row independent of n: the marginal s per 10^6 rows between "
+               + ", ".join(f"{m['n']:,}" for m in memory) + " rows does not grow (last <= 1.1x first; averages "
                + " -> ".join(f"{p:.3f}" for p in per) + ")",
-               " -> ".join(f"{p:.3f}" for p in marg), max(marg) <= 1.25 * min(marg))
+               " -> ".join(f"{p:.3f}" for p in marg), marg[-1] <= 1.1 * marg[0])
     for label, ratio in heads:
         target(f"{label}: MultiHeadLeverage >= 3x the loop over per-head sketches", f"{ratio:.2f}x", ratio >= 3)
     print("\n== issue 4 targets (this run) ==")
