@@ -317,7 +317,8 @@ def print_targets(rows, heads, memory):
         target("time per row independent of n: the marginal s per 10^6 rows between "
                + ", ".join(f"{m['n']:,}" for m in memory) + " rows does not grow (last <= 1.1x first; averages "
                + " -> ".join(f"{p:.3f}" for p in per) + ")",
-               " -> ".join(f"{p:.3f}" for p in marg), marg[-1] <= 1.1 * marg[0])
+               " -> ".join(f"{p:.3f}" for p in marg) if len(marg) >= 2 else "n/a (needs three sizes)",
+               len(marg) >= 2 and marg[-1] <= 1.1 * marg[0])
     for label, ratio in heads:
         target(f"{label}: MultiHeadLeverage >= 3x the loop over per-head sketches", f"{ratio:.2f}x", ratio >= 3)
     print("\n== issue 4 targets (this run) ==")

@@ -304,9 +304,15 @@ class OnlineLeverage:
                     self._parts.append((np.array(rest_k) if copy or a else rest_k,
                                         np.array(rest_i) if copy or a else rest_i))
                     break
-                self._tail = [np.empty((cap, self.dim), dtype=dt), np.empty(cap, dtype=np.int64), 0]
+                start = min(cap, max(64, k - a))  # grows up to cap: a few candidates hold a small chunk
+                self._tail = [np.empty((start, self.dim), dtype=dt), np.empty(start, dtype=np.int64), 0]
             buf, ib, used = self._tail
-            take = min(k - a, cap - used)
+            if used == buf.shape[0]:  # full but below cap: grow geometrically
+                size = min(cap, 2 * used)
+                self._tail = [_grow(buf, used, size, cap=cap, dtype=dt, tail=(self.dim,)),
+                              _grow(ib, used, size, cap=cap, dtype=np.int64, tail=()), used]
+                buf, ib, used = self._tail
+            take = min(k - a, buf.shape[0] - used)
             buf[used:used + take] = B[a:a + take]
             ib[used:used + take] = ids[a:a + take]
             self._tail[2] = used + take
