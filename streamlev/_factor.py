@@ -169,13 +169,12 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
     With ``dinv`` (the column scaling of a :class:`Bound`) the screening norms
     ‖b ∘ dinv‖² of every row are computed in the same sweep, while each chunk
     is in cache, and ``(C, norms)`` is returned: one pass over the block
-    instead of two (each pass over a 16384 x 64 float64 block read from memory
-    cost ~0.7 ms here, about a third of the Gram product itself).
+    instead of two.
     """
     from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
 
     m, d = B.shape
-    step = _chunk(d)  # 4096 rows at d = 64: float32 -> float64 conversion stays in L2 (measured free)
+    step = _chunk(d)  # 4096 rows at d = 64: the float32 -> float64 copy stays in cache (benchmarks/kernels_bench.py)
     t = np.empty(m) if dinv is not None else None
 
     def part(a, b):
@@ -184,9 +183,7 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
             e = min(b, s + step)
             X = B[s:e]
             if t is not None:
-                Xc = X if X.flags.c_contiguous and X.dtype in (np.float32, np.float64) else np.ascontiguousarray(
-                    X, dtype=np.float64)
-                t[s:e] = scaled_row_sqnorms(Xc, dinv)
+                t[s:e] = scaled_row_sqnorms(c_float(X), dinv)
             if X.dtype != np.float64:
                 X = X.astype(np.float64)
             if W is not None:
@@ -202,6 +199,13 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
     return C if t is None else (C, t)
 
 
+def c_float(B: np.ndarray) -> np.ndarray:
+    """B itself when it is a C-ordered float32/float64 array (what the numba kernels take), else a float64 copy."""
+    if B.flags.c_contiguous and B.dtype in (np.float32, np.float64):
+        return B
+    return np.ascontiguousarray(B, dtype=np.float64)
+
+
 def max_abs(B: np.ndarray) -> float:
     """Largest |entry| of a float block (one vectorised pass when C-contiguous)."""
     if B.size == 0:
@@ -213,18 +217,6 @@ def max_abs(B: np.ndarray) -> float:
     return float(max(B.max(), -B.min()))
 
 
-#: Fast (whitened) updates are used while trace(YᵀY) = Σ u_i stays below this.
-#: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
-#: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
-FAST_TRACE_MAX = 64.0
-#: The whitened Gram update (tier 1 of Factor.update) needs the column-normalised
-#: factor's estimated condition number below this: rounding in BᵀB is amplified by cond².
-GRAM_COND_MAX = 1e3
-#: Magnitudes whose squares stay comfortably normal floating-point numbers.
-_SQ_SAFE_LO, _SQ_SAFE_HI = 1e-100, 1e100
-#: Fast updates and triangular scoring need the column-normalised factor's
-#: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
-FAST_COND_MAX = 1e10
 #: Screening bounds are kept only while the column-normalised scoring factor has
 #: condition number below this (beyond it they screen out almost nothing, and
 #: their rounding margin grows with it).
@@ -259,8 +251,7 @@ class Bound:
         """‖b D⁻¹‖² for every row of B (one vectorised pass, split over threads for big blocks)."""
         from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
 
-        if not B.flags.c_contiguous or B.dtype not in (np.float32, np.float64):
-            B = np.ascontiguousarray(B, dtype=np.float64)
+        B = c_float(B)
         m, d = B.shape
         min_rows = max(1, (1 << 18) // max(1, d))
         if m < 2 * min_rows:
@@ -345,6 +336,24 @@ class Factor:
         squares_safe = bool(np.all((colnorm > _SQ_SAFE_LO) & (colnorm < _SQ_SAFE_HI)))
         self._fast = (self.n, ok, cond, squares_safe)
 
+    def fast_rows(self) -> int:
+        """Most rows one fast update takes: n·min(1/2, FAST_TRACE_MAX/(2d)), at least RAMP_MIN.
+
+        For rows like the ones before, trace(G) ≈ d·m/n, so a chunk of this
+        size stays near FAST_TRACE_MAX/2 and passes the tier-3 test.
+        """
+        return max(RAMP_MIN, int(self.n * min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)))
+
+    def gram_tier(self, big: float) -> bool:
+        """Whether tier 1 (the whitened Gram update) applies to rows whose largest |entry| is ``big``."""
+        return bool(self.fast_ok() and self._fast[2] <= GRAM_COND_MAX and self._fast[3] and big < _SQ_SAFE_HI)
+
+    def accept(self, U: np.ndarray, m: int) -> None:
+        """Apply an accepted whitened update of m rows: R ← UR with I + G = UᵀU."""
+        self.R = np.ascontiguousarray(np.triu(U @ self.R))
+        self.n += m
+        self._changed()
+
     def update(self, B: np.ndarray, big: float | None = None, screen: Bound | None = None):
         """Add the rows of B (m x d, float32 or float64) to the factor (``big``: max |entry| if known).
 
@@ -370,25 +379,22 @@ class Factor:
 
         A young factor (few rows compared with the block) takes one Householder
         probe of max(4d, 2·RAMP_MIN) rows and then ramps up through fast updates
-        of at most n·min(1/2, FAST_TRACE_MAX/(2d)) rows each (for rows like the
-        ones before, trace(G) ≈ d·m/n, so each such update passes the tier-3
-        test); a factor that stays singular or ill-conditioned after the probe
-        takes the rest of the block by Householder in one call.
+        of at most :meth:`fast_rows` rows each; a factor that stays singular or
+        ill-conditioned after the probe takes the rest of the block by
+        Householder in one call.
         """
         m = B.shape[0]
         norms = [] if screen is not None else None
         if m == 0:
             return None if norms is None else np.zeros(0)
         with blas_threads(1):  # our shapes gain nothing from threaded BLAS; parts run in threads instead
-            # rows like the ones before give trace(G) ≈ d·m/n: keep it near FAST_TRACE_MAX/2
-            ratio = min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
             a = 0
             probed = False
             while a < m:
                 left = m - a
                 t = None
                 if self.fast_ok():
-                    step = min(left, max(RAMP_MIN, int(self.n * ratio)))
+                    step = min(left, self.fast_rows())
                     chunk = B[a:a + step]
                     done, t = self._fast_update(chunk, big, screen)
                     if not done:
@@ -416,8 +422,7 @@ class Factor:
         # A row far outside the span seen so far can overflow Y = B R⁻¹ or its squares: the trace test
         # below then fails (inf or NaN) and the chunk goes to Householder QR, which handles it.
         with np.errstate(over="ignore", invalid="ignore"):
-            if (self._fast[2] <= GRAM_COND_MAX and self._fast[3]
-                    and (max_abs(B) if big is None else big) < _SQ_SAFE_HI):
+            if self.gram_tier(max_abs(B) if big is None else big):
                 if screen is None:
                     C = gram(B)
                 else:
@@ -432,9 +437,7 @@ class Factor:
         U, info = lapack.dpotrf(G, lower=0, clean=1)  # I + G = UᵀU
         if info != 0:
             return False, t
-        self.R = np.ascontiguousarray(np.triu(U @ self.R))
-        self.n += B.shape[0]
-        self._changed()
+        self.accept(U, B.shape[0])
         return True, t
 
     def merge(self, other: Factor) -> None:
@@ -527,16 +530,7 @@ class Factor:
         Rows whose upper bound is below eps are out and rows whose lower bound
         reaches it are in without a matrix product; only the rest are scored.
         """
-        m = B.shape[0]
-        b = self.bound(fresh=True) if m else None
-        if b is None:
-            return at_least(self.scores(B), eps) if m else np.zeros(0, dtype=bool)
-        t = b.sqnorms(B)
-        out = at_least(t * b.lo, eps)
-        todo = np.flatnonzero(at_least(t * b.up, eps) & ~out)
-        if todo.size:
-            out[todo] = at_least(self.scores(B[todo]), eps)
-        return out
+        return self.classify_parts([B], eps)[0] if B.shape[0] else np.zeros(0, dtype=bool)
 
     # -- scoring -----------------------------------------------------------------------------
     def _get_scorer(self):

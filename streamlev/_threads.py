@@ -1,18 +1,19 @@
 """Thread use of streamlev, in one place: the BLAS thread limit and the row-splitting worker pool.
 
 Two facts measured on the project's 2-core machine (OpenBLAS 0.3.30/0.3.31,
-numpy 2.4) decide how threads are used:
+numpy 2.4; ``python benchmarks/kernels_bench.py`` repeats the first two numbers)
+decide how threads are used:
 
 * OpenBLAS runs the thin products streamlev needs (``BᵀB`` and ``B·W`` for an
-  m x 64 block) no faster on 2 threads than on 1 (3.3 ms vs 3.2 ms for
-  16384 x 64, and 211 ms vs 199 ms for one 10^6 x 64 ``K.T @ K``), while small
+  m x 64 block) hardly faster on 2 threads than on 1 (172 ms vs 188 ms for one
+  10^6 x 64 ``K.T @ K``), while small
   LAPACK calls (QR/SVD of matrices a few hundred wide) ran 10-300x *slower* on
   2 threads under load (DESIGN.md §2).  So BLAS itself runs single-threaded
   inside every streamlev call that matters.
 * numpy's matmul releases the GIL, so splitting a block's rows into one part
   per core and running single-threaded BLAS on each part in a thread of its
-  own gives the speed-up instead: ``BᵀB`` of 16384 x 64 took 1.55 ms on two
-  halves vs 3.27 ms in one call.  (scipy's f2py BLAS wrappers keep the GIL, so
+  own gives the speed-up instead: the same ``K.T @ K`` took 101 ms in two
+  parts on two threads.  (scipy's f2py BLAS wrappers keep the GIL, so
   they are not used for this.)  numba kernels are compiled with ``nogil=True``
   and split the same way.
 
@@ -30,7 +31,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_run", "parts_for"]
+__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_bounds", "split_run", "parts_for"]
 
 _LIBS = None
 _USER_THREADS = None
@@ -162,6 +163,12 @@ def parts_for(m: int, min_rows: int = MIN_ROWS_PER_PART) -> int:
     return max(1, min(get_num_threads(), m // max(1, min_rows)))
 
 
+def split_bounds(m: int, parts: int) -> list[tuple[int, int]]:
+    """The contiguous (start, stop) row ranges :func:`split_run` gives its ``parts`` parts."""
+    edges = [m * k // parts for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def split_run(fn, m: int, parts: int):
     """Run ``fn(a, b)`` on ``parts`` contiguous row ranges of ``range(m)``; return the results in order.
 
@@ -172,12 +179,12 @@ def split_run(fn, m: int, parts: int):
     """
     if parts <= 1 or getattr(_LOCAL, "busy", False):
         return [fn(0, m)]
-    bounds = [m * k // parts for k in range(parts + 1)]
+    (a0, b0), *rest = split_bounds(m, parts)
     with blas_threads(1):
         pool = _pool(parts - 1)
-        futures = [pool.submit(_guarded, fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+        futures = [pool.submit(_guarded, fn, a, b) for a, b in rest]
         try:
-            first = _guarded(fn, bounds[0], bounds[1])
+            first = _guarded(fn, a0, b0)
         finally:
             wait(futures)  # never leave the BLAS limit while parts still run
         return [first] + [f.result() for f in futures]

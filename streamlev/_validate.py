@@ -51,7 +51,7 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
         return -1, 0.0
     if X.dtype in (np.float32, np.float64):
         from ._kernels import scan_block
-        from ._threads import parts_for, split_run
+        from ._threads import parts_for, split_bounds, split_run
 
         if X.flags.c_contiguous and X.size < (1 << 18):
             bad, big = scan_block(X)
@@ -62,7 +62,7 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
 
             parts = split_run(part, X.shape[0], parts_for(X.shape[0], max(1, (1 << 18) // max(1, X.shape[1]))))
             top = max(float(big) for _, big in parts)
-            for (bad, _), (a, _b) in zip(parts, _bounds(X.shape[0], len(parts))):
+            for (bad, _), (a, _b) in zip(parts, split_bounds(X.shape[0], len(parts))):
                 if bad >= 0:
                     return a + int(bad), top
             return -1, top
@@ -79,12 +79,6 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
     if bad.any():
         return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0]), 0.0
     return -1, float(np.max(np.abs(X)))
-
-
-def _bounds(m: int, parts: int):
-    """The (start, stop) row ranges :func:`streamlev._threads.split_run` uses for ``parts`` parts."""
-    edges = [m * k // parts for k in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
 
 
 def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:

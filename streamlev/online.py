@@ -64,6 +64,11 @@ def pending_rows(dim: int) -> int:
     return int(max(256, min(64 * dim, (1 << 18) // max(1, dim))))
 
 
+def candidate_chunk_rows(dim: int, eps: float) -> int:
+    """Rows per candidate chunk: ~2^18 entries, but no more than the d/eps keys a universal set can hold."""
+    return int(min(max(1024, (1 << 18) // dim), max(256, dim / eps)))
+
+
 def _grow(buf, used, need, *, cap, dtype, tail, lead=()):
     """A row buffer (lead..., rows, tail...) holding at least ``need`` rows, at most ``cap``, growing geometrically.
 
@@ -294,8 +299,7 @@ class OnlineLeverage:
         if self._dtype is None or dt != self._dtype:  # (np.dtype("float64") == None is True!)
             self._seal()
             self._dtype = dt
-        # ~2^18 entries per chunk, but no more than the d/eps keys a universal set can hold
-        cap = int(min(max(1024, (1 << 18) // self.dim), max(256, self.dim / self.eps)))
+        cap = candidate_chunk_rows(self.dim, self.eps)
         a = 0
         while a < k:
             if self._tail is None:
@@ -452,14 +456,11 @@ class OnlineLeverage:
             self._maybe_evict()
             return
         if online_u is not None:
-            keep = admit(online_u, self.eps)
-        else:
-            ub = self._factor.upper(B)
-            keep = None if ub is None else admit(ub, self.eps)
-        self._admit(B, ids, keep)
-        if online_u is not None:
+            self._admit(B, ids, admit(online_u, self.eps))
             self._factor.update(B, big)
         else:
+            ub = self._factor.upper(B)
+            self._admit(B, ids, None if ub is None else admit(ub, self.eps))
             self._push(B, big)
         self._maybe_evict()
 
@@ -837,7 +838,7 @@ class MultiHeadLeverage:
         before anything reads the heads' candidates (:meth:`_seal_all`).
         """
         m = B.shape[1]
-        cap = int(min(max(1024, (1 << 18) // self.dim), max(256, self.dim / self.eps)))
+        cap = candidate_chunk_rows(self.dim, self.eps)
         a = 0
         while a < m:
             if self._mtail is not None and self._mtail[0].dtype != B.dtype:
@@ -948,19 +949,14 @@ class MultiHeadLeverage:
         with their rows, or whose update is refused (trace or Cholesky test)
         are returned and updated one by one.
         """
-        from ._factor import _SQ_SAFE_HI, FAST_TRACE_MAX, GRAM_COND_MAX, RAMP_MIN, fast_ok_many, gram, rinv_many  # noqa: PLC0415
+        from ._factor import FAST_TRACE_MAX, fast_ok_many, gram, rinv_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
-        ratio = min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
-        fast = fast_ok_many(facs)
-        ok = [h for h, f in enumerate(facs)
-              if fast[h] and f._fast[2] <= GRAM_COND_MAX and f._fast[3] and n <= max(RAMP_MIN, f.n * ratio)]
+        fast_ok_many(facs)  # the per-head fast-path tests, their column norms stacked
+        ok = [h for h, f in enumerate(facs) if f.gram_tier(big) and n <= f.fast_rows()]
         rest = set(range(self.heads)) - set(ok)
         if len(ok) < 2:
-            return rest | set(ok)
-
-        if big >= _SQ_SAFE_HI:  # squares of some entry could overflow: not the Gram tier
             return rest | set(ok)
 
         def grams(a, b):
@@ -983,13 +979,8 @@ class MultiHeadLeverage:
                 L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
         except np.linalg.LinAlgError:
             return rest | {ok[i] for i in good}
-        heads = [ok[i] for i in good]
-        Rnew = np.triu(np.matmul(L.transpose(0, 2, 1), np.stack([facs[h].R for h in heads])))
-        for k, h in enumerate(heads):
-            f = facs[h]
-            f.R = np.ascontiguousarray(Rnew[k])
-            f.n += n
-            f._changed()
+        for k, i in enumerate(good):
+            facs[ok[i]].accept(L[k].T, n)
         return rest
 
     def _each_head(self, fn):
