@@ -1,0 +1,123 @@
+"""The measurements behind streamlev's thread and kernel choices (issue 4), reproducible.
+
+    python benchmarks/kernels_bench.py          # n = 10^6, d = 64, about half a minute
+
+Prints, all in one process on the same data:
+
+* one ``K.T @ K`` with OpenBLAS on 1 and on 2 threads, and split into one part per core run in
+  Python threads with single-threaded BLAS (:func:`streamlev._factor.gram`);
+* the Gram product of float32 keys with float64 accumulation (converted per chunk, by chunk size)
+  and with float32 accumulation, and the relative error of the scores each gives;
+* the validation scan (:func:`streamlev._kernels.scan_block`) against numpy's sum + max + min, and the
+  row-norm kernel with ``reassoc`` against the same loop compiled without it, per 16,384 x 64 block.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+try:
+    import streamlev
+except ImportError:  # pragma: no cover - running from a checkout without install
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    import streamlev
+
+from streamlev import _factor, _kernels, _threads
+
+
+def best(fn, repeat=5):
+    fn()
+    out = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t0)
+    return out
+
+
+def chunked_gram(K, acc, chunk):
+    d = K.shape[1]
+
+    def part(a, b):
+        C = np.zeros((d, d), dtype=acc)
+        for s in range(a, b, chunk):
+            X = K[s:min(b, s + chunk)]
+            if X.dtype != acc:
+                X = X.astype(acc)
+            C += X.T @ X
+        return C
+
+    res = _threads.split_run(part, K.shape[0], _threads.parts_for(K.shape[0]))
+    return sum(res[1:], res[0])
+
+
+def scores_from_gram(K, C):
+    W = np.linalg.inv(np.linalg.cholesky(np.asarray(C, dtype=np.float64))).T
+    Y = np.asarray(K, dtype=np.float64) @ W
+    return np.einsum("ij,ij->i", Y, Y)
+
+
+def main():
+    n, d = 1_000_000, 64
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((n, d))
+    K32 = K.astype(np.float32)
+    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, n={n:,}, d={d}, "
+          f"threads={streamlev.get_num_threads()}")
+
+    print("\n== K.T @ K (float64) ==")
+    t2 = best(lambda: K.T @ K)
+    with _threads.blas_threads(1):
+        t1 = best(lambda: K.T @ K)
+    ts = best(lambda: _factor.gram(K))
+    print(f"  OpenBLAS 2 threads {t2 * 1e3:7.1f} ms   1 thread {t1 * 1e3:7.1f} ms   "
+          f"split over {streamlev.get_num_threads()} Python threads (streamlev gram) {ts * 1e3:7.1f} ms")
+
+    print("\n== Gram product of float32 keys ==")
+    Kn = K32.astype(np.float64)
+    Kn /= np.linalg.norm(Kn, axis=0)
+    U, _, _ = np.linalg.svd(Kn, full_matrices=False)
+    tau = np.einsum("ij,ij->i", U, U)  # oracle: SVD of the column-normalised keys
+    t64 = best(lambda: chunked_gram(K, np.float64, 4096))
+    print(f"  float64 keys, float64 accumulation (reference)      {t64 * 1e3:7.1f} ms")
+    for chunk in (4096, 16384, 65536):
+        t = best(lambda chunk=chunk: chunked_gram(K32, np.float64, chunk))
+        print(f"  float32 keys, float64 accumulation, chunks {chunk:>6,} {t * 1e3:7.1f} ms")
+    t = best(lambda: chunked_gram(K32, np.float32, 4096))
+    for acc in (np.float64, np.float32):
+        err = np.max(np.abs(scores_from_gram(K32, chunked_gram(K32, acc, 4096)) - tau) / tau)
+        label = "float32 keys, float32 accumulation" if acc == np.float32 else "float32 keys, float64 accumulation"
+        extra = f"{t * 1e3:7.1f} ms" if acc == np.float32 else "       "
+        print(f"  {label:<50} {extra}   max rel. error of the scores {err:.1e}")
+
+    print("\n== per 16,384 x 64 float64 block ==")
+    B = K[:16384]
+    dinv = np.ones(d)
+    t_np = best(lambda: (np.add.reduce(B, axis=None), B.max(), B.min()), 50)
+    t_scan = best(lambda: _kernels.scan_block(B), 50)
+    print(f"  validation: numpy sum + max + min {t_np * 1e3:.3f} ms   scan_block {t_scan * 1e3:.3f} ms")
+    import numba
+
+    @numba.njit(cache=False, nogil=True)
+    def plain(B, dinv):  # the same loop as scaled_row_sqnorms, compiled without reassoc
+        m, k = B.shape
+        out = np.empty(m)
+        for i in range(m):
+            s = 0.0
+            for j in range(k):
+                v = B[i, j] * dinv[j]
+                s += v * v
+            out[i] = s
+        return out
+
+    t_plain = best(lambda: plain(B, dinv), 50)
+    t_re = best(lambda: _kernels.scaled_row_sqnorms(B, dinv), 50)
+    print(f"  row norms: plain loop {t_plain * 1e3:.3f} ms   with reassoc (scaled_row_sqnorms) {t_re * 1e3:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
