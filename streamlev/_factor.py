@@ -101,9 +101,11 @@ FAST_COND_MAX = 1e10
 
 def colnorms(R: np.ndarray) -> np.ndarray:
     """Euclidean norms of the columns (of each matrix of a stack), without overflow or underflow."""
-    big = np.max(np.abs(R), axis=-2)
-    safe = np.where(big > 0, big, 1.0)[..., None, :]
-    return big * np.sqrt(np.einsum("...ij,...ij->...j", R / safe, R / safe))
+    from ._kernels import colnorms_batched  # noqa: PLC0415
+
+    A = np.ascontiguousarray(R, dtype=np.float64)
+    out = colnorms_batched(A.reshape((-1,) + A.shape[-2:]))
+    return out.reshape(A.shape[:-2] + A.shape[-1:])
 
 
 def tri_inv(R: np.ndarray) -> np.ndarray:
@@ -613,9 +615,19 @@ def fast_ok_many(facs) -> list[bool]:
         Rs = np.stack([f.R for f in stale])
         nonsingular = np.all(np.diagonal(Rs, axis1=1, axis2=2) != 0, axis=1)
         cn = colnorms(Rs)
-        for f, ok, c in zip(stale, nonsingular, cn):
-            f._set_fast(c if ok else None)
+        with blas_threads(1):  # one limit for all the condition estimates (nested contexts are free)
+            for f, ok, c in zip(stale, nonsingular, cn):
+                f._set_fast(c if ok else None)
     return [f._fast[1] for f in facs]
+
+
+def accept_many(facs, U: np.ndarray, m: int) -> None:
+    """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product."""
+    Rn = np.triu(np.matmul(U, np.stack([f.R for f in facs])))
+    for f, R in zip(facs, Rn):
+        f.R = R
+        f.n += m
+        f._changed()
 
 
 def rinv_many(facs) -> np.ndarray:

@@ -57,30 +57,47 @@ class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1)
 
     threadpoolctl finds the libraries once; entering and leaving then costs a
     few microseconds (``threadpoolctl.threadpool_limits`` costs ~20 µs per use,
-    which mattered for blocks of a few hundred rows).  The limit is
-    process-wide, so it is set by the calling thread around a whole split
-    computation (:func:`split_run`), never from inside worker threads.
+    which mattered for blocks of a few hundred rows).  A context nested inside
+    one with the same ``n`` on the same thread costs nothing (the per-head
+    loops of :class:`streamlev.online.MultiHeadLeverage` nest dozens).  The
+    limit is process-wide, so it is set by the calling thread around a whole
+    split computation (:func:`split_run`), never from inside worker threads.
     """
 
-    __slots__ = ("n", "_saved")
+    __slots__ = ("n", "_saved", "_prev")
 
     def __init__(self, n: int):
         self.n = int(n)
         self._saved = None
+        self._prev = None
 
     def __enter__(self):
+        prev = getattr(_ACTIVE, "n", None)
+        if prev == self.n:  # an enclosing context on this thread already holds this limit
+            self._saved = None
+            return self
         libs = _blas_libs()
         self._saved = [lib.get_num_threads() for lib in libs]
         for lib, cur in zip(libs, self._saved):
             if cur != self.n:
                 lib.set_num_threads(self.n)
+        self._prev = prev
+        _ACTIVE.n = self.n
         return self
 
     def __exit__(self, *exc):
+        if self._saved is None:
+            return False
         for lib, cur in zip(_blas_libs(), self._saved):
             if cur != self.n:
                 lib.set_num_threads(cur)
+        _ACTIVE.n = self._prev
+        self._saved = None
         return False
+
+
+#: The limit held by the innermost :class:`blas_threads` context of each thread.
+_ACTIVE = threading.local()
 
 
 def _env_threads() -> int:

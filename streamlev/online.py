@@ -472,8 +472,13 @@ class OnlineLeverage:
         elif keep.any():
             self._append(B[keep], ids[keep], copy=False)
 
-    def _record_ids(self, ids):
-        new, iv = _IdRanges.from_ids(ids), self._ranges.iv
+    def _record_ids(self, ids, *, consecutive=False):
+        """Add a block's ids to the id ranges (``consecutive``: they are known to be ids[0], ids[0] + 1, ...)."""
+        if consecutive:
+            new = np.array([[ids[0], ids[-1] + 1]], dtype=np.int64)
+        else:
+            new = _IdRanges.from_ids(ids)
+        iv = self._ranges.iv
         if new.shape[0] == 1 and iv.shape[0] and new[0, 0] >= iv[-1, 1]:  # the usual case: ids run on
             if new[0, 0] == iv[-1, 1]:
                 iv = iv.copy()
@@ -486,7 +491,7 @@ class OnlineLeverage:
         if self._ranges.iv.shape[0] > _IdRanges.MAX:
             self._ranges = _IdRanges()
             self._ranges.tracked = False
-        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._next_id = max(self._next_id, int(ids[-1] if consecutive else ids.max()) + 1)
 
     def update_scores(self, X, ids=None) -> np.ndarray:
         """Feed a block and return the online ridge leverage scores of its rows.
@@ -790,26 +795,28 @@ class MultiHeadLeverage:
 
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] == self.heads:
             X = X[:, None, :]
-        if isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and not X.flags.c_contiguous:
-            X = np.ascontiguousarray(X)  # one pass for validation and screening below
-        B, big = as_keys(X, name="X", ndim=3, dim=self.dim, with_max=True)
-        if B.shape[0] != self.heads:
-            raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
-                             f"the first axis indexes the heads")
-        m = B.shape[1]
         lead = self._heads[0]
-        ids = lead._check_ids(ids, m)
-        if m == 0:
-            return self
-        B = np.ascontiguousarray(B)
-        keep = self._screen(B)
-        lead._record_ids(ids)  # the other heads' id ranges follow in _sync
-        if isinstance(keep, np.ndarray):
-            any_h = keep.any(axis=1)
-            full = keep.all(axis=1)
+        consecutive = ids is None
+        staged = self._stage(X, ids)
+        if staged is not None:
+            B, ids, keep, big = staged
+            m = B.shape[1]
         else:
-            any_h = np.array([kh is None or kh.any() for kh in keep])
-            full = np.array([kh is None or kh.all() for kh in keep])
+            if isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and not X.flags.c_contiguous:
+                X = np.ascontiguousarray(X)  # one pass for validation and screening below
+            B, big = as_keys(X, name="X", ndim=3, dim=self.dim, with_max=True)
+            if B.shape[0] != self.heads:
+                raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
+                                 f"the first axis indexes the heads")
+            m = B.shape[1]
+            ids = lead._check_ids(ids, m)
+            if m == 0:
+                return self
+            B = np.ascontiguousarray(B)
+            keep = self._screen(B)
+        lead._record_ids(ids, consecutive=consecutive)  # the other heads' id ranges follow in _sync
+        any_h = keep.any(axis=1)
+        full = keep.all(axis=1)
         fed = np.flatnonzero(any_h)
         if full.all():  # every head keeps every row (short streams, decoding): one stacked copy
             self._append_all(B, ids)
@@ -822,7 +829,11 @@ class MultiHeadLeverage:
                 else:
                     kh = keep[h]
                     sk._append(B[h, kh], ids[kh], copy=False)
-        self._push(B, big)
+        if staged is not None:  # the rows are already in the shared buffer
+            self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
+            self._npend += m
+        else:
+            self._push(B, big)
         # Only heads that gained candidates can have come due (a flush only raises the rank).
         due = {int(h) for h in fed if self._heads[h]._evict_due()}
         if due:  # evictions score against every row fed
@@ -874,20 +885,67 @@ class MultiHeadLeverage:
             sk._parts.append((keys[h], ids))
 
     # -- screening and the shared buffer ----------------------------------------------------------
-    def _screen(self, B):
-        """Per head, the admission mask of the block's rows (None: admit all, no bound yet)."""
+    def _stacked_bounds(self):
+        """The heads' screening bounds stacked: dinv (H, d), up (H, 1), and which heads have none.
+
+        A head without a bound (rank-deficient or ill-conditioned so far)
+        admits every row; its dinv and up are zero.
+        """
         if self._bounds is None:
             bounds = [sk._factor.bound() for sk in self._heads]
-            if all(b is not None for b in bounds):
-                self._bounds = (np.stack([b.dinv for b in bounds]), np.array([b.up for b in bounds])[:, None])
-            else:
-                self._bounds = bounds
-        if isinstance(self._bounds, tuple):
-            from ._kernels import scaled_row_sqnorms_batched  # noqa: PLC0415
+            none = np.array([b is None for b in bounds])
+            dinv = np.zeros((self.heads, self.dim))
+            up = np.zeros((self.heads, 1))
+            for h, b in enumerate(bounds):
+                if b is not None:
+                    dinv[h], up[h, 0] = b.dinv, b.up
+            self._bounds = (dinv, up, none)
+        return self._bounds
 
-            dinv, up = self._bounds
-            return admit(scaled_row_sqnorms_batched(B, dinv) * up, self.eps)
-        return [None if b is None else admit(b.sqnorms(B[h]) * b.up, self.eps) for h, b in enumerate(self._bounds)]
+    def _admission(self, norms):
+        """Admission mask (H, m) from the rows' screening norms against the stacked bounds."""
+        _dinv, up, none = self._stacked_bounds()
+        keep = admit(norms * up, self.eps)
+        if none.any():
+            keep[none] = True
+        return keep
+
+    def _stage(self, X, ids):
+        """The usual block in one pass: (rows, ids, admission mask, max |entry|), or None for the general path.
+
+        A float block (H, m, dim) of the buffer's dtype that fits in the
+        shared buffer without a flush is copied straight into the buffer's
+        free rows (any strides) and validated and screened there by one
+        kernel (:func:`streamlev._kernels.scan_screen_rows`): one pass over
+        the caller's memory instead of a contiguous copy, a validation scan,
+        a screening pass and a copy into the buffer.  Nothing is committed
+        here: rows past the buffer's count are scratch, so a block with a bad
+        entry leaves the sketch as it was and goes to the general path, which
+        names the problem.
+        """
+        P, n0 = self._pend, self._npend
+        if not (isinstance(X, np.ndarray) and X.ndim == 3 and P is not None and X.dtype == P.dtype
+                and X.shape[0] == self.heads and X.shape[2] == self.dim):
+            return None
+        m = X.shape[1]
+        if m == 0 or m >= self._pcap or n0 + m > P.shape[1]:
+            return None
+        from ._kernels import scan_screen_rows  # noqa: PLC0415
+        from ._validate import MAX_MAGNITUDE  # noqa: PLC0415
+
+        ids = self._heads[0]._check_ids(ids, m)
+        P[:, n0:n0 + m] = X
+        norms = np.empty((self.heads, m))
+        bad, big = scan_screen_rows(P, n0, n0 + m, self._stacked_bounds()[0], norms)
+        if bad >= 0 or not big <= MAX_MAGNITUDE:
+            return None
+        return P[:, n0:n0 + m], ids, self._admission(norms), float(big)
+
+    def _screen(self, B):
+        """The admission mask (H, m) of a validated block's rows."""
+        from ._kernels import scaled_row_sqnorms_batched  # noqa: PLC0415
+
+        return self._admission(scaled_row_sqnorms_batched(B, self._stacked_bounds()[0]))
 
     def _push(self, B, big):
         m = B.shape[1]
@@ -949,7 +1007,7 @@ class MultiHeadLeverage:
         with their rows, or whose update is refused (trace or Cholesky test)
         are returned and updated one by one.
         """
-        from ._factor import FAST_TRACE_MAX, fast_ok_many, gram, rinv_many  # noqa: PLC0415
+        from ._factor import FAST_TRACE_MAX, accept_many, fast_ok_many, gram, rinv_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
@@ -979,8 +1037,7 @@ class MultiHeadLeverage:
                 L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
         except np.linalg.LinAlgError:
             return rest | {ok[i] for i in good}
-        for k, i in enumerate(good):
-            facs[ok[i]].accept(L[k].T, n)
+        accept_many([facs[ok[i]] for i in good], L.transpose(0, 2, 1), n)
         return rest
 
     def _each_head(self, fn):

@@ -216,6 +216,13 @@ def test_blas_threads_restores_the_previous_limit():
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
         with _threads.blas_threads(1):
             pass
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+        with _threads.blas_threads(2):  # a different limit nested inside is set and undone
+            assert all(i["num_threads"] == 2 for i in threadpool_info() if i["user_api"] == "blas")
+            with _threads.blas_threads(1):
+                assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+            assert all(i["num_threads"] == 2 for i in threadpool_info() if i["user_api"] == "blas")
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
 
 
@@ -340,3 +347,137 @@ def test_multihead_one_token_per_call_matches_the_oracle():
     assert copy.to_bytes() == sl.MultiHeadLeverage.from_bytes(copy.to_bytes()).to_bytes()
     for h in range(H):
         np.testing.assert_array_equal(copy.universal_set(h), sl.universal_set(KH[h], eps))
+
+
+# -- small kernels against plain numpy / LAPACK ---------------------------------------------------------
+def test_batched_triangular_inverse_and_column_norms():
+    import scipy.linalg as sla
+
+    from streamlev._factor import colnorms
+    from streamlev._kernels import tri_inv_upper_batched
+
+    rng = np.random.default_rng(21)
+    d = 16
+    U = np.stack([np.triu(rng.standard_normal((d, d))) + 4 * np.eye(d),
+                  np.linalg.qr(np.vander(np.linspace(0, 1, 200), d))[1],       # cond ~1e8
+                  np.triu(rng.standard_normal((d, d))) * np.logspace(-150, 150, d) + np.diag(np.logspace(-150, 150, d))])
+    inv = tri_inv_upper_batched(np.ascontiguousarray(U))
+    for k in range(U.shape[0]):
+        ref = sla.solve_triangular(U[k], np.eye(d))
+        assert np.all(np.tril(inv[k], -1) == 0)
+        # componentwise-accurate triangular inversion: |X - X*| <= c·d·u·|X||U||X| (Higham, ch. 8)
+        tol = 64 * d * np.finfo(float).eps * (np.abs(ref) @ np.abs(U[k]) @ np.abs(ref))
+        assert np.all(np.abs(inv[k] - ref) <= tol + 1e-300)
+
+    R = rng.standard_normal((4, 7, 5))
+    R[1] *= 1e-305          # squares underflow
+    R[2] *= 1e250           # squares overflow
+    R[3, :, 2] = 0.0        # a zero column
+    R[3, 0, 3] = 5e-324     # a denormal alone in its column
+    ref = np.array([[float(np.sqrt(np.sum((c / np.abs(c).max()) ** 2)) * np.abs(c).max()) if np.any(c) else 0.0
+                     for c in M.T] for M in R])
+    got = colnorms(R)
+    np.testing.assert_allclose(got, ref, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(colnorms(R[0]), got[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_scan_screen_rows_against_numpy(dtype):
+    from streamlev._kernels import scan_screen_rows
+
+    rng = np.random.default_rng(22)
+    H, cap, d, a, b = 3, 50, 9, 12, 31
+    P = (rng.standard_normal((H, cap, d)) * np.logspace(-3, 3, d)).astype(dtype)
+    dinv = rng.random((H, d)) + 0.1
+    norms = np.empty((H, b - a))
+    bad, big = scan_screen_rows(P, a, b, dinv, norms)
+    rows = P[:, a:b].astype(np.float64)
+    assert bad == -1 and big == np.abs(rows).max()
+    np.testing.assert_allclose(norms, np.sum((rows * dinv[:, None, :]) ** 2, axis=2), rtol=1e-14)
+    P[:, :a] = np.nan  # outside the range: ignored
+    P[:, b:] = np.inf
+    assert scan_screen_rows(P, a, b, dinv, norms)[0] == -1
+    P[2, a + 3, 4] = -np.inf
+    P[1, b - 1, 0] = np.nan
+    assert scan_screen_rows(P, a, b, dinv, norms)[0] == 1 * (b - a) + (b - 1 - a)  # first in (head, row) order
+
+
+# -- multi-head blocks staged in the shared buffer -------------------------------------------------------
+def _count_staged(monkeypatch):
+    from streamlev.online import MultiHeadLeverage
+
+    seen = {"staged": 0, "general": 0}
+    orig = MultiHeadLeverage._stage
+
+    def spy(self, X, ids):
+        out = orig(self, X, ids)
+        seen["staged" if out is not None else "general"] += 1
+        return out
+
+    monkeypatch.setattr(MultiHeadLeverage, "_stage", spy)
+    return seen
+
+
+def test_multihead_staged_blocks_of_any_layout_match_the_oracle(monkeypatch):
+    """Blocks copied straight into the shared buffer and screened there give the same sketch for any strides."""
+    seen = _count_staged(monkeypatch)
+    rng = np.random.default_rng(23)
+    n, d, eps = 4000, 8, 0.02
+    KH = _heads_of_every_kind(rng, n, d)
+    H = KH.shape[0]
+    layouts = {
+        "views": lambda X: X,
+        "contiguous": np.ascontiguousarray,
+        "token-major": lambda X: np.ascontiguousarray(X.transpose(1, 0, 2)).transpose(1, 0, 2),
+        "reversed-columns": lambda X: np.ascontiguousarray(X[:, :, ::-1])[:, :, ::-1],
+    }
+    out = {}
+    for name, lay in layouts.items():
+        mh = sl.MultiHeadLeverage(H, d, eps)
+        for a in range(0, n, 80):
+            mh.update(lay(KH[:, a:a + 80]))
+        out[name] = (mh.to_bytes(), mh.universal_set())
+    assert seen["staged"] > 3 * seen["general"]  # the staged path is what these blocks take
+    for name in layouts:
+        assert out[name][0] == out["views"][0], name
+    for h in range(H):
+        naive.assert_set_matches(out["views"][1][h], naive.leverage(KH[h]), eps)
+
+    monkeypatch.setattr(sl.MultiHeadLeverage, "_stage", lambda self, X, ids: None)  # the general path only
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for a in range(0, n, 80):
+        mh.update(KH[:, a:a + 80])
+    for h, u in enumerate(mh.universal_set()):
+        np.testing.assert_array_equal(u, out["views"][1][h])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
+    seen = _count_staged(monkeypatch)
+    rng = np.random.default_rng(24)
+    H, n, d, eps = 3, 3000, 6, 0.05
+    KH = rng.standard_normal((H, n, d)).astype(dtype)
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for a in range(0, 2000, 50):
+        mh.update(KH[:, a:a + 50])
+    before, staged = mh.to_bytes(), seen["staged"]
+    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (-np.inf, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (1e260, r"magnitude 1e\+260")]:
+        if dtype == np.float32 and bad == 1e260:
+            continue  # not representable in float32
+        X = KH[:, 2000:2050].copy()
+        X[2, 7, 3] = bad
+        X[2, 30, 0] = bad
+        with pytest.raises(ValueError, match=pattern):
+            mh.update(X)
+        assert mh.to_bytes() == before
+    with pytest.raises(ValueError, match="ids within a block must be distinct"):
+        mh.update(KH[:, 2000:2050], ids=np.zeros(50, dtype=int))
+    assert mh.to_bytes() == before
+    assert seen["staged"] == staged  # every refused block went to the general path, which named the problem
+    for a in range(2000, n, 50):
+        mh.update(KH[:, a:a + 50])
+    assert seen["staged"] > staged
+    for h in range(H):
+        np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], eps))
