@@ -23,8 +23,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["jit", "colnorms_batched", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms", "scaled_row_sqnorms_batched",
-           "scan_block", "scan_screen_rows"]
+__all__ = ["jit", "colnorms_batched", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms",
+           "scaled_row_sqnorms_batched", "scan_block", "scan_screen_rows"]
 
 
 def jit(signature, *, reassoc: bool = False):

@@ -360,7 +360,7 @@ def test_batched_triangular_inverse_and_column_norms():
     d = 16
     U = np.stack([np.triu(rng.standard_normal((d, d))) + 4 * np.eye(d),
                   np.linalg.qr(np.vander(np.linspace(0, 1, 200), d))[1],       # cond ~1e8
-                  np.triu(rng.standard_normal((d, d))) * np.logspace(-150, 150, d) + np.diag(np.logspace(-150, 150, d))])
+                  (np.triu(rng.standard_normal((d, d))) + np.eye(d)) * np.logspace(-150, 150, d)])
     inv = tri_inv_upper_batched(np.ascontiguousarray(U))
     for k in range(U.shape[0]):
         ref = sla.solve_triangular(U[k], np.eye(d))
