@@ -92,8 +92,14 @@ def sl_twopass(path, eps):
 
 
 # -- measurement ------------------------------------------------------------------------------------
-def measure(fn, *args, repeat=1, trace=True):
-    """(best seconds, tracemalloc peak bytes of one run, result of the last run)."""
+def measure(fn, *args, repeat=1, trace=True, trace_runs=1):
+    """(best seconds, tracemalloc peak bytes, result of the last run).
+
+    The peak is the largest over ``trace_runs`` traced runs: with two threads
+    the moment both threads hold their chunk temporaries varies from run to run
+    (a one-pass .npy run peaked at 33.2-35.3 MB in three runs, 31.1 MB every
+    time on one thread), so one traced run can miss the high-water mark.
+    """
     best = np.inf
     res = None
     for _ in range(repeat):
@@ -102,12 +108,12 @@ def measure(fn, *args, repeat=1, trace=True):
         res = fn(*args)
         best = min(best, time.perf_counter() - t0)
     peak = 0
-    if trace:
+    for _ in range(trace_runs if trace else 0):
         gc.collect()
         tracemalloc.start()
         try:
             fn(*args)
-            peak = tracemalloc.get_traced_memory()[1]
+            peak = max(peak, tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
     return best, peak, res
@@ -300,8 +306,20 @@ def bench_heads_stream(H=12, m=256, d=64, n=1_000_000, eps=1e-3, repeat=2):
         t_l = min(t_l, t)
     same = all(np.array_equal(a, b) for a, b in zip(r_m, r_l))
     kept = np.mean([len(u) for u in r_m])
+    # The Gram floor on the same number of rows, in the 4096-row chunks the batched sketch absorbs.
+    rng = np.random.default_rng(8)
+    chunk = 4096
+    floor = 0.0
+    for _ in range(blocks * m // chunk):
+        X = rng.standard_normal((H, chunk, d))
+        t0 = time.perf_counter()
+        for h in range(H):
+            X[h].T @ X[h]
+        floor += time.perf_counter() - t0
     print(f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
           f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {blocks * m:,}")
+    print(f"  floor: the {H} Gram matrices alone, in {chunk}-row chunks, take {floor:.3f} s "
+          f"(loop / floor = {t_l / floor:.1f}x)")
     sys.stdout.flush()
     return t_l / t_m
 
@@ -330,8 +348,8 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
                     sk.update(K[a:a + blk])
                 return sk.universal_set()
 
-            t_o, p_o, _ = measure(online, trace=True)
-            t_t, p_t, _ = measure(streamlev.two_pass_universal_set, path, eps, trace=True)
+            t_o, p_o, _ = measure(online, trace=True, trace_runs=3)
+            t_t, p_t, _ = measure(streamlev.two_pass_universal_set, path, eps, trace=True, trace_runs=3)
             os.remove(path)
             print(f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"
                   f"{fmt_bytes(p_t):>15}{t_o / n * 1e6:>15.3f}{t_t / n * 1e6:>17.3f}")
