@@ -47,9 +47,9 @@ def tri_inv_upper_batched(U):  # pragma: no cover - compiled
     Row i of X = U⁻¹ is ``(e_i - Σ_{k>i} U[i,k]·X[k]) / U[i,i]``; the inner loop
     runs along rows (contiguous, vectorised), and each entry's sum is taken in
     increasing k, as in a column-oriented back substitution (same result, bit
-    for bit).  12 inverses of 64 x 64: 0.23 ms this way, 0.69 ms with the sum
-    down a column, 0.32 ms through LAPACK dtrtri one by one
-    (``python benchmarks/kernels_bench.py``).
+    for bit).  12 inverses of 64 x 64: 0.23-0.25 ms this way, 0.61-0.69 ms
+    with the sum down a column, about as fast as LAPACK dtrtri called once per
+    matrix (0.22-0.32 ms) without leaving numba (``benchmarks/kernels_bench.py``).
     """
     H, d, _ = U.shape
     out = np.zeros_like(U)
@@ -74,8 +74,8 @@ def colnorms_batched(R):  # pragma: no cover - compiled
     """Euclidean norms of the columns of each matrix of a stack (H, n, d), without overflow or underflow.
 
     Each column is scaled by its largest |entry| before squaring (a zero
-    column has norm 0).  A stack of 12 64 x 64 factors: 26-30 µs against
-    130-160 µs for the same arithmetic in numpy (``benchmarks/kernels_bench.py``).
+    column has norm 0).  A stack of 12 64 x 64 factors: 25-30 µs against
+    120-160 µs for the same arithmetic in numpy (``benchmarks/kernels_bench.py``).
     """
     H, n, d = R.shape
     out = np.empty((H, d))
@@ -156,7 +156,7 @@ def scan_screen_rows(P, a, b, dinv, norms):  # pragma: no cover - compiled
     reorders the non-negative sums of the norms.  Taking the whole C-ordered
     stack and a row range keeps the inner loop contiguous, so it vectorises
     (over an arbitrary strided view it does not).  Copy plus this
-    pass: 0.16-0.20 ms per (12, 256, 64) block against 0.25 ms for a
+    pass: 0.16-0.23 ms per (12, 256, 64) block against 0.25-0.31 ms for a
     contiguous copy, a scan, a screening pass and a copy into the buffer
     (``benchmarks/kernels_bench.py``).
     """
