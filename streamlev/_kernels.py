@@ -62,8 +62,7 @@ def tri_inv_upper_batched(U):  # pragma: no cover - compiled
                 u = U[h, i, k]
                 for j in range(d):  # out[h, k, :k] is zero: full rows keep the loop simple to vectorise
                     acc[j] += u * out[h, k, j]
-            r = 1.0 / U[h, i, i]
-            out[h, i, i] = r
+            out[h, i, i] = 1.0 / U[h, i, i]
             for j in range(i + 1, d):
                 out[h, i, j] = -acc[j] / U[h, i, i]
     return out
@@ -150,8 +149,8 @@ def scan_screen_rows(P, a, b, dinv, norms):  # pragma: no cover - compiled
     """Validate and screen rows a..b of every stream of a stack P (H, rows, d) in one pass.
 
     Writes ``norms[h, i - a] = ‖P[h, i] ∘ dinv_h‖²`` (float64 accumulation)
-    and returns (first bad row i - a of the first stream holding NaN/±inf, as
-    a flat index h·(b - a) + i - a, or -1; largest |x|).  The NaN/inf test
+    and returns (``h·(b - a) + i - a`` for the first row i, in the first
+    stream h, that holds NaN/±inf, or -1; the largest |x|).  The NaN/inf test
     uses per-column accumulators as :func:`scan_block` does; ``reassoc`` only
     reorders the non-negative sums of the norms.  Taking the whole C-ordered
     stack and a row range keeps the inner loop contiguous, so it vectorises
