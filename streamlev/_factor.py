@@ -352,7 +352,11 @@ class Factor:
 
     def accept(self, U: np.ndarray, m: int) -> None:
         """Apply an accepted whitened update of m rows: R ← UR with I + G = UᵀU."""
-        self.R = np.ascontiguousarray(np.triu(U @ self.R))
+        self._accepted(np.ascontiguousarray(np.triu(U @ self.R)), m)
+
+    def _accepted(self, R: np.ndarray, m: int) -> None:
+        """Install the factor after an accepted update of m rows."""
+        self.R = R
         self.n += m
         self._changed()
 
@@ -625,9 +629,7 @@ def accept_many(facs, U: np.ndarray, m: int) -> None:
     """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product."""
     Rn = np.triu(np.matmul(U, np.stack([f.R for f in facs])))
     for f, R in zip(facs, Rn):
-        f.R = R
-        f.n += m
-        f._changed()
+        f._accepted(R, m)
 
 
 def rinv_many(facs) -> np.ndarray:

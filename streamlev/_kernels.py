@@ -142,6 +142,18 @@ def scaled_row_sqnorms_batched(B, dinv):  # pragma: no cover - compiled
     return out
 
 
+@jit([numba.types.Tuple((numba.boolean, numba.float64))(numba.float64[::1], numba.float64[::1])])
+def _column_verdict(poison, big):  # pragma: no cover - compiled
+    """(any NaN/±inf seen, largest |x|) from the per-column accumulators of a validation scan."""
+    top = 0.0
+    bad = False
+    for j in range(poison.shape[0]):
+        top = big[j] if big[j] > top else top
+        if poison[j] != 0.0:  # v*0 is 0 for finite v and NaN for NaN/±inf; NaN compares unequal to everything
+            bad = True
+    return bad, top
+
+
 @jit([numba.types.Tuple((numba.int64, numba.float64))(_arr(dt, 3), numba.int64, numba.int64, numba.float64[:, ::1],
                                                       numba.float64[:, ::1]) for dt in (numba.float64, numba.float32)],
      reassoc=True)
@@ -173,12 +185,7 @@ def scan_screen_rows(P, a, b, dinv, norms):  # pragma: no cover - compiled
                 w = v * dinv[h, j]
                 s += w * w
             norms[h, i - a] = s
-    top = 0.0
-    bad = False
-    for j in range(d):
-        top = big[j] if big[j] > top else top
-        if poison[j] != 0.0:  # NaN compares unequal to everything
-            bad = True
+    bad, top = _column_verdict(poison, big)
     if not bad:
         return -1, top
     for h in range(H):  # rare path: locate the first bad row
@@ -206,12 +213,7 @@ def scan_block(X):  # pragma: no cover - compiled
             poison[j] += v * 0.0
             a = abs(v)
             big[j] = a if a > big[j] else big[j]
-    top = 0.0
-    bad = False
-    for j in range(d):
-        top = big[j] if big[j] > top else top
-        if poison[j] != 0.0:  # NaN compares unequal to everything
-            bad = True
+    bad, top = _column_verdict(poison, big)
     if not bad:
         return -1, top
     for i in range(m):  # rare path: locate the first bad row

@@ -85,6 +85,12 @@ def _grow(buf, used, need, *, cap, dtype, tail, lead=()):
     return new
 
 
+def _right_sized(buf, used, axis=0):
+    """The first ``used`` rows of a chunk along ``axis``: a view when at least half full, else a compact copy."""
+    rows = buf[(slice(None),) * axis + (slice(0, used),)]
+    return rows if 2 * used >= buf.shape[axis] else rows.copy()
+
+
 class _IdRanges:
     """Half-open id intervals seen so far, coalesced; ``None`` once too fragmented to track."""
 
@@ -332,9 +338,7 @@ class OnlineLeverage:
             buf, ib, used = self._tail
             self._tail = None
             if used:
-                keep_whole = 2 * used >= buf.shape[0]
-                self._parts.append((buf[:used] if keep_whole else buf[:used].copy(),
-                                    ib[:used] if keep_whole else ib[:used].copy()))
+                self._parts.append((_right_sized(buf, used), _right_sized(ib, used)))
 
     def _joined(self):
         """(keys, ids) of all candidates as two arrays (the parts are replaced by the joined one)."""
@@ -830,8 +834,7 @@ class MultiHeadLeverage:
                     kh = keep[h]
                     sk._append(B[h, kh], ids[kh], copy=False)
         if staged is not None:  # the rows are already in the shared buffer
-            self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
-            self._npend += m
+            self._count_pending(m, big)
         else:
             self._push(B, big)
         # Only heads that gained candidates can have come due (a flush only raises the rank).
@@ -875,8 +878,8 @@ class MultiHeadLeverage:
         self._mtail = None
         if not used:
             return
-        ids = ib[:used] if 2 * used >= ib.shape[0] else ib[:used].copy()
-        keys = buf[:, :used] if 2 * used >= buf.shape[1] else buf[:, :used].copy()
+        ids = _right_sized(ib, used)
+        keys = _right_sized(buf, used, axis=1)
         for h, sk in enumerate(self._heads):
             sk._seal()
             dt = sk._storage_dtype(keys[h])
@@ -958,8 +961,12 @@ class MultiHeadLeverage:
             self._flush_all()
         self._pend = _grow(self._pend, self._npend, self._npend + m, cap=self._pcap, dtype=B.dtype,
                            tail=(self.dim,), lead=(self.heads,))
-        self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
         self._pend[:, self._npend:self._npend + m] = B
+        self._count_pending(m, big)
+
+    def _count_pending(self, m, big):
+        """Count m rows just written after the buffered ones (``big``: their largest |entry|)."""
+        self._pend_big = big if self._npend == 0 else max(self._pend_big, big)
         self._npend += m
 
     def _sync(self):
