@@ -53,8 +53,13 @@ def admit(u: np.ndarray, eps: float) -> np.ndarray:
     test is written as u >= e/(1-e), e = eps·(1 - THRESHOLD_RTOL) < 1, so that
     u = inf (a row far outside the span seen so far) is admitted, not NaN.
     """
+    return u >= admit_threshold(eps)
+
+
+def admit_threshold(eps: float) -> float:
+    """The threshold of :func:`admit`: e/(1-e) with e = eps·(1 - THRESHOLD_RTOL)."""
     e = eps * (1.0 - THRESHOLD_RTOL)
-    return u >= e / (1.0 - e)
+    return e / (1.0 - e)
 
 
 def qr_r(A: np.ndarray) -> np.ndarray:
@@ -109,12 +114,19 @@ def colnorms(R: np.ndarray) -> np.ndarray:
 
 
 def tri_inv(R: np.ndarray) -> np.ndarray:
-    """Inverse of a nonsingular upper-triangular matrix (LAPACK dtrtri), C order."""
-    with blas_threads(1):
-        Ri, info = lapack.dtrtri(R, lower=0)
-    if info != 0:  # pragma: no cover - callers check nonsingularity first
-        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtri info={info})")
-    return np.ascontiguousarray(np.triu(Ri))
+    """Inverse of a nonsingular upper-triangular matrix, C order.
+
+    The same back substitution (:func:`streamlev._kernels.tri_inv_upper_batched`)
+    as the stacked inverses of :func:`rinv_many`, so that a factor's cached
+    inverse has the same bits however it was computed — and so have the
+    updates and sketches built from it (serialised, restored and continued
+    sketches stay byte-identical).
+    """
+    from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
+
+    if not np.all(np.diag(R) != 0):  # pragma: no cover - callers check nonsingularity first
+        raise np.linalg.LinAlgError("singular triangular factor")
+    return tri_inv_upper_batched(np.ascontiguousarray(R, dtype=np.float64)[None])[0]
 
 
 #: Rows per matrix product inside one thread's part (bounds the float64 temporaries to ~2 MB).
@@ -446,6 +458,34 @@ class Factor:
         self.accept(U, B.shape[0])
         return True, t
 
+    def absorb_gram(self, C: np.ndarray, m: int) -> None:
+        """Add m rows known only by their Gram matrix C = Σ b bᵀ (symmetric, positive semi-definite).
+
+        R ← R of a QR of ``[R; S]`` with SᵀS = C.  When R is nonsingular, S = Λ^½VᵀR
+        from the eigendecomposition G = VΛVᵀ of the whitened G = R⁻ᵀCR⁻¹ — the
+        matrix the Cholesky update factors, so scaling columns changes nothing;
+        otherwise from the eigendecomposition of C itself.  Negative rounding
+        eigenvalues are clipped.  The fallback when a whitened update of
+        accumulated Gram matrices is refused (its rows are gone).
+        """
+        C = 0.5 * (C + C.T)
+        white = bool(np.all(np.diag(self.R) != 0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            G = self.rinv().T @ C @ self.rinv() if white else C
+            white = white and bool(np.all(np.isfinite(G)))
+        with blas_threads(1):
+            w, V = np.linalg.eigh(0.5 * (G + G.T) if white else C)
+        S = np.sqrt(np.clip(w, 0.0, None))[:, None] * V.T
+        if white:
+            S = S @ self.R
+        d = self.dim
+        A = np.empty((2 * d, d), dtype=np.float64, order="F")
+        A[:d] = self.R
+        A[d:] = S
+        self.R = qr_r(A)
+        self.n += int(m)
+        self._changed()
+
     def merge(self, other: Factor) -> None:
         """Absorb the rows summarised by another factor of the same dimension."""
         self.R = merge_r(self.R, other.R)
@@ -483,21 +523,7 @@ class Factor:
         return None if fresh else self._bound
 
     def _compute_bound(self) -> Bound | None:
-        kind, S = self._get_scorer()[:2]
-        if kind != "tri":
-            return None
-        colnorm = colnorms(S)
-        if not np.all(colnorm > 0):
-            return None
-        with blas_threads(1):
-            sv = np.linalg.svd(S / colnorm, compute_uv=False)
-        if not (sv[-1] > 0 and np.isfinite(sv[0])):
-            return None
-        cond = sv[0] / sv[-1]
-        if cond > BOUND_COND_MAX:
-            return None
-        margin = 1e-12 + 64.0 * self.dim * _EPS64 * cond
-        return Bound(1.0 / colnorm, (1.0 + margin) / sv[-1] ** 2, (1.0 - margin) / sv[0] ** 2, self.n)
+        return _compute_bounds([self])[0]
 
     def upper(self, B: np.ndarray) -> np.ndarray | None:
         """Rigorous upper bounds on ‖b S⁻¹‖² for rows B against the current state, or None (no bound yet)."""
@@ -612,6 +638,48 @@ class Factor:
         return int(self.R.nbytes)
 
 
+def _compute_bounds(facs) -> list:
+    """:class:`Bound` of each factor at its current state (None where it has none), the SVDs stacked."""
+    out = [None] * len(facs)
+    tri = [i for i, f in enumerate(facs) if f._get_scorer()[0] == "tri"]
+    if not tri:
+        return out
+    S = np.stack([facs[i]._get_scorer()[1] for i in tri])
+    cn = colnorms(S)
+    ok = np.all(cn > 0, axis=1)
+    if not ok.any():
+        return out
+    with blas_threads(1):
+        sv = np.linalg.svd(S[ok] / cn[ok][:, None, :], compute_uv=False)
+    for i, c, s in zip(np.asarray(tri)[ok], cn[ok], sv):
+        if not (s[-1] > 0 and np.isfinite(s[0])):
+            continue
+        cond = s[0] / s[-1]
+        if cond > BOUND_COND_MAX:
+            continue
+        margin = 1e-12 + 64.0 * facs[i].dim * _EPS64 * cond
+        out[i] = Bound(1.0 / c, (1.0 + margin) / s[-1] ** 2, (1.0 - margin) / s[0] ** 2, facs[i].n)
+    return out
+
+
+def bounds_many(facs, *, fresh: bool = False) -> list:
+    """:meth:`Factor.bound` of several factors of one dimension, the bounds to recompute as one stacked SVD."""
+    out, todo = [], []
+    for i, f in enumerate(facs):
+        b = f._bound
+        if b is not None and (b.n == f.n or (not fresh and f.n < BOUND_REFRESH * b.n)):
+            out.append(b)
+        else:
+            out.append(None)
+            todo.append(i)
+    if todo:
+        for i, nb in zip(todo, _compute_bounds([facs[i] for i in todo])):
+            if nb is not None:
+                facs[i]._bound = nb
+            out[i] = nb if nb is not None or fresh else facs[i]._bound
+    return out
+
+
 def fast_ok_many(facs) -> list[bool]:
     """:meth:`Factor.fast_ok` of several factors of one dimension, the column norms as one stacked computation."""
     stale = [f for f in facs if f._fast is None or f._fast[0] != f.n]
@@ -625,11 +693,48 @@ def fast_ok_many(facs) -> list[bool]:
     return [f._fast[1] for f in facs]
 
 
-def accept_many(facs, U: np.ndarray, m: int) -> None:
-    """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product."""
+def accept_many(facs, U: np.ndarray, m) -> None:
+    """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product.
+
+    ``m``: the rows each update adds (one number for all, or one per factor).
+    """
     Rn = np.triu(np.matmul(U, np.stack([f.R for f in facs])))
-    for f, R in zip(facs, Rn):
-        f._accepted(R, m)
+    ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
+    for f, R, k in zip(facs, Rn, ms):
+        f._accepted(R, int(k))
+
+
+def whitened_update_many(facs, C: np.ndarray, m) -> list:
+    """Tier 1 of :meth:`Factor.update` for several factors from their rows' Gram matrices C (stacked, symmetric).
+
+    Per factor the arithmetic of the single update — G = R⁻ᵀCR⁻¹, I + G = UᵀU,
+    R ← UR — with the d x d steps as stacked operations.  Returns the indices
+    (into ``facs``) whose update was refused (trace(G) > FAST_TRACE_MAX, an
+    overflow, or a failed Cholesky factorisation); those factors are untouched.
+    ``m``: the rows behind each C (one number, or one per factor).
+    """
+    if not facs:
+        return []
+    d = facs[0].dim
+    ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
+    Rinv = rinv_many(facs)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
+        G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
+        G = 0.5 * (G + G.transpose(0, 2, 1))
+        tr = np.trace(G, axis1=1, axis2=2)
+    good = np.flatnonzero(tr <= FAST_TRACE_MAX)
+    refused = [int(i) for i in np.flatnonzero(~(tr <= FAST_TRACE_MAX))]
+    if good.size == 0:
+        return refused
+    G = G[good]
+    G[:, np.arange(d), np.arange(d)] += 1.0
+    try:
+        with blas_threads(1):
+            L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
+    except np.linalg.LinAlgError:
+        return sorted(refused + [int(i) for i in good])
+    accept_many([facs[i] for i in good], L.transpose(0, 2, 1), ms[good])
+    return refused
 
 
 def rinv_many(facs) -> np.ndarray:

@@ -31,7 +31,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_bounds", "split_run", "parts_for"]
+__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_bounds", "split_run", "parts_for",
+           "parallel_threads", "parallel_region", "one_blas_thread"]
 
 _LIBS = None
 _USER_THREADS = None
@@ -156,8 +157,10 @@ def set_num_threads(n: int | None) -> int:
 
 
 def _reset_after_fork():  # pragma: no cover - runs in forked children
-    global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS  # noqa: PLW0603
+    global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS, _PAR_FORKED, _PAR_LOCK  # noqa: PLW0603
     _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS = None, 0, None, None
+    _PAR_FORKED = _PAR_FORKED or _PAR_USED
+    _PAR_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -217,3 +220,99 @@ def _guarded(fn, a, b):
         return fn(a, b)
     finally:
         _LOCAL.busy = prev
+
+
+# -- numba's threads ----------------------------------------------------------------------------------------------
+# A few kernels (``jit(parallel=True)`` in streamlev._kernels) split the heads of a block over numba's threads:
+# handing work to a Python thread costs 60-75 µs here (a lock or queue round trip), numba's parallel launch
+# 1.6 µs, which matters for blocks that take a few hundred µs.  Three rules keep this safe:
+#
+# * one launch at a time (a process-wide lock): numba's ``workqueue`` layer (used when neither TBB nor OpenMP is
+#   available) aborts the process on concurrent launches, and concurrent launches would oversubscribe the cores
+#   anyway;
+# * never in a forked child of a process that has launched: GNU OpenMP cannot run there (numba then terminates
+#   the child), so such children use the kernels' serial twins;
+# * as many threads as :func:`get_num_threads` says (at most numba's own limit), so ``STREAMLEV_NUM_THREADS``,
+#   ``OMP_NUM_THREADS`` and Dask's one-thread workers are respected.
+_PAR_LOCK = threading.Lock()
+_PAR_USED = False  # this process has launched a parallel kernel
+_PAR_FORKED = False  # forked from a process that had: parallel kernels are off
+
+
+def parallel_threads() -> int:
+    """Threads a parallel kernel may use now: 1 means "call the serial twin"."""
+    if _PAR_FORKED:
+        return 1
+    import numba  # noqa: PLC0415
+
+    return max(1, min(get_num_threads(), int(numba.config.NUMBA_NUM_THREADS)))
+
+
+class one_blas_thread:  # noqa: N801 - used like a function
+    """Limit one BLAS library (a threadpoolctl controller) to one thread; ``None``: every library.
+
+    Two ctypes calls each way (~1.5 µs) where :class:`blas_threads` over all
+    libraries costs ~7 µs — it runs once per multi-head block.
+    """
+
+    __slots__ = ("lib", "_saved", "_all")
+
+    def __init__(self, lib):
+        self.lib = lib
+        self._saved = None
+        self._all = blas_threads(1) if lib is None else None
+
+    def __enter__(self):
+        if self._all is not None:
+            self._all.__enter__()
+            return self
+        cur = self.lib.get_num_threads()
+        if cur != 1:
+            self.lib.set_num_threads(1)
+            self._saved = cur
+        return self
+
+    def __exit__(self, *exc):
+        if self._all is not None:
+            return self._all.__exit__(*exc)
+        if self._saved is not None:
+            self.lib.set_num_threads(self._saved)
+            self._saved = None
+        return False
+
+
+class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n): kernel(...)``
+    """Context for one launch of a parallel numba kernel on ``n`` threads (see the rules above).
+
+    Also limits BLAS — the library ``lib`` (a threadpoolctl controller) the
+    kernel calls, or every library — to one thread for its duration: the
+    kernels call BLAS from numba's threads.
+    """
+
+    __slots__ = ("n", "_blas")
+
+    def __init__(self, n: int, lib=None):
+        self.n = int(n)
+        self._blas = one_blas_thread(lib)
+
+    def __enter__(self):
+        global _PAR_USED  # noqa: PLW0603
+        import numba  # noqa: PLC0415
+
+        _PAR_LOCK.acquire()
+        try:
+            if numba.get_num_threads() != self.n:
+                numba.set_num_threads(self.n)
+            _PAR_USED = True
+            self._blas.__enter__()
+        except BaseException:
+            _PAR_LOCK.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self._blas.__exit__(*exc)
+        finally:
+            _PAR_LOCK.release()
+        return False

@@ -38,7 +38,7 @@ import numbers
 import numpy as np
 
 from . import serialize
-from ._factor import Factor, admit, blas_threads, qr_r, whiten
+from ._factor import Factor, admit, admit_threshold, qr_r, whiten
 from ._validate import as_block, check_dim, check_eps, check_positive_int, check_ridge
 
 __all__ = ["MultiHeadLeverage", "OnlineLeverage"]
@@ -497,6 +497,17 @@ class OnlineLeverage:
             self._ranges.tracked = False
         self._next_id = max(self._next_id, int(ids[-1] if consecutive else ids.max()) + 1)
 
+    def _record_run(self, start: int, stop: int) -> None:
+        """:meth:`_record_ids` of the consecutive ids start..stop-1, without an id array when they run on."""
+        iv = self._ranges.iv
+        if iv.shape[0] and start == iv[-1, 1] and self._ranges.iv.shape[0] <= _IdRanges.MAX:
+            iv = iv.copy()
+            iv[-1, 1] = stop
+            self._ranges.iv = iv
+            self._next_id = max(self._next_id, stop)
+        else:
+            self._record_ids(np.arange(start, stop, dtype=np.int64), consecutive=True)
+
     def update_scores(self, X, ids=None) -> np.ndarray:
         """Feed a block and return the online ridge leverage scores of its rows.
 
@@ -710,6 +721,101 @@ def _restore(data):
     return OnlineLeverage.from_bytes(data)
 
 
+#: Blocks of at least this many rows per head take MultiHeadLeverage._accumulate; smaller ones are copied to the
+#: shared row buffer (the kernel's fixed cost, ~3 µs per head for the d x d sums and a BLAS call, is not worth it
+#: for a few rows).
+_ACC_MIN_ROWS = 64
+#: MultiHeadLeverage updates its factors early, so that its screening bounds stay fresh, once this many rows
+#: (over all heads) were admitted since the last update and the rows waiting are at least 1/8 of the factor's:
+#: an admitted row costs a copy and an exact score later (~1-2 µs), an update of 12 factors with fresh bounds
+#: a few ms.
+_ADMITTED_FLUSH = 4096
+_ADMITTED_FLUSH_FRACTION = 8
+#: Blocks of at least this many entries (H·m·d) run the multi-head kernel on numba's threads; smaller ones
+#: serially (a 12-head block of one row each costs less than a thread hand-off).
+_PARALLEL_MIN_ENTRIES = 1 << 14
+
+
+class _LazyKernels:
+    """The compiled kernels and thread helpers _GramSums calls, imported at first use (numba loads then)."""
+
+    def __getattr__(self, name):
+        from . import _kernels, _threads  # noqa: PLC0415
+
+        for mod in (_kernels, _threads):
+            if hasattr(mod, name):
+                value = getattr(mod, name)
+                setattr(self, name, value)
+                return value
+        raise AttributeError(name)
+
+
+_k = _LazyKernels()
+
+
+class _GramSums:
+    """Per-head running sums of the Gram matrices of rows not yet in the factors (MultiHeadLeverage).
+
+    Each sum is kept as hi + lo (upper triangles) by compensated summation
+    (:func:`streamlev._kernels.heads_screen_gram`), so however many blocks it
+    holds it is within a few units in the last place of the exact sum of the
+    blocks' Gram matrices.  ``rows`` counts the rows behind each sum, ``tr`` its
+    whitened trace against the factor it will be added to.
+    """
+
+    def __init__(self, heads: int, dim: int):
+        from ._kernels import syrk_args  # noqa: PLC0415
+
+        self.hi = np.zeros((heads, dim, dim))
+        self.lo = np.zeros((heads, dim, dim))
+        self.C = np.zeros((heads, dim, dim))  # recent blocks, plain sums (joined to hi + lo every 16 blocks)
+        self.nrec = np.zeros(heads, dtype=np.int64)
+        self.T = np.zeros((heads, dim, dim))  # scratch: a block's Gram matrices when taken apart
+        self.rows = np.zeros(heads, dtype=np.int64)
+        self.tr = np.zeros(heads)
+        self.took = np.zeros(heads, dtype=bool)
+        self.admitted = 0  # rows admitted (over all heads) since the sums were last emptied
+        self.keep = np.zeros((heads, 0), dtype=bool)
+        self.cargs = syrk_args()
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.hi.nbytes + self.lo.nbytes + self.C.nbytes + self.T.nbytes + self.keep.nbytes)
+
+    def add(self, syrk, X, thr, state):
+        """Screen and add a block (H, m, d); see :func:`streamlev._kernels.heads_screen_gram` for the result.
+
+        ``syrk``: what :func:`streamlev._kernels.blas_syrk` returns.
+        """
+        dinv, up, W, limit, budget = state[:5]
+        m = X.shape[1]
+        if self.keep.shape[1] < m:
+            self.keep = np.zeros((X.shape[0], max(m, 2 * self.keep.shape[1])), dtype=bool)
+        fn, lib = syrk
+        args = (fn, X, dinv, up, thr, W, budget, self.tr, self.hi, self.lo, self.C, self.nrec, self.T,
+                self.keep[:, :m], self.took, self.rows, limit, self.cargs)
+        threads = _k.parallel_threads() if X.size >= _PARALLEL_MIN_ENTRIES else 1
+        if threads > 1:
+            with _k.parallel_region(threads, lib):
+                return _k.heads_screen_gram(*args)
+        with _k.one_blas_thread(lib):
+            return _k.heads_screen_gram_serial(*args)
+
+    def grams(self, heads) -> np.ndarray:
+        """The full symmetric sums of ``heads``, stacked."""
+        U = np.triu(self.hi[heads] + (self.lo[heads] + self.C[heads]))
+        return U + np.triu(U, 1).transpose(0, 2, 1)
+
+    def clear(self, heads) -> None:
+        self.admitted = 0
+        self.hi[heads] = 0.0
+        self.lo[heads] = 0.0
+        self.C[heads] = 0.0
+        self.nrec[heads] = 0
+        self.rows[heads] = 0
+        self.tr[heads] = 0.0
+
+
 class MultiHeadLeverage:
     """H independent key streams (e.g. the heads of one attention layer) in one sketch.
 
@@ -757,11 +863,15 @@ class MultiHeadLeverage:
         self._mtail = None  # [(H, rows, dim) keys, ids, rows used]: candidates every head keeps (_append_all)
         self._pcap = first._pcap
         self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
+        self._sums = None  # _GramSums: Gram matrices of rows added to no factor yet (see _accumulate)
+        self._kstate = None  # what _accumulate needs of the factors' current state (None: stale)
+        self._thr = admit_threshold(self.eps)
+        self._fresh = False  # the next kernel state takes bounds at the factors' current state
 
     @property
     def n_seen(self) -> int:
         """Rows fed per head."""
-        return self._heads[0].n_seen + self._npend
+        return self._heads[0].n_seen + self._npend + (0 if self._sums is None else int(self._sums.rows[0]))
 
     @property
     def n_candidates(self) -> np.ndarray:
@@ -772,6 +882,8 @@ class MultiHeadLeverage:
     def nbytes(self) -> int:
         """Bytes held by all heads (and the shared buffer of small blocks)."""
         pend = 0 if self._pend is None else self._pend.nbytes
+        if self._sums is not None:
+            pend += self._sums.nbytes
         if self._mtail is not None:
             pend += self._mtail[0].nbytes + self._mtail[1].nbytes
         return int(sum(h.nbytes for h in self._heads) + pend)
@@ -799,6 +911,8 @@ class MultiHeadLeverage:
 
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] == self.heads:
             X = X[:, None, :]
+        if self._accumulate(X, ids):
+            return self
         lead = self._heads[0]
         consecutive = ids is None
         staged = self._stage(X, ids)
@@ -819,12 +933,22 @@ class MultiHeadLeverage:
             B = np.ascontiguousarray(B)
             keep = self._screen(B)
         lead._record_ids(ids, consecutive=consecutive)  # the other heads' id ranges follow in _sync
+        fed = self._keep_rows(B, ids, keep)
+        if staged is not None:  # the rows are already in the shared buffer
+            self._count_pending(m, big)
+        else:
+            self._push(B, big)
+        self._evict_due_heads(fed)
+        return self
+
+    def _keep_rows(self, B, ids, keep):
+        """Store the admitted rows (mask ``keep`` (H, m)) as candidates; return the heads that gained some."""
         any_h = keep.any(axis=1)
         full = keep.all(axis=1)
         fed = np.flatnonzero(any_h)
         if full.all():  # every head keeps every row (short streams, decoding): one stacked copy
             self._append_all(B, ids)
-        else:
+        elif fed.size:
             self._seal_all()
             for h in fed:
                 sk = self._heads[h]
@@ -833,16 +957,157 @@ class MultiHeadLeverage:
                 else:
                     kh = keep[h]
                     sk._append(B[h, kh], ids[kh], copy=False)
-        if staged is not None:  # the rows are already in the shared buffer
-            self._count_pending(m, big)
-        else:
-            self._push(B, big)
+        return fed
+
+    def _evict_due_heads(self, fed):
         # Only heads that gained candidates can have come due (a flush only raises the rank).
         due = {int(h) for h in fed if self._heads[h]._evict_due()}
         if due:  # evictions score against every row fed
             self._flush_all()
             self._each_head(lambda h, sk: sk._evict() if h in due else None)
-        return self
+
+    # -- the usual block: screened, its Gram matrices added to running sums, no copy ----------------------
+    def _kernel_state(self):
+        """What :meth:`_accumulate` needs of the factors' current state, or None when it does not apply.
+
+        It applies when every head's factor is in the tier-1 regime of
+        :meth:`streamlev._factor.Factor.update` (nonsingular, column-normalised
+        condition number <= GRAM_COND_MAX, squares safe) — which also means every
+        head has a screening bound — and no head holds rows of its own buffer.
+        Recomputed after every change of a factor.
+        """
+        if self._kstate is None:
+            from ._factor import FAST_TRACE_MAX, bounds_many, fast_ok_many, rinv_many  # noqa: PLC0415
+
+            facs = [sk._factor for sk in self._heads]
+            fast_ok_many(facs)
+            if not all(f.gram_tier(0.0) for f in facs) or any(sk._npend for sk in self._heads):
+                self._kstate = False
+                return None
+            bounds = bounds_many(facs, fresh=self._fresh)
+            self._fresh = False
+            if any(b is None for b in bounds):  # pragma: no cover - tier 1 (cond <= 1e3) implies a bound
+                self._kstate = False
+                return None
+            dinv = np.stack([b.dinv for b in bounds])
+            up = np.array([b.up for b in bounds])
+            Rinv = rinv_many(facs)
+            M = np.matmul(Rinv, Rinv.transpose(0, 2, 1))  # (RᵀR)⁻¹: ⟨M, BᵀB⟩ = Σ ‖b R⁻¹‖² = trace(G)
+            W = 2.0 * np.triu(M)  # weights of the upper triangle of BᵀB (its lower triangle is not formed)
+            W -= M * np.eye(self.dim)
+            limit = np.array([f.fast_rows() for f in facs], dtype=np.int64)
+            self._kstate = (dinv, up, W, limit, FAST_TRACE_MAX, np.array([f.n for f in facs]))
+        return self._kstate or None
+
+    def _changed(self):
+        """Forget everything derived from the factors' state (call after any of them changed)."""
+        self._bounds = None
+        self._kstate = None
+
+    def _accumulate(self, X, ids) -> bool:
+        """Take a float block (H, m, dim) without copying it, if the factors' state allows; True when done.
+
+        One kernel (:func:`streamlev._kernels.heads_screen_gram`, the heads
+        split over numba's threads) screens every row against its head's bound
+        and forms each head's Gram matrix BᵀB (BLAS dsyrk, float64) straight
+        from the caller's array; the Gram matrices are added to per-head running
+        sums with compensated summation (:class:`_GramSums`), and the factors
+        take them in one whitened update (tier 1 of
+        :meth:`streamlev._factor.Factor.update`) once the rows grew by half or
+        their whitened trace reached FAST_TRACE_MAX/2.  The trace is tracked
+        exactly as ⟨(RᵀR)⁻¹, BᵀB⟩, so that update's Cholesky factor has
+        condition number <= 1 + FAST_TRACE_MAX, as in a per-block update.
+        A block whose own trace exceeds the budget (new directions) goes to its
+        head's Householder path, rows in hand.  Nothing is committed before the
+        whole block is known to be finite with safe squares; otherwise (and
+        for other input) the general path handles the block and names any
+        problem.
+        """
+        if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype in (np.float64, np.float32)
+                and X.shape[0] == self.heads and X.shape[2] == self.dim and X.shape[1] >= _ACC_MIN_ROWS):
+            return False
+        state = self._kstate if self._kstate is not None else self._kernel_state()
+        if not state:
+            return False
+        from ._kernels import blas_syrk  # noqa: PLC0415
+
+        syrk = blas_syrk()
+        if syrk is None:  # pragma: no cover - no BLAS dsyrk reachable through ctypes
+            return False
+        lead = self._heads[0]
+        m = X.shape[1]
+        if ids is not None:
+            ids = lead._check_ids(ids, m)  # refuses bad ids before anything changes
+        elif lead._next_id + m > _ID_MAX:
+            return False  # the general path says why
+        sums = self._sums if self._sums is not None else _GramSums(self.heads, self.dim)
+        done, kept, refused, due = sums.add(syrk, X, self._thr, state)
+        if not done:
+            return False  # a NaN/inf or an unsafe magnitude: nothing was added; the general path takes it
+        self._sums = sums
+        if ids is None:
+            start = lead._next_id
+            lead._record_run(start, start + m)
+            ids = np.arange(start, start + m, dtype=np.int64) if kept else None
+        else:
+            lead._record_ids(ids)
+        fed = self._keep_rows(X, ids, sums.keep[:, :m]) if kept else ()
+        if refused:
+            for h in np.flatnonzero(~sums.took):  # the block would pass this head's trace budget
+                self._flush_sums([h])
+                if not self._resum(h, m):
+                    self._heads[h]._factor.update(X[h])  # new directions: Householder, rows in hand
+                self._changed()
+        if kept:
+            sums.admitted += kept
+        if due:
+            self._flush_sums()  # all heads at once: one stacked update (the heads fill up at similar rates)
+        elif (sums.admitted >= _ADMITTED_FLUSH and np.all(sums.rows * _ADMITTED_FLUSH_FRACTION >= state[5])
+              and np.all(state[5] * self.eps >= self.dim)):
+            # Past the first rank/eps rows (before, nearly every row is in the universal set of the rows so
+            # far), many rows passing the bound mean that it is stale: update the factors and bound early
+            # rather than store and later score them all.
+            self._flush_sums()
+            self._fresh = True
+        if kept:
+            self._evict_due_heads(fed)
+        return True
+
+    def _resum(self, h, m) -> bool:
+        """Start head h's empty running sum with the block's Gram matrix (still in the scratch), if in budget."""
+        state = self._kernel_state()
+        if state is None:
+            return False
+        from ._kernels import gram_sum_one  # noqa: PLC0415
+
+        sums = self._sums
+        if not gram_sum_one(sums.T[h], state[2][h], state[4], sums.hi[h], sums.lo[h], sums.tr[h:h + 1]):
+            return False
+        sums.rows[h] += m
+        return True
+
+    def _flush_sums(self, heads=None):
+        """Add the running Gram sums of ``heads`` (default: all) to their factors, all in one stacked update.
+
+        A refused update (not expected: the trace is kept below FAST_TRACE_MAX)
+        falls back to :meth:`streamlev._factor.Factor.absorb_gram`.
+        """
+        sums = self._sums
+        if sums is None:
+            return
+        todo = [int(h) for h in (range(self.heads) if heads is None else heads) if sums.rows[h]]
+        if not todo:
+            return
+        from ._factor import whitened_update_many  # noqa: PLC0415
+
+        facs = [self._heads[h]._factor for h in todo]
+        C = sums.grams(todo)
+        rows = sums.rows[todo].copy()
+        for i in whitened_update_many(facs, C, rows):
+            facs[i].absorb_gram(C[i], int(rows[i]))
+        sums.clear(todo)
+        self._changed()
+
 
     # -- candidates every head keeps ---------------------------------------------------------------
     def _append_all(self, B, ids):
@@ -955,7 +1220,7 @@ class MultiHeadLeverage:
         if m >= self._pcap:
             self._flush_all()
             self._each_head(lambda h, sk: sk._push(B[h], big))
-            self._bounds = None
+            self._changed()
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush_all()
@@ -985,6 +1250,7 @@ class MultiHeadLeverage:
         """
         self._sync()
         self._seal_all()
+        self._flush_sums()
         n = self._npend
         if n:
             self._npend = 0
@@ -995,12 +1261,12 @@ class MultiHeadLeverage:
             todo = self._batched_update(pend, n, big)
             if todo:
                 self._each_head(lambda h, sk: sk._factor.update(pend[h, :n], big) if h in todo else None)
-            self._bounds = None
+            self._changed()
         else:
             for sk in self._heads:
                 if sk._npend:  # rows fed to a head directly through head(h)
                     self._each_head(lambda h, sk: sk._flush())
-                    self._bounds = None
+                    self._changed()
                     break
 
     def _batched_update(self, pend, n, big) -> set:
@@ -1008,13 +1274,13 @@ class MultiHeadLeverage:
 
         Per head the same arithmetic as the single-head update — C = BᵀB
         (heads split over threads), G = R⁻ᵀCR⁻¹, I + G = UᵀU, R ← UR — with
-        the d x d steps as stacked (H, d, d) operations, so one flush costs a
-        handful of numpy calls instead of a few dozen per head.  Heads whose
-        factor is not in the tier-1 regime, whose buffer is large compared
-        with their rows, or whose update is refused (trace or Cholesky test)
-        are returned and updated one by one.
+        the d x d steps as stacked operations, so one flush costs a handful of
+        numpy calls instead of a few dozen per head.  Heads whose factor is not
+        in the tier-1 regime, whose buffer is large compared with their rows,
+        or whose update is refused (trace or Cholesky test) are returned and
+        updated one by one.
         """
-        from ._factor import FAST_TRACE_MAX, accept_many, fast_ok_many, gram, rinv_many  # noqa: PLC0415
+        from ._factor import fast_ok_many, gram, whitened_update_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
@@ -1028,24 +1294,8 @@ class MultiHeadLeverage:
             return [gram(pend[ok[i], :n]) for i in range(a, b)]
 
         C = np.stack([c for part in split_run(grams, len(ok), parts_for(len(ok), 1)) for c in part])
-        Rinv = rinv_many([facs[h] for h in ok])
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
-            G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
-            G = 0.5 * (G + G.transpose(0, 2, 1))
-            tr = np.trace(G, axis1=1, axis2=2)
-        good = np.flatnonzero(tr <= FAST_TRACE_MAX)
-        rest |= {ok[i] for i in np.flatnonzero(~(tr <= FAST_TRACE_MAX))}
-        if good.size == 0:
-            return rest
-        G = G[good]
-        G[:, np.arange(self.dim), np.arange(self.dim)] += 1.0
-        try:
-            with blas_threads(1):
-                L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
-        except np.linalg.LinAlgError:
-            return rest | {ok[i] for i in good}
-        accept_many([facs[ok[i]] for i in good], L.transpose(0, 2, 1), n)
-        return rest
+        refused = whitened_update_many([facs[h] for h in ok], C, n)
+        return rest | {ok[i] for i in refused}
 
     def _each_head(self, fn):
         """``[fn(h, head_sketch) for every head]``, in order, on the calling thread.
@@ -1086,7 +1336,7 @@ class MultiHeadLeverage:
         other._flush_all()  # a no-op for other's rows and answers
         for a, b in zip(self._heads, other._heads):
             a.merge(b)
-        self._bounds = None
+        self._changed()
         return self
 
     def to_bytes(self) -> bytes:

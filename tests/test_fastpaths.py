@@ -481,3 +481,292 @@ def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
     assert seen["staged"] > staged
     for h in range(H):
         np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], eps))
+
+
+# -- multi-head blocks taken without a copy: one kernel screens them and adds their Gram matrices -----------
+def _kernel_args(X, rng, budget=1e300, W=None):
+    """Arguments for heads_screen_gram on a block X (H, m, d): random positive scalings and bounds."""
+    from streamlev import _kernels as K
+
+    H, m, d = X.shape
+    dinv = rng.random((H, d)) + 0.5
+    up = rng.random(H) * 0.01
+    if W is None:
+        W = np.zeros((H, d, d))
+    return dict(syrk=K.blas_syrk()[0], X=X, dinv=dinv, up=up, thr=0.003, W=W, budget=budget,
+                acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
+                nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
+                took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 10**9),
+                cargs=K.syrk_args())
+
+
+def _run_kernel(args, parallel):
+    from streamlev import _kernels as K
+    from streamlev._threads import one_blas_thread, parallel_region
+
+    fn = K.heads_screen_gram if parallel else K.heads_screen_gram_serial
+    with parallel_region(2) if parallel else one_blas_thread(None):
+        return fn(*args.values())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "head-view", "token-major", "reversed-columns", "float32"])
+def test_heads_screen_gram_against_numpy(layout):
+    rng = np.random.default_rng(31)
+    H, m, d = 5, 137, 11
+    base = rng.standard_normal((H, 3 * m, d)) * np.logspace(-3, 3, d)
+    X = {"contiguous": np.ascontiguousarray(base[:, :m]),
+         "head-view": base[:, m:2 * m],
+         "token-major": np.ascontiguousarray(base[:, :m].transpose(1, 0, 2)).transpose(1, 0, 2),
+         "reversed-columns": np.ascontiguousarray(base[:, :m, ::-1])[:, :, ::-1],
+         "float32": base[:, :m].astype(np.float32)}[layout]
+    X64 = X.astype(np.float64)
+    out = {}
+    for parallel in (False, True):
+        args = _kernel_args(X, np.random.default_rng(5))
+        for _ in range(20):  # 20 blocks: the recent sums join hi + lo after 16
+            done, kept, refused, due = _run_kernel(args, parallel)
+            assert (done, refused, due) == (1, 0, 0)
+        u = np.sum((X64 * args["dinv"][:, None, :]) ** 2, axis=2) * args["up"][:, None]
+        np.testing.assert_array_equal(args["keep"], u >= args["thr"])
+        assert kept == int(np.sum(u >= args["thr"]))
+        np.testing.assert_allclose(args["acc_tr"], 20 * u.sum(axis=1), rtol=1e-12)
+        assert np.all(args["rows"] == 20 * m) and args["took"].all()
+        total = args["hi"] + (args["lo"] + args["C"])
+        for h in range(H):
+            ref = 20 * (X64[h].T @ X64[h])
+            scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+            assert np.all(np.abs(np.triu(total[h] - ref)) <= 1e-13 * scale)
+            assert np.all(np.tril(total[h], -1) == 0) and np.all(np.tril(args["C"][h], -1) == 0)
+        out[parallel] = [args[k].copy() for k in ("hi", "lo", "C", "keep", "acc_tr")]
+    for a, b in zip(out[False], out[True]):  # each head is one thread's work: the same bits either way
+        np.testing.assert_array_equal(a, b)
+
+
+def test_heads_screen_gram_exact_trace_when_the_bound_is_loose_and_refusals():
+    rng = np.random.default_rng(32)
+    H, m, d = 4, 40, 6
+    X = rng.standard_normal((H, m, d))
+    A = rng.standard_normal((H, d, d))
+    M = np.linalg.inv(A @ A.transpose(0, 2, 1) + d * np.eye(d))
+    M = 0.5 * (M + M.transpose(0, 2, 1))
+    W = 2 * np.triu(M) - M * np.eye(d)
+    exact = np.array([np.trace(M[h] @ X[h].T @ X[h]) for h in range(H)])
+    args = _kernel_args(X, rng, budget=0.0, W=W)
+    args["up"][:] = 1.0  # the bounds' sum exceeds the budget: the exact trace decides
+    args["budget"] = float(np.sort(exact)[1]) * 1.000001  # two heads within, two beyond
+    done, kept, refused, due = _run_kernel(args, True)
+    assert done == 1 and refused == 2
+    np.testing.assert_array_equal(args["took"], exact <= args["budget"])
+    np.testing.assert_allclose(args["acc_tr"], np.where(args["took"], exact, 0.0), rtol=1e-12)
+    for h in range(H):  # the block's Gram matrix is in T for every head, added only where taken
+        np.testing.assert_allclose(np.triu(args["T"][h]), np.triu(X[h].T @ X[h]), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(args["hi"][h], args["T"][h] if args["took"][h] else 0.0, rtol=0, atol=0)
+    before = {k: v.copy() for k, v in args.items() if isinstance(v, np.ndarray)}
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[3, 17, 2] = bad
+        args["X"] = Y
+        assert _run_kernel(args, True) == (0, 0, 0, 0)
+        for k, v in before.items():
+            if k not in ("X", "keep", "T"):  # keep and T are scratch
+                np.testing.assert_array_equal(args[k], v, err_msg=k)
+
+
+def _spy_accumulate(monkeypatch):
+    from streamlev.online import MultiHeadLeverage
+
+    seen = {"kernel": 0, "other": 0}
+    orig = MultiHeadLeverage._accumulate
+
+    def spy(self, X, ids):
+        done = orig(self, X, ids)
+        seen["kernel" if done else "other"] += 1
+        return done
+
+    monkeypatch.setattr(MultiHeadLeverage, "_accumulate", spy)
+    return seen
+
+
+def _tier1_heads(rng, n, d):
+    base = rng.standard_normal((n, d))
+    return np.stack([
+        base,
+        rng.standard_normal((n, d)) * np.logspace(-5, 5, d),                     # outlier channels
+        base @ (rng.standard_normal((d, d)) + 3 * np.eye(d)),                     # correlated channels
+        rng.standard_t(3, size=(n, d)),                                          # heavy-tailed rows
+    ])
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_multihead_kernel_path_matches_the_oracle(monkeypatch, threads, nthreads):
+    """Blocks of 64+ rows go through the kernel once the factors are well conditioned; sets as the oracle's."""
+    threads.set_num_threads(nthreads)
+    seen = _spy_accumulate(monkeypatch)
+    rng = np.random.default_rng(33)
+    n, d, eps = 30_000, 8, 0.002
+    KH = _tier1_heads(rng, n, d)
+    KH[1, 20_000] *= 1e4      # a row far outside the span in one head: over its trace budget, Householder
+    KH[3, 25_000:25_100] = 0  # zero rows
+    H = KH.shape[0]
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    a = 0
+    for s in rng.integers(64, 900, size=400):
+        mh.update(KH[:, a:a + s])
+        a += s
+        if a >= n:
+            break
+    a = min(a, n)
+    assert seen["kernel"] > 10 * seen["other"]
+    assert mh.n_seen == a
+    sets = mh.universal_set()
+    for h in range(H):
+        naive.assert_set_matches(sets[h], naive.leverage(KH[h, :a]), eps)
+    assert 20_000 in sets[1]
+
+
+def test_multihead_kernel_path_bytes_do_not_depend_on_layout_threads_or_restores(monkeypatch, threads):
+    seen = _spy_accumulate(monkeypatch)
+    rng = np.random.default_rng(34)
+    n, d, eps = 12_000, 8, 0.005
+    KH = _tier1_heads(rng, n, d)
+    layouts = {
+        "views": lambda X: X,
+        "contiguous": np.ascontiguousarray,
+        "token-major": lambda X: np.ascontiguousarray(X.transpose(1, 0, 2)).transpose(1, 0, 2),
+        "reversed-columns": lambda X: np.ascontiguousarray(X[:, :, ::-1])[:, :, ::-1],
+    }
+    out = {}
+    for nthreads in (1, 2):
+        threads.set_num_threads(nthreads)
+        for name, lay in layouts.items():
+            mh = sl.MultiHeadLeverage(KH.shape[0], d, eps)
+            for a in range(0, n, 200):
+                mh.update(lay(KH[:, a:a + 200]))
+                if a == 6000:  # serialise mid-stream: the restored sketch continues identically
+                    mh = sl.MultiHeadLeverage.from_bytes(mh.to_bytes())
+            out[name, nthreads] = mh.to_bytes()
+    assert seen["kernel"] > 3 * seen["other"]
+    assert len(set(out.values())) == 1
+    sets = sl.MultiHeadLeverage.from_bytes(out["views", 1]).universal_set()
+    for h in range(KH.shape[0]):
+        naive.assert_set_matches(sets[h], naive.leverage(KH[h]), eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_multihead_kernel_refusals_change_nothing(monkeypatch, dtype):
+    seen = _spy_accumulate(monkeypatch)
+    rng = np.random.default_rng(35)
+    H, n, d, eps = 3, 6000, 6, 0.01
+    KH = rng.standard_normal((H, n, d)).astype(dtype)
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for a in range(0, 4000, 100):
+        mh.update(KH[:, a:a + 100])
+    assert seen["kernel"] > 0
+    before = mh.to_bytes()
+    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (np.inf, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (1e260, r"magnitude 1e\+260")]:
+        if dtype == np.float32 and bad == 1e260:
+            continue
+        X = KH[:, 4000:4100].copy()
+        X[2, 7, 3] = bad
+        X[2, 30, 0] = bad
+        with pytest.raises(ValueError, match=pattern):
+            mh.update(X)
+        assert mh.to_bytes() == before
+    with pytest.raises(ValueError, match="ids within a block must be distinct"):
+        mh.update(KH[:, 4000:4100], ids=np.zeros(100, dtype=int))
+    with pytest.raises(ValueError, match="already fed"):
+        mh.update(KH[:, 4000:4100], ids=np.arange(100))
+    assert mh.to_bytes() == before
+    for a in range(4000, n, 100):
+        mh.update(KH[:, a:a + 100])
+    for h in range(H):
+        naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
+
+
+def test_multihead_kernel_takes_finite_large_keys_through_the_general_path(monkeypatch):
+    """|x| >= 1e100 (squares unsafe for the Gram path) is valid input: handled by the general path, exactly."""
+    seen = _spy_accumulate(monkeypatch)
+    rng = np.random.default_rng(36)
+    H, n, d, eps = 2, 3000, 5, 0.02
+    KH = rng.standard_normal((H, n, d))
+    KH[1, 2500:2600] *= 1e120
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for a in range(0, n, 100):
+        mh.update(KH[:, a:a + 100])
+    assert seen["kernel"] > 0 and seen["other"] > 0
+    for h in range(H):
+        naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
+
+
+def test_absorb_gram_matches_householder():
+    from streamlev._factor import Factor, whitened_update_many
+
+    rng = np.random.default_rng(37)
+    d = 7
+    A = rng.standard_normal((500, d)) * np.logspace(-2, 2, d)
+    B = rng.standard_normal((300, d)) * np.logspace(-2, 2, d)
+    f = Factor(d)
+    f.update(A)
+    f.absorb_gram(B.T @ B, B.shape[0])
+    assert f.n == 800
+    K = np.vstack([A, B])
+    np.testing.assert_allclose(f.scores(K), naive.leverage(K), rtol=1e-10)
+    g = Factor(d)
+    g.update(A)
+    R = g.R.copy()
+    assert whitened_update_many([g], (1e3 * B).T @ (1e3 * B)[None], 300) == [0]  # trace far over 64: refused
+    np.testing.assert_array_equal(g.R, R)
+    assert g.n == 500
+
+
+def test_parallel_kernels_are_off_in_a_forked_child():
+    """GNU OpenMP cannot run in a child forked after it ran: the child uses the serial kernels and gets the oracle."""
+    code = r"""
+import multiprocessing as mp, numpy as np, streamlev as sl
+from streamlev import _threads
+
+def work(q):
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((3, 6000, 8))
+    mh = sl.MultiHeadLeverage(3, 8, 0.01)
+    for a in range(0, 6000, 1000):
+        mh.update(K[:, a:a + 1000])
+    q.put((_threads._PAR_FORKED, [u.tolist() for u in mh.universal_set()]))
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((3, 6000, 8))
+    mh = sl.MultiHeadLeverage(3, 8, 0.01)
+    for a in range(0, 6000, 1000):
+        mh.update(K[:, a:a + 1000])
+    assert _threads._PAR_USED
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=work, args=(q,))
+    p.start()
+    forked, sets = q.get(timeout=120)
+    p.join(60)
+    assert p.exitcode == 0 and forked
+    assert sets == [u.tolist() for u in mh.universal_set()]
+    print("ok")
+"""
+    env = dict(os.environ, STREAMLEV_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+def test_parallel_region_restores_blas_threads():
+    from streamlev._kernels import blas_syrk
+    from streamlev._threads import _blas_libs, parallel_region
+
+    lib = blas_syrk()[1]
+    before = [b.get_num_threads() for b in _blas_libs()]
+    with parallel_region(2, lib):
+        if lib is not None:
+            assert lib.get_num_threads() == 1
+    with parallel_region(2, None):
+        assert all(b.get_num_threads() == 1 for b in _blas_libs())
+    assert [b.get_num_threads() for b in _blas_libs()] == before
