@@ -536,17 +536,19 @@ class Factor:
         Only the undecided rows are gathered (copied), so classifying many
         small parts costs no joined copy of all of them.
         """
+        from ._kernels import classify_rows  # noqa: PLC0415
+
         b = self.bound(fresh=True) if blocks else None
         if b is None:
             return [at_least(self.scores(B), eps) if B.shape[0] else np.zeros(0, dtype=bool) for B in blocks]
+        e = eps * (1.0 - THRESHOLD_RTOL)  # the rule of at_least
         outs, todo = [], []
         for k, B in enumerate(blocks):
-            t = b.sqnorms(B)
-            out = at_least(t * b.lo, eps)
-            und = np.flatnonzero(at_least(t * b.up, eps) & ~out)
-            outs.append(out)
-            if und.size:
-                todo.append((k, und))
+            codes = np.empty(B.shape[0], dtype=np.uint8)
+            n_und = classify_rows(c_float(B), b.dinv, float(b.up), float(b.lo), e, codes)
+            outs.append(codes == 1)
+            if n_und:
+                todo.append((k, np.flatnonzero(codes == 2)))
         if todo:
             rows = [blocks[k][und] for k, und in todo]
             hit = at_least(self.scores(rows[0] if len(rows) == 1 else np.concatenate(rows)), eps)

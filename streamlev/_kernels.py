@@ -25,7 +25,8 @@ import numpy as np
 
 __all__ = ["jit", "colnorms_batched", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms",
            "scaled_row_sqnorms_batched", "scan_block", "scan_screen_rows", "blas_syrk", "syrk_args",
-           "heads_screen_gram", "heads_screen_gram_serial", "gram_sum_one"]
+           "heads_screen_gram", "heads_screen_gram_serial", "gram_sum_one", "classify_rows",
+           "compact_rows"]
 
 
 def jit(signature=None, *, reassoc: bool = False, parallel: bool = False):
@@ -149,6 +150,47 @@ def scaled_row_sqnorms_batched(B, dinv):  # pragma: no cover - compiled
                 s += v * v
             out[h, i] = s
     return out
+
+
+@jit([numba.int64(_arr(dt, 2, ro), numba.float64[::1], numba.float64, numba.float64, numba.float64,
+                   numba.uint8[::1]) for dt, ro in _KEY_TYPES], reassoc=True)
+def classify_rows(B, dinv, up, lo, e, codes):  # noqa: PLR0917  # pragma: no cover - compiled
+    """Two-sided screening of rows already in a factor: codes[i] = 0 (out), 1 (in) or 2 (undecided).
+
+    With t = ‖b_i ∘ dinv‖² (as :func:`scaled_row_sqnorms`): out when t·up < e,
+    in when t·lo >= e, undecided otherwise; returns the number undecided.  One
+    pass instead of a norm array, two products, two comparisons and a mask
+    in numpy.
+    """
+    m, d = B.shape
+    und = 0
+    for i in range(m):
+        s = 0.0
+        for j in range(d):
+            v = np.float64(B[i, j]) * dinv[j]
+            s += v * v
+        if s * lo >= e:
+            codes[i] = 1
+        elif s * up >= e:
+            codes[i] = 2
+            und += 1
+        else:
+            codes[i] = 0
+    return und
+
+
+@jit([numba.int64(dt[:, ::1], numba.boolean[::1]) for dt in (numba.float64, numba.float32)])
+def compact_rows(A, keep):  # pragma: no cover - compiled
+    """Move the rows of A with keep[i] to the front, in order, in place; return how many there are."""
+    m, d = A.shape
+    k = 0
+    for i in range(m):
+        if keep[i]:
+            if k != i:
+                for j in range(d):
+                    A[k, j] = A[i, j]
+            k += 1
+    return k
 
 
 @jit([numba.types.Tuple((numba.boolean, numba.float64))(numba.float64[::1], numba.float64[::1])])
@@ -389,8 +431,57 @@ def _two_sum_add(hi, lo, T):  # pragma: no cover - compiled
             hi[a, b] = s
 
 
-def _heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took, rows,  # noqa: PLR0917
-                       limit, cargs):
+@jit()
+def _copy_kept(Xh, keeph, tk, tid, start, ids, id0):  # noqa: PLR0917  # pragma: no cover - compiled
+    """Copy the kept rows of one head, in order, to tk[start:], their ids to tid[start:] (ids, or id0 + i)."""
+    k = start
+    for i in range(Xh.shape[0]):
+        if keeph[i]:
+            for j in range(Xh.shape[1]):
+                tk[k, j] = Xh[i, j]
+            tid[k] = ids[i] if ids.shape[0] else id0 + i
+            k += 1
+
+
+@jit()
+def _head_add(syrk, Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, cargs, h):  # noqa: PLR0917  # pragma: no cover
+    """Step 2 of :func:`heads_screen_gram` for head h: True when the head took the block."""
+    if acc_tr[h] + usum <= budget:
+        _syrk_rows(syrk, Xh, Ch, cargs, True)
+        acc_tr[h] += usum
+        nrec[h] += 1
+        if nrec[h] >= 16:
+            _two_sum_add(hi, lo, Ch)
+            Ch[:, :] = 0.0
+            nrec[h] = 0
+        return True
+    _syrk_rows(syrk, Xh, Th, cargs, False)
+    t = _weighted_sum(Wh, Th)
+    if not acc_tr[h] + t <= budget:  # also for a NaN t from an overflow
+        return False
+    _two_sum_add(hi, lo, Th)
+    acc_tr[h] += t
+    return True
+
+
+@jit()
+def _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room):  # noqa: PLR0917  # pragma: no cover
+    """(heads that did not take the block, heads due) after step 2; counts the rows taken and the rows kept."""
+    refused = 0
+    due = 0
+    for h in range(usum.shape[0]):
+        if room:
+            used[h] += kept[h]
+        if took[h]:
+            rows[h] += m
+        refused += not took[h]
+        due += rows[h] >= limit[h] or acc_tr[h] + 2.0 * usum[h] > budget
+    return refused, due
+
+
+@jit(parallel=True)
+def heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took, rows,  # noqa: PLR0917
+                      limit, cargs, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
     """Screen every head's rows of a block and add their Gram matrices to the heads' running sums.
 
     Per head h (``numba.prange``: the heads are split over numba's threads):
@@ -414,43 +505,54 @@ def _heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nre
        so the running sum hi + lo + C stays within a few units in the last place of the exact
        sum (C itself holds at most 16 plain float64 additions per entry).
 
-    Returns (1, rows kept over all heads, heads that did not take the block, heads due) —
-    due once ``rows[h] >= limit[h]`` or two more blocks like this one would pass the budget.
-    T and C have zero lower triangles, and keep them so.
+    The rows each head keeps (``kept[h]`` of them) are copied, while in cache, to the head's
+    candidate tail ``tk[h, used[h]:]`` with their ids (``ids``, or ``id0 + i`` when ``ids`` is
+    empty) and ``used`` advanced — if every head's tail has room for m more rows; otherwise
+    the caller copies them.
+
+    Returns (1 — or 2 when the kept rows were copied to the tails —, rows kept over all heads,
+    heads that did not take the block, heads due): due once ``rows[h] >= limit[h]`` or two more
+    blocks like this one would pass the budget.  T and C have zero lower triangles, and keep
+    them so.
     """
-    H, m, d = X.shape
+    H, m, _d = X.shape
     usum = np.zeros(H)
-    kept = np.zeros(H, dtype=np.int64)
+    room = tk.shape[1] - used.max() >= m  # kept rows go to the tail (committed with the block)
     for h in numba.prange(H):
         usum[h], kept[h] = _screen_rows(X[h], dinv[h], up[h], thr, keep[h])
+        if room and kept[h]:
+            _copy_kept(X[h], keep[h], tk[h], tid[h], used[h], ids, id0)
     for h in range(H):
         if not usum[h] < np.inf:
             return 0, 0, 0, 0
     for h in numba.prange(H):
-        if acc_tr[h] + usum[h] <= budget:
-            _syrk_rows(syrk, X[h], C[h], cargs, True)
-            acc_tr[h] += usum[h]
-            took[h] = True
-            nrec[h] += 1
-            if nrec[h] >= 16:
-                _two_sum_add(hi[h], lo[h], C[h])
-                C[h] = 0.0
-                nrec[h] = 0
-        else:
-            _syrk_rows(syrk, X[h], T[h], cargs, False)
-            t = _weighted_sum(W[h], T[h])
-            took[h] = acc_tr[h] + t <= budget
-            if took[h]:
-                _two_sum_add(hi[h], lo[h], T[h])
-                acc_tr[h] += t
-        if took[h]:
-            rows[h] += m
-    refused = 0
-    due = 0
+        took[h] = _head_add(syrk, X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], cargs, h)
+    refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
+    return 1 + room, kept.sum(), refused, due
+
+
+#: The serial twin of heads_screen_gram (one thread, or a forked child of a process whose OpenMP runtime already
+#: ran, where GNU OpenMP cannot be used; see streamlev._threads.parallel_region).  A function of its own: numba's
+#: disk cache keys compiled code by function, not by the ``parallel`` option, so one Python function compiled
+#: both ways would load one version for both.
+@jit()
+def heads_screen_gram_serial(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took,  # noqa: PLR0917
+                             rows, limit, cargs, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
+    """:func:`heads_screen_gram` on the calling thread alone (same arithmetic, same results)."""
+    H, m, _d = X.shape
+    usum = np.zeros(H)
+    room = tk.shape[1] - used.max() >= m  # kept rows go to the tail (committed with the block)
     for h in range(H):
-        refused += not took[h]
-        due += rows[h] >= limit[h] or acc_tr[h] + 2.0 * usum[h] > budget
-    return 1, kept.sum(), refused, due
+        usum[h], kept[h] = _screen_rows(X[h], dinv[h], up[h], thr, keep[h])
+        if room and kept[h]:
+            _copy_kept(X[h], keep[h], tk[h], tid[h], used[h], ids, id0)
+    for h in range(H):
+        if not usum[h] < np.inf:
+            return 0, 0, 0, 0
+    for h in range(H):
+        took[h] = _head_add(syrk, X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], cargs, h)
+    refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
+    return 1 + room, kept.sum(), refused, due
 
 
 @jit()
@@ -464,7 +566,3 @@ def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no c
     return True
 
 
-#: The same kernel twice: on numba's threads, and serial (one thread, or a forked child of a process whose
-#: OpenMP runtime already ran, where GNU OpenMP cannot be used; see streamlev._threads.parallel_region).
-heads_screen_gram = jit(parallel=True)(_heads_screen_gram)
-heads_screen_gram_serial = jit()(_heads_screen_gram)

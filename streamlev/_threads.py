@@ -287,13 +287,20 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
     Also limits BLAS — the library ``lib`` (a threadpoolctl controller) the
     kernel calls, or every library — to one thread for its duration: the
     kernels call BLAS from numba's threads.
+
+    Iterations are handed out one at a time (numba's parallel chunk size 1,
+    restored afterwards): a thread that is late — numba's worker sleeps between
+    calls, and waking it took tens of µs here — takes fewer heads instead of
+    holding up the call (12 heads of 256 x 64: 245-270 µs per call instead of
+    294-321 µs with numba's default static split).
     """
 
-    __slots__ = ("n", "_blas")
+    __slots__ = ("n", "_blas", "_chunk")
 
     def __init__(self, n: int, lib=None):
         self.n = int(n)
         self._blas = one_blas_thread(lib)
+        self._chunk = None
 
     def __enter__(self):
         global _PAR_USED  # noqa: PLW0603
@@ -303,6 +310,7 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
         try:
             if numba.get_num_threads() != self.n:
                 numba.set_num_threads(self.n)
+            self._chunk = numba.set_parallel_chunksize(1)
             _PAR_USED = True
             self._blas.__enter__()
         except BaseException:
@@ -311,8 +319,11 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
         return self
 
     def __exit__(self, *exc):
+        import numba  # noqa: PLC0415
+
         try:
             self._blas.__exit__(*exc)
+            numba.set_parallel_chunksize(self._chunk)
         finally:
             _PAR_LOCK.release()
         return False

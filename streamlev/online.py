@@ -369,12 +369,20 @@ class OnlineLeverage:
         self._flush()
         self._seal()
         if self._count:
+            from ._kernels import compact_rows  # noqa: PLC0415
+
             masks = self._factor.classify_parts([k for k, _ in self._parts], self.eps)
             parts, kept = [], 0
             for (keys, ids), keep in zip(self._parts, masks):
                 k = int(np.count_nonzero(keep))
                 if k == keys.shape[0]:
                     parts.append((keys, ids))
+                elif k and 4 * k >= keys.shape[0] and keys.flags.writeable and keys.flags.c_contiguous:
+                    # A quarter or more stays: move those rows to the front of the part's own memory (no new
+                    # allocation; the part never holds more than 4x its rows, and never more than before).
+                    # ids may be shared by the heads of a MultiHeadLeverage chunk, so they are filtered.
+                    compact_rows(keys, keep)
+                    parts.append((keys[:k], ids[keep]))
                 elif k:
                     parts.append((keys[keep], ids[keep]))
                 kept += k
@@ -753,6 +761,9 @@ class _LazyKernels:
 _k = _LazyKernels()
 
 
+_NO_IDS = np.zeros(0, dtype=np.int64)
+
+
 class _GramSums:
     """Per-head running sums of the Gram matrices of rows not yet in the factors (MultiHeadLeverage).
 
@@ -774,6 +785,7 @@ class _GramSums:
         self.rows = np.zeros(heads, dtype=np.int64)
         self.tr = np.zeros(heads)
         self.took = np.zeros(heads, dtype=bool)
+        self.kept = np.zeros(heads, dtype=np.int64)  # rows of the last block each head kept
         self.admitted = 0  # rows admitted (over all heads) since the sums were last emptied
         self.keep = np.zeros((heads, 0), dtype=bool)
         self.cargs = syrk_args()
@@ -782,18 +794,22 @@ class _GramSums:
     def nbytes(self) -> int:
         return int(self.hi.nbytes + self.lo.nbytes + self.C.nbytes + self.T.nbytes + self.keep.nbytes)
 
-    def add(self, syrk, X, thr, state):
+    def add(self, syrk, X, thr, state, tail, ids, id0):  # noqa: PLR0917
         """Screen and add a block (H, m, d); see :func:`streamlev._kernels.heads_screen_gram` for the result.
 
-        ``syrk``: what :func:`streamlev._kernels.blas_syrk` returns.
+        ``syrk``: what :func:`streamlev._kernels.blas_syrk` returns; ``tail``:
+        (keys, ids, used) of the candidate tail kept rows are copied to; ``ids``
+        the block's ids or None for id0, id0 + 1, ...
         """
         dinv, up, W, limit, budget = state[:5]
         m = X.shape[1]
         if self.keep.shape[1] < m:
             self.keep = np.zeros((X.shape[0], max(m, 2 * self.keep.shape[1])), dtype=bool)
         fn, lib = syrk
+        tk, tid, used = tail
         args = (fn, X, dinv, up, thr, W, budget, self.tr, self.hi, self.lo, self.C, self.nrec, self.T,
-                self.keep[:, :m], self.took, self.rows, limit, self.cargs)
+                self.keep[:, :m], self.took, self.rows, limit, self.cargs, self.kept, tk, tid, used,
+                _NO_IDS if ids is None else ids, id0)
         threads = _k.parallel_threads() if X.size >= _PARALLEL_MIN_ENTRIES else 1
         if threads > 1:
             with _k.parallel_region(threads, lib):
@@ -861,6 +877,7 @@ class MultiHeadLeverage:
         self._npend = 0
         self._pend_big = 0.0  # largest |entry| of the buffered rows (from validation)
         self._mtail = None  # [(H, rows, dim) keys, ids, rows used]: candidates every head keeps (_append_all)
+        self._ktail = None  # [(H, rows, dim) keys, (H, rows) ids, (H,) used]: rows the kernel copies (_accumulate)
         self._pcap = first._pcap
         self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
         self._sums = None  # _GramSums: Gram matrices of rows added to no factor yet (see _accumulate)
@@ -886,6 +903,8 @@ class MultiHeadLeverage:
             pend += self._sums.nbytes
         if self._mtail is not None:
             pend += self._mtail[0].nbytes + self._mtail[1].nbytes
+        if self._ktail is not None:
+            pend += self._ktail[0].nbytes + self._ktail[1].nbytes
         return int(sum(h.nbytes for h in self._heads) + pend)
 
     def head(self, h: int) -> OnlineLeverage:
@@ -961,10 +980,29 @@ class MultiHeadLeverage:
 
     def _evict_due_heads(self, fed):
         # Only heads that gained candidates can have come due (a flush only raises the rank).
-        due = {int(h) for h in fed if self._heads[h]._evict_due()}
+        due = [int(h) for h in fed if self._heads[h]._evict_due()]
         if due:  # evictions score against every row fed
             self._flush_all()
-            self._each_head(lambda h, sk: sk._evict() if h in due else None)
+            self._evict_heads(due)
+
+    def _evict_heads(self, heads):
+        """Evictions of several heads: their bounds as one stacked SVD, the heads split over the library's threads.
+
+        An eviction is numba kernels (screening, compaction) and BLAS
+        products that release the GIL, so heads run in parallel; each head's
+        own work is that of :meth:`OnlineLeverage._evict`.
+        """
+        from ._factor import bounds_many  # noqa: PLC0415
+        from ._threads import parts_for, split_run  # noqa: PLC0415
+
+        bounds_many([self._heads[h]._factor for h in heads], fresh=True)
+
+        def part(a, b):
+            for h in heads[a:b]:
+                self._heads[h]._evict()
+
+        rows = sum(self._heads[h]._count for h in heads)
+        split_run(part, len(heads), parts_for(len(heads), 1) if rows >= 1 << 16 else 1)
 
     # -- the usual block: screened, its Gram matrices added to running sums, no copy ----------------------
     def _kernel_state(self):
@@ -1041,17 +1079,33 @@ class MultiHeadLeverage:
         elif lead._next_id + m > _ID_MAX:
             return False  # the general path says why
         sums = self._sums if self._sums is not None else _GramSums(self.heads, self.dim)
-        done, kept, refused, due = sums.add(syrk, X, self._thr, state)
+        tail = self._ktail
+        if tail is not None and (tail[0].dtype != X.dtype or tail[0].shape[1] - int(tail[2].max()) < m):
+            self._seal_ktail()
+            tail = None
+        start = lead._next_id
+        done, kept, refused, due = sums.add(syrk, X, self._thr, state, tail or self._no_tail(X.dtype), ids, start)
         if not done:
             return False  # a NaN/inf or an unsafe magnitude: nothing was added; the general path takes it
         self._sums = sums
         if ids is None:
-            start = lead._next_id
             lead._record_run(start, start + m)
-            ids = np.arange(start, start + m, dtype=np.int64) if kept else None
         else:
             lead._record_ids(ids)
-        fed = self._keep_rows(X, ids, sums.keep[:, :m]) if kept else ()
+        fed = ()
+        if kept:
+            fed = np.flatnonzero(sums.kept)
+            if done == 2:  # the kernel copied them to the tail
+                for h in fed:
+                    self._heads[h]._count += int(sums.kept[h])
+            else:
+                if ids is None:
+                    ids = np.arange(start, start + m, dtype=np.int64)
+                self._keep_rows(X, ids, sums.keep[:, :m])
+                cap = candidate_chunk_rows(self.dim, self.eps)
+                if m <= cap // 4:  # rows are being kept: a tail for the next blocks' kept rows
+                    self._ktail = [np.empty((self.heads, cap, self.dim), dtype=X.dtype),
+                                   np.empty((self.heads, cap), dtype=np.int64), np.zeros(self.heads, dtype=np.int64)]
         if refused:
             for h in np.flatnonzero(~sums.took):  # the block would pass this head's trace budget
                 self._flush_sums([h])
@@ -1135,8 +1189,32 @@ class MultiHeadLeverage:
         for sk in self._heads:
             sk._count += m
 
+    def _no_tail(self, dtype):
+        """A candidate tail with no room: the kernel leaves the kept rows to the caller."""
+        return (np.zeros((self.heads, 0, self.dim), dtype=dtype), np.zeros((self.heads, 0), dtype=np.int64),
+                np.zeros(self.heads, dtype=np.int64))
+
+    def _seal_ktail(self):
+        """Hand the kernel's candidate tail to the heads: each gets its kept rows as a part."""
+        tail = self._ktail
+        self._ktail = None
+        if tail is None:
+            return
+        tk, tid, used = tail
+        for h, sk in enumerate(self._heads):
+            k = int(used[h])
+            if not k:
+                continue
+            keys = _right_sized(tk[h], k)
+            sk._seal()
+            dt = sk._storage_dtype(keys)
+            if sk._dtype is None or dt != sk._dtype:
+                sk._dtype = dt
+            sk._parts.append((keys, _right_sized(tid[h], k)))
+
     def _seal_all(self):
-        """Hand the stacked chunk to the heads: each gets its rows as a part (views of one buffer)."""
+        """Hand the stacked chunk (and the kernel's tail) to the heads: each gets its rows as parts."""
+        self._seal_ktail()
         if self._mtail is None:
             return
         buf, ib, used = self._mtail

@@ -497,7 +497,9 @@ def _kernel_args(X, rng, budget=1e300, W=None):
                 acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
                 nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
                 took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 10**9),
-                cargs=K.syrk_args())
+                cargs=K.syrk_args(), kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d), dtype=X.dtype),
+                tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
+                ids=np.zeros(0, dtype=np.int64), id0=0)
 
 
 def _run_kernel(args, parallel):
@@ -568,7 +570,7 @@ def test_heads_screen_gram_exact_trace_when_the_bound_is_loose_and_refusals():
         args["X"] = Y
         assert _run_kernel(args, True) == (0, 0, 0, 0)
         for k, v in before.items():
-            if k not in ("X", "keep", "T"):  # keep and T are scratch
+            if k not in ("X", "keep", "T", "kept"):  # scratch
                 np.testing.assert_array_equal(args[k], v, err_msg=k)
 
 
@@ -770,3 +772,67 @@ def test_parallel_region_restores_blas_threads():
     with parallel_region(2, None):
         assert all(b.get_num_threads() == 1 for b in _blas_libs())
     assert [b.get_num_threads() for b in _blas_libs()] == before
+
+
+def test_heads_screen_gram_copies_kept_rows_to_the_tail():
+    rng = np.random.default_rng(38)
+    H, m, d = 3, 50, 5
+    X = rng.standard_normal((H, m, d))
+    for ids in (np.zeros(0, dtype=np.int64), rng.permutation(10**6)[:m].astype(np.int64)):
+        args = _kernel_args(X, np.random.default_rng(6))
+        args["up"][:] = 0.01 / np.median(np.sum((X * args["dinv"][:, None, :]) ** 2, axis=2))  # about half kept
+        args.update(tk=np.full((H, 120, d), np.nan), tid=np.full((H, 120), -1, dtype=np.int64),
+                    used=np.array([0, 30, 70]), ids=ids, id0=1000)
+        done, kept, _, _ = _run_kernel(args, True)
+        assert done == 2 and kept == args["keep"].sum() and 0 < kept < H * m
+        want_ids = ids if ids.size else 1000 + np.arange(m)
+        for h, start in enumerate((0, 30, 70)):
+            k = int(args["keep"][h].sum())
+            assert args["kept"][h] == k and args["used"][h] == start + k
+            np.testing.assert_array_equal(args["tk"][h, start:start + k], X[h, args["keep"][h]])
+            np.testing.assert_array_equal(args["tid"][h, start:start + k], want_ids[args["keep"][h]])
+            assert np.isnan(args["tk"][h, start + k:]).all()
+        args["used"][:] = [0, 30, 71]  # head 2 has no room for 50 more rows: nobody's rows are copied
+        args["tk"][:] = np.nan
+        done, kept, _, _ = _run_kernel(args, False)
+        assert done == 1 and np.isnan(args["tk"]).all()
+        np.testing.assert_array_equal(args["used"], [0, 30, 71])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_classify_rows_and_compact_rows_against_numpy(dtype):
+    from streamlev._kernels import classify_rows, compact_rows
+
+    rng = np.random.default_rng(39)
+    B = (rng.standard_normal((500, 9)) * np.logspace(-2, 2, 9)).astype(dtype)
+    dinv = 1.0 / np.linalg.norm(B.astype(np.float64), axis=0)
+    t = np.sum((B.astype(np.float64) * dinv) ** 2, axis=1)
+    up, lo = 3.0, 0.5
+    e = float(np.median(t))
+    codes = np.empty(500, dtype=np.uint8)
+    und = classify_rows(B, dinv, up, lo, e, codes)
+    np.testing.assert_array_equal(codes == 1, t * lo >= e)
+    np.testing.assert_array_equal(codes == 2, (t * up >= e) & ~(t * lo >= e))
+    assert und == int(np.sum(codes == 2)) > 0
+    keep = rng.random(500) < 0.4
+    A = B.copy()
+    k = compact_rows(A, keep)
+    assert k == keep.sum()
+    np.testing.assert_array_equal(A[:k], B[keep])
+
+
+def test_multihead_evictions_split_over_threads_give_the_same_bytes(threads):
+    rng = np.random.default_rng(40)
+    H, n, d, eps = 6, 40_000, 8, 5e-4  # 16,000 candidates per head before the first eviction
+    KH = _tier1_heads(rng, n, d)[[0, 1, 2, 3, 0, 1]] * np.arange(1, 7)[:, None, None]
+    out = []
+    for nthreads in (1, 2):
+        threads.set_num_threads(nthreads)
+        mh = sl.MultiHeadLeverage(H, d, eps)
+        for a in range(0, n, 500):
+            mh.update(KH[:, a:a + 500])
+        out.append(mh.to_bytes())
+    assert out[0] == out[1]
+    sets = sl.MultiHeadLeverage.from_bytes(out[0]).universal_set()
+    for h in range(H):
+        naive.assert_set_matches(sets[h], naive.leverage(KH[h]), eps)
