@@ -12,7 +12,11 @@ Prints, all in one process on the same data:
   row-norm kernel with ``reassoc`` against the same loop compiled without it, per 16,384 x 64 block;
 * the multi-head kernels for 12 heads, d = 64: stacked triangular inverses and column norms against
   their per-matrix or numpy forms, and staging one (12, 256, 64) block (copy into the shared buffer,
-  then one validate-and-screen pass) against the earlier contiguous copy + scan + screen + copy.
+  then one validate-and-screen pass) against the earlier contiguous copy + scan + screen + copy;
+* the kernel MultiHeadLeverage takes larger blocks through (screening and BLAS dsyrk per head on
+  numba's threads): heads handed out one at a time against numba's static split, serial, with the
+  dsyrk of the OpenBLAS scipy bundles instead of numpy's, with and without 1 ms of other work between
+  calls, and once with OpenBLAS left free to start threads of its own.
 """
 
 from __future__ import annotations
@@ -188,6 +192,115 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
     t_b = best(before, 3) / blocks
     print(f"  one ({H}, {m}, {d}) block from a strided view: staged (copy + scan_screen_rows) {t_s * 1e3:.3f} ms   "
           f"contiguous copy + scan + screen + copy {t_b * 1e3:.3f} ms")
+    heads_kernel(rng, H, d, m)
+
+
+def heads_kernel(rng, H, d, m, rounds=15, batch=20):
+    """The kernel MultiHeadLeverage takes blocks of 64+ rows through (streamlev._kernels.heads_screen_gram)."""
+    import ctypes
+
+    import numba
+    from numba.extending import get_cython_function_address
+
+    syrk, lib = _kernels.blas_syrk()
+    scipy_syrk = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 10))(
+        get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
+    state = dict(dinv=np.ones((H, d)), up=np.full(H, 1e-9), thr=1e-3, W=np.zeros((H, d, d)), budget=1e300,
+                 acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
+                 nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
+                 took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 1 << 60),
+                 cargs=_kernels.syrk_args(), kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d)),
+                 tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
+                 ids=np.zeros(0, dtype=np.int64), id0=0)
+
+    def per_call(fn, ptr, ctx, count, gap=0.0):
+        """µs per call on blocks drawn just before each call (as a model hands them over)."""
+        spent = 0.0
+        for _ in range(count):
+            X = rng.standard_normal((H, m, d))
+            if gap:
+                t_end = time.perf_counter() + gap
+                while time.perf_counter() < t_end:
+                    pass
+            with ctx():
+                t0 = time.perf_counter()
+                fn(ptr, X, *state.values())
+                spent += time.perf_counter() - t0
+        return spent / count * 1e6
+
+    n = _threads.parallel_threads()
+    par, ser = _kernels.heads_screen_gram, _kernels.heads_screen_gram_serial
+
+    @numba.njit(parallel=True, cache=False)
+    def launch(a):
+        for i in numba.prange(a.shape[0]):
+            a[i] += 1.0
+
+    a = np.zeros(n)
+    with _threads.parallel_region(n, lib):
+        t_numba = best(lambda: [launch(a) for _ in range(1000)], 5) / 1000
+    t_split = best(lambda: [_threads.split_run(lambda lo, hi: None, n, n) for _ in range(200)], 5) / 200
+    print(f"  handing work to the other core: a numba parallel launch {t_numba * 1e6:.1f} µs   "
+          f"split_run (Python threads) {t_split * 1e6:.1f} µs")
+    variants = {
+        f"{n} threads, heads one at a time": (par, syrk, lambda: _threads.parallel_region(n, lib)),
+        f"{n} threads, numba's static split": (par, syrk, lambda: _Static(n, lib)),
+        "serial": (ser, syrk, lambda: _threads.one_blas_thread(lib)),
+        "serial, dsyrk of scipy's OpenBLAS": (ser, scipy_syrk, lambda: _threads.one_blas_thread(None)),
+    }
+    for f, p, c in variants.values():
+        per_call(f, p, c, 20)  # warm-up
+    print(f"  heads_screen_gram, one ({H}, {m}, {d}) block drawn just before each call: median over {rounds} rounds "
+          f"of {batch} calls per variant, variants interleaved (µs per call); with 'gap', 1 ms of other work "
+          f"between calls (numba's worker then sleeps):")
+    for gap in (0.0, 1e-3):
+        res = {k: [] for k in variants}
+        for r in range(rounds):
+            for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                res[k].append(per_call(*variants[k], batch, gap=gap))
+        print(f"    gap {gap * 1e3:.0f} ms: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
+    t_free = per_call(par, syrk, lambda: _NoLimit(n), 5)
+    print(f"    {n} threads with OpenBLAS free to start its own threads from the kernel's: {t_free:8.0f} µs per call")
+
+
+class _Static:
+    """parallel_region with numba's default static split of the iterations, for comparison."""
+
+    def __init__(self, n, lib):
+        self.region = _threads.parallel_region(n, lib)
+
+    def __enter__(self):
+        import numba
+
+        self.region.__enter__()
+        numba.set_parallel_chunksize(0)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_parallel_chunksize(1)  # what the region set, so that it restores the caller's value
+        return self.region.__exit__(*exc)
+
+
+class _NoLimit:
+    """A parallel launch without holding BLAS at one thread (to show why the library holds it)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import numba
+
+        self.prev = numba.get_num_threads()
+        numba.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.prev)
+        return False
 
 
 if __name__ == "__main__":

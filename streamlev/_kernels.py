@@ -278,9 +278,9 @@ def scan_block(X):  # pragma: no cover - compiled
 def blas_syrk():
     """(ctypes pointer to a BLAS ``dsyrk``, Fortran interface; its threadpoolctl controller or None), or None.
 
-    Preferably the library numpy uses: numpy's own OpenBLAS ran these small
-    products ~25% faster here than the copy scipy bundles (12 products of
-    256 x 64 rows: 0.39-0.40 ms against 0.50-0.53 ms).  The pointer is passed
+    Preferably the library numpy uses: with numpy's own OpenBLAS the serial
+    kernel took 501-537 µs per (12, 256, 64) block here, with the copy scipy
+    bundles 516-573 µs (``python benchmarks/kernels_bench.py``).  The pointer is passed
     to :func:`heads_screen_gram` as an argument (a pointer held in a global
     would stop numba from caching the kernel).  Integer arguments are stored
     as int64: a library with 32-bit Fortran integers reads the low half, which

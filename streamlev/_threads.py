@@ -157,10 +157,12 @@ def set_num_threads(n: int | None) -> int:
 
 
 def _reset_after_fork():  # pragma: no cover - runs in forked children
-    global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS, _PAR_FORKED, _PAR_LOCK  # noqa: PLW0603
+    global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS, _PAR_FORKED, _PAR_LOCK, _HOLD_LOCK  # noqa: PLW0603
     _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS = None, 0, None, None
     _PAR_FORKED = _PAR_FORKED or _PAR_USED
     _PAR_LOCK = threading.Lock()
+    _HOLD_LOCK = threading.Lock()
+    _HOLDS.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -224,8 +226,9 @@ def _guarded(fn, a, b):
 
 # -- numba's threads ----------------------------------------------------------------------------------------------
 # A few kernels (``jit(parallel=True)`` in streamlev._kernels) split the heads of a block over numba's threads:
-# handing work to a Python thread costs 60-75 µs here (a lock or queue round trip), numba's parallel launch
-# 1.6 µs, which matters for blocks that take a few hundred µs.  Three rules keep this safe:
+# handing work to a Python thread (split_run) cost 60-75 µs here, a launch of numba's threads a few µs
+# (``python benchmarks/kernels_bench.py``), which matters for blocks that take a few hundred µs.  Three rules
+# keep this safe:
 #
 # * one launch at a time (a process-wide lock): numba's ``workqueue`` layer (used when neither TBB nor OpenMP is
 #   available) aborts the process on concurrent launches, and concurrent launches would oversubscribe the cores
@@ -248,69 +251,148 @@ def parallel_threads() -> int:
     return max(1, min(get_num_threads(), int(numba.config.NUMBA_NUM_THREADS)))
 
 
-class one_blas_thread:  # noqa: N801 - used like a function
-    """Limit one BLAS library (a threadpoolctl controller) to one thread; ``None``: every library.
+_DIRECT = {}  # BLAS library path -> (get, set) ctypes functions of a pthreads OpenBLAS, or None
+_HOLDS = {}  # BLAS library path -> [holders, count to restore]
+_HOLD_LOCK = threading.Lock()
+_OPENBLAS_NAMES = [(f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}")
+                   for p in ("scipy_", "") for s in ("64_", "")]
 
-    Two ctypes calls each way (~1.5 µs) where :class:`blas_threads` over all
-    libraries costs ~7 µs — it runs once per multi-head block.
+
+def _direct_calls(lib):
+    """openblas_get/set_num_threads of a pthreads OpenBLAS (threadpoolctl controller ``lib``), or None.
+
+    Called directly: for a pthreads OpenBLAS, threadpoolctl only lets the first
+    thread that set a limit change it again, so a limit asked for from another
+    thread (a Dask worker's, say) would silently not apply — and OpenBLAS's
+    own threads started from the kernel's threads made a block 100x slower.
+    """
+    key = lib.filepath
+    if key not in _DIRECT:
+        fns = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "pthreads":
+            import ctypes  # noqa: PLC0415
+
+            try:
+                dll = ctypes.CDLL(lib.filepath)
+                for g, st in _OPENBLAS_NAMES:
+                    if hasattr(dll, g) and hasattr(dll, st):
+                        get, put = getattr(dll, g), getattr(dll, st)
+                        get.restype, get.argtypes = ctypes.c_int, []
+                        put.restype, put.argtypes = None, [ctypes.c_int]
+                        fns = (get, put)
+                        break
+            except OSError:  # pragma: no cover - the library vanished: threadpoolctl's calls instead
+                fns = None
+        _DIRECT[key] = fns
+    return _DIRECT[key]
+
+
+class one_blas_thread:  # noqa: N801 - used like a function
+    """Hold one BLAS library (a threadpoolctl controller) at one thread; ``None``: every library.
+
+    Holders are counted per library: the first sets one thread, the last
+    restores what it found, so threads holding it at once do not undo each
+    other.  A pthreads OpenBLAS is driven by direct calls (~0.5 µs; see
+    :func:`_direct_calls`); other libraries through threadpoolctl.
     """
 
-    __slots__ = ("lib", "_saved", "_all")
+    __slots__ = ("lib", "_fns", "_all", "_saved")
 
     def __init__(self, lib):
         self.lib = lib
-        self._saved = None
+        self._fns = None if lib is None else _direct_calls(lib)
         self._all = blas_threads(1) if lib is None else None
+        self._saved = None
 
     def __enter__(self):
         if self._all is not None:
             self._all.__enter__()
-            return self
-        cur = self.lib.get_num_threads()
-        if cur != 1:
-            self.lib.set_num_threads(1)
-            self._saved = cur
+        elif self._fns is None:
+            cur = self.lib.get_num_threads()
+            if cur != 1:
+                self.lib.set_num_threads(1)
+                self._saved = cur
+        else:
+            with _HOLD_LOCK:
+                hold = _HOLDS.get(self.lib.filepath)
+                if hold is None or hold[0] == 0:
+                    cur = self._fns[0]()
+                    if cur != 1:
+                        self._fns[1](1)
+                    _HOLDS[self.lib.filepath] = [1, cur]
+                else:
+                    hold[0] += 1
         return self
 
     def __exit__(self, *exc):
         if self._all is not None:
             return self._all.__exit__(*exc)
-        if self._saved is not None:
-            self.lib.set_num_threads(self._saved)
-            self._saved = None
+        if self._fns is None:
+            if self._saved is not None:
+                self.lib.set_num_threads(self._saved)
+                self._saved = None
+            return False
+        with _HOLD_LOCK:
+            hold = _HOLDS[self.lib.filepath]
+            hold[0] -= 1
+            if hold[0] == 0 and hold[1] != 1:
+                self._fns[1](hold[1])
         return False
 
 
-class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n): kernel(...)``
+def _numba_controls():
+    """(get threads, set threads, set chunk size) of numba's threading layer for the calling thread.
+
+    numba's public functions take two process-wide locks per call (~4 µs
+    each here); after the layer is up, its own ctypes entry points are
+    called directly (falling back to the public functions if a numba
+    version has none).
+    """
+    global _NUMBA_CTL  # noqa: PLW0603 - looked up once per process
+    if _NUMBA_CTL is None:
+        import numba  # noqa: PLC0415
+        from numba.np.ufunc import parallel as npp  # noqa: PLC0415
+
+        numba.get_num_threads()  # starts the threading layer
+        raw = [getattr(npp, name, None) for name in ("_get_num_threads", "_set_num_threads", "_set_parallel_chunksize")]
+        public = [numba.get_num_threads, numba.set_num_threads, numba.set_parallel_chunksize]
+        _NUMBA_CTL = tuple(r if callable(r) else p for r, p in zip(raw, public))
+    return _NUMBA_CTL
+
+
+_NUMBA_CTL = None
+
+
+class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n, lib): kernel(...)``
     """Context for one launch of a parallel numba kernel on ``n`` threads (see the rules above).
 
-    Also limits BLAS — the library ``lib`` (a threadpoolctl controller) the
-    kernel calls, or every library — to one thread for its duration: the
-    kernels call BLAS from numba's threads.
-
-    Iterations are handed out one at a time (numba's parallel chunk size 1,
-    restored afterwards): a thread that is late — numba's worker sleeps between
-    calls, and waking it took tens of µs here — takes fewer heads instead of
-    holding up the call (12 heads of 256 x 64: 245-270 µs per call instead of
-    294-321 µs with numba's default static split).
+    Takes the launch lock, marks this process as having launched (for
+    forked children), sets numba's thread count for the calling thread and
+    hands iterations out one at a time (numba's parallel chunk size 1, so
+    that a late thread — numba's worker sleeps between calls — takes fewer
+    heads instead of holding up the call: 317-330 µs against 343 µs per
+    (12, 256, 64) block with numba's static split, ``python
+    benchmarks/kernels_bench.py``), restoring both afterwards.  It also holds BLAS — the library ``lib`` (a
+    threadpoolctl controller) the kernel calls, or every library — at one
+    thread: the kernels call BLAS from numba's threads.
     """
 
-    __slots__ = ("n", "_blas", "_chunk")
+    __slots__ = ("n", "_blas", "_prev")
 
     def __init__(self, n: int, lib=None):
         self.n = int(n)
         self._blas = one_blas_thread(lib)
-        self._chunk = None
+        self._prev = None
 
     def __enter__(self):
         global _PAR_USED  # noqa: PLW0603
-        import numba  # noqa: PLC0415
-
+        get_n, set_n, set_chunk = _numba_controls()
         _PAR_LOCK.acquire()
         try:
-            if numba.get_num_threads() != self.n:
-                numba.set_num_threads(self.n)
-            self._chunk = numba.set_parallel_chunksize(1)
+            prev_n = get_n()
+            if prev_n != self.n:
+                set_n(self.n)
+            self._prev = (prev_n, set_chunk(1))
             _PAR_USED = True
             self._blas.__enter__()
         except BaseException:
@@ -319,11 +401,13 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
         return self
 
     def __exit__(self, *exc):
-        import numba  # noqa: PLC0415
-
+        _get_n, set_n, set_chunk = _numba_controls()
         try:
             self._blas.__exit__(*exc)
-            numba.set_parallel_chunksize(self._chunk)
+            prev_n, prev_chunk = self._prev
+            set_chunk(prev_chunk)
+            if prev_n != self.n:
+                set_n(prev_n)
         finally:
             _PAR_LOCK.release()
         return False

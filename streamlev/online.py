@@ -730,13 +730,13 @@ def _restore(data):
 
 
 #: Blocks of at least this many rows per head take MultiHeadLeverage._accumulate; smaller ones are copied to the
-#: shared row buffer (the kernel's fixed cost, ~3 µs per head for the d x d sums and a BLAS call, is not worth it
-#: for a few rows).
+#: shared row buffer (a kernel call has a fixed cost per head — a BLAS call and d x d sweeps — that a copy of a
+#: few rows has not; at 12 heads, d = 64, blocks of 64 rows took about as long either way here).
 _ACC_MIN_ROWS = 64
 #: MultiHeadLeverage updates its factors early, so that its screening bounds stay fresh, once this many rows
 #: (over all heads) were admitted since the last update and the rows waiting are at least 1/8 of the factor's:
-#: an admitted row costs a copy and an exact score later (~1-2 µs), an update of 12 factors with fresh bounds
-#: a few ms.
+#: an admitted row costs a copy now and a score at the next eviction, an update of 12 factors with fresh bounds
+#: a few ms — about what a few thousand admitted rows cost.
 _ADMITTED_FLUSH = 4096
 _ADMITTED_FLUSH_FRACTION = 8
 #: Blocks of at least this many entries (H·m·d) run the multi-head kernel on numba's threads; smaller ones
@@ -786,6 +786,7 @@ class _GramSums:
         self.tr = np.zeros(heads)
         self.took = np.zeros(heads, dtype=bool)
         self.kept = np.zeros(heads, dtype=np.int64)  # rows of the last block each head kept
+        self._no_tails = {}
         self.admitted = 0  # rows admitted (over all heads) since the sums were last emptied
         self.keep = np.zeros((heads, 0), dtype=bool)
         self.cargs = syrk_args()
@@ -816,6 +817,15 @@ class _GramSums:
                 return _k.heads_screen_gram(*args)
         with _k.one_blas_thread(lib):
             return _k.heads_screen_gram_serial(*args)
+
+    def no_tail(self, dtype):
+        """A candidate tail with no room (the kernel then leaves the kept rows to the caller), one per dtype."""
+        tail = self._no_tails.get(dtype)
+        if tail is None:
+            H, d = self.hi.shape[:2]
+            tail = self._no_tails[dtype] = (np.zeros((H, 0, d), dtype=dtype), np.zeros((H, 0), dtype=np.int64),
+                                           np.zeros(H, dtype=np.int64))
+        return tail
 
     def grams(self, heads) -> np.ndarray:
         """The full symmetric sums of ``heads``, stacked."""
@@ -1067,9 +1077,7 @@ class MultiHeadLeverage:
         state = self._kstate if self._kstate is not None else self._kernel_state()
         if not state:
             return False
-        from ._kernels import blas_syrk  # noqa: PLC0415
-
-        syrk = blas_syrk()
+        syrk = _k.blas_syrk()
         if syrk is None:  # pragma: no cover - no BLAS dsyrk reachable through ctypes
             return False
         lead = self._heads[0]
@@ -1084,7 +1092,7 @@ class MultiHeadLeverage:
             self._seal_ktail()
             tail = None
         start = lead._next_id
-        done, kept, refused, due = sums.add(syrk, X, self._thr, state, tail or self._no_tail(X.dtype), ids, start)
+        done, kept, refused, due = sums.add(syrk, X, self._thr, state, tail or sums.no_tail(X.dtype), ids, start)
         if not done:
             return False  # a NaN/inf or an unsafe magnitude: nothing was added; the general path takes it
         self._sums = sums
@@ -1188,11 +1196,6 @@ class MultiHeadLeverage:
                 self._seal_all()
         for sk in self._heads:
             sk._count += m
-
-    def _no_tail(self, dtype):
-        """A candidate tail with no room: the kernel leaves the kept rows to the caller."""
-        return (np.zeros((self.heads, 0, self.dim), dtype=dtype), np.zeros((self.heads, 0), dtype=np.int64),
-                np.zeros(self.heads, dtype=np.int64))
 
     def _seal_ktail(self):
         """Hand the kernel's candidate tail to the heads: each gets its kept rows as a part."""

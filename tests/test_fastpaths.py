@@ -836,3 +836,39 @@ def test_multihead_evictions_split_over_threads_give_the_same_bytes(threads):
     sets = sl.MultiHeadLeverage.from_bytes(out[0]).universal_set()
     for h in range(H):
         naive.assert_set_matches(sets[h], naive.leverage(KH[h]), eps)
+
+
+def test_one_blas_thread_applies_from_any_thread_and_counts_holders():
+    """threadpoolctl lets only the first thread that set a pthreads OpenBLAS limit change it; ours applies anywhere."""
+    import threading
+
+    from streamlev._kernels import blas_syrk
+    from streamlev._threads import blas_threads, one_blas_thread
+
+    lib = blas_syrk()[1]
+    if lib is None or lib.internal_api != "openblas":
+        pytest.skip("the kernels' BLAS is not OpenBLAS here")
+    with blas_threads(1):  # the main thread becomes threadpoolctl's controlling thread
+        pass
+    before = lib.get_num_threads()
+    seen = {}
+    inside, release = threading.Event(), threading.Event()
+
+    def worker(name, hold_until=None):
+        with one_blas_thread(lib):
+            seen[name] = lib.get_num_threads()
+            if hold_until is not None:
+                inside.set()
+                hold_until.wait(30)
+
+    a = threading.Thread(target=worker, args=("a", release))
+    a.start()
+    inside.wait(30)
+    b = threading.Thread(target=worker, args=("b",))
+    b.start()
+    b.join(30)
+    seen["after b, a still holding"] = lib.get_num_threads()
+    release.set()
+    a.join(30)
+    assert seen == {"a": 1, "b": 1, "after b, a still holding": 1}
+    assert lib.get_num_threads() == before
