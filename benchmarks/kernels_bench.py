@@ -213,12 +213,19 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
                  tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
                  ids=np.zeros(0, dtype=np.int64), id0=0)
 
+    junk = np.zeros((24 << 20) // 8)
+
     def per_call(fn, ptr, ctx, count, gap=0.0):
-        """µs per call on blocks drawn just before each call (as a model hands them over)."""
+        """µs per call on blocks drawn just before each call (as a model hands them over).
+
+        gap > 0: that many seconds of a busy loop between calls; gap < 0: 24 MB of other memory touched.
+        """
         spent = 0.0
         for _ in range(count):
+            if gap < 0:
+                junk[:] += 1.0
             X = rng.standard_normal((H, m, d))
-            if gap:
+            if gap > 0:
                 t_end = time.perf_counter() + gap
                 while time.perf_counter() < t_end:
                     pass
@@ -251,14 +258,14 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
     for f, p, c in variants.values():
         per_call(f, p, c, 20)  # warm-up
     print(f"  heads_screen_gram, one ({H}, {m}, {d}) block drawn just before each call: median over {rounds} rounds "
-          f"of {batch} calls per variant, variants interleaved (µs per call); with 'gap', 1 ms of other work "
-          f"between calls (numba's worker then sleeps):")
-    for gap in (0.0, 1e-3):
+          f"of {batch} calls per variant, variants interleaved (µs per call):")
+    for gap, label in ((0.0, "back to back"), (1e-3, "1 ms busy loop between calls"),
+                       (-1.0, "24 MB of other memory touched between calls")):
         res = {k: [] for k in variants}
         for r in range(rounds):
             for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
                 res[k].append(per_call(*variants[k], batch, gap=gap))
-        print(f"    gap {gap * 1e3:.0f} ms: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
+        print(f"    {label}: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
     t_free = per_call(par, syrk, lambda: _NoLimit(n), 5)
     print(f"    {n} threads with OpenBLAS free to start its own threads from the kernel's: {t_free:8.0f} µs per call")
 

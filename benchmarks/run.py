@@ -453,15 +453,18 @@ def main(argv=None):
     print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}, "
           f"streamlev threads: {streamlev.get_num_threads()}")
     rows = bench_main(n, args.d, args.eps, repeat, with_svd=not args.no_svd)
-    heads = [("12 heads, every row a candidate (n < d/eps)",
-              bench_heads(blocks=20 if args.quick else 80, label=" (every row stays a candidate: n < d/eps)")),
-             ("12 heads, past d/eps rows",
-              bench_heads(blocks=300 if args.quick else 1000, repeat=1 if args.quick else 2,
-                          label=" (past d/eps: the sets shrink)")),
-             (f"12 heads, {10**5 if args.quick else 10**6:,} rows per head",
+    # The issue's target is at its n = 10^6 (rows per head); shorter streams are shown for what they are: mostly
+    # the first ~2·d/eps rows, where every row is a candidate and both sides spend their time storing and
+    # evicting candidates.
+    heads = [(f"12 heads, {10**5 if args.quick else 10**6:,} rows per head",
               bench_heads_stream(n=10**5 if args.quick else 10**6))]
+    short = [("every row a candidate (n < d/eps)",
+              bench_heads(blocks=20 if args.quick else 80, label=" (every row stays a candidate: n < d/eps)")),
+             ("past d/eps rows", bench_heads(blocks=300 if args.quick else 1000, repeat=1 if args.quick else 2,
+                                             label=" (past d/eps: the sets shrink)"))]
     decoding = bench_heads(m=1, blocks=1000 if args.quick else 3000, label=" (decoding: one token per call)")
-    print(f"(not an issue-4 target: one token per head per call, MultiHeadLeverage {decoding:.2f}x the loop)")
+    print("(not issue-4 targets, which are at n = 10^6: " + ", ".join(f"{k} {v:.2f}x" for k, v in short)
+          + f"; one token per head per call {decoding:.2f}x the loop)")
     if args.block_sizes:
         bench_blocks(n, args.d, args.eps, [int(float(b)) for b in args.block_sizes.split(",")], repeat)
     sizes = ([int(float(s)) for s in args.memory_sizes.split(",")] if args.memory_sizes

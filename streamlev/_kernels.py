@@ -15,7 +15,15 @@ vs 0.70 ms for a 16384 x 64 block, ``python benchmarks/kernels_bench.py``).  Ker
 order-defined do not use it.
 
 Explicit signatures compile float64 and float32 (and read-only, for
-memory-mapped files) versions eagerly on first import of this module.
+memory-mapped files) versions eagerly on first import of this module; the
+multi-head kernels compile lazily, once per argument types, and are cached
+like the rest.  ``jit(parallel=True)`` kernels run ``numba.prange`` loops on
+numba's threads and are only called inside
+:class:`streamlev._threads.parallel_region`.  A parallel kernel's serial twin
+is a Python function of its own: numba's disk cache keys compiled code by
+function, not by the ``parallel`` option, so one function compiled both ways
+loaded the serial code for both.  numba's thread-setting functions are not
+called from jitted code (a kernel that does cannot be cached).
 """
 
 from __future__ import annotations
@@ -279,8 +287,8 @@ def blas_syrk():
     """(ctypes pointer to a BLAS ``dsyrk``, Fortran interface; its threadpoolctl controller or None), or None.
 
     Preferably the library numpy uses: with numpy's own OpenBLAS the serial
-    kernel took 501-537 µs per (12, 256, 64) block here, with the copy scipy
-    bundles 516-573 µs (``python benchmarks/kernels_bench.py``).  The pointer is passed
+    kernel took 403-537 µs per (12, 256, 64) block here, with the copy scipy
+    bundles 419-573 µs (two runs of ``python benchmarks/kernels_bench.py``).  The pointer is passed
     to :func:`heads_screen_gram` as an argument (a pointer held in a global
     would stop numba from caching the kernel).  Integer arguments are stored
     as int64: a library with 32-bit Fortran integers reads the low half, which

@@ -226,7 +226,7 @@ def _guarded(fn, a, b):
 
 # -- numba's threads ----------------------------------------------------------------------------------------------
 # A few kernels (``jit(parallel=True)`` in streamlev._kernels) split the heads of a block over numba's threads:
-# handing work to a Python thread (split_run) cost 60-75 µs here, a launch of numba's threads a few µs
+# handing work to a Python thread (split_run) cost 33-75 µs here, a launch of numba's threads 1-2 µs
 # (``python benchmarks/kernels_bench.py``), which matters for blocks that take a few hundred µs.  Three rules
 # keep this safe:
 #
@@ -370,9 +370,10 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
     forked children), sets numba's thread count for the calling thread and
     hands iterations out one at a time (numba's parallel chunk size 1, so
     that a late thread — numba's worker sleeps between calls — takes fewer
-    heads instead of holding up the call: 317-330 µs against 343 µs per
-    (12, 256, 64) block with numba's static split, ``python
-    benchmarks/kernels_bench.py``), restoring both afterwards.  It also holds BLAS — the library ``lib`` (a
+    heads instead of holding up the call; in two runs of ``python
+    benchmarks/kernels_bench.py`` it was within noise of numba's static split
+    back to back and 3-8% faster with a busy loop between calls), restoring
+    both afterwards.  It also holds BLAS — the library ``lib`` (a
     threadpoolctl controller) the kernel calls, or every library — at one
     thread: the kernels call BLAS from numba's threads.
     """
