@@ -131,17 +131,23 @@ def row_sqnorms(Y):  # pragma: no cover - compiled
     return out
 
 
+@jit(reassoc=True)
+def _scaled_sqnorm(b, dinv):  # pragma: no cover - compiled
+    """‖b ∘ dinv‖² of one row, accumulated in float64 (``reassoc`` only reorders the non-negative sum)."""
+    s = 0.0
+    for j in range(b.shape[0]):
+        v = np.float64(b[j]) * dinv[j]
+        s += v * v
+    return s
+
+
 @jit([numba.float64[::1](_arr(dt, 2, ro), numba.float64[::1]) for dt, ro in _KEY_TYPES], reassoc=True)
 def scaled_row_sqnorms(B, dinv):  # pragma: no cover - compiled
     """‖b_i ∘ dinv‖² for every row of a C-ordered block, accumulated in float64."""
-    m, d = B.shape
+    m = B.shape[0]
     out = np.empty(m)
     for i in range(m):
-        s = 0.0
-        for j in range(d):
-            v = np.float64(B[i, j]) * dinv[j]
-            s += v * v
-        out[i] = s
+        out[i] = _scaled_sqnorm(B[i], dinv)
     return out
 
 
@@ -170,13 +176,9 @@ def classify_rows(B, dinv, up, lo, e, codes):  # noqa: PLR0917  # pragma: no cov
     pass instead of a norm array, two products, two comparisons and a mask
     in numpy.
     """
-    m, d = B.shape
     und = 0
-    for i in range(m):
-        s = 0.0
-        for j in range(d):
-            v = np.float64(B[i, j]) * dinv[j]
-            s += v * v
+    for i in range(B.shape[0]):
+        s = _scaled_sqnorm(B[i], dinv)
         if s * lo >= e:
             codes[i] = 1
         elif s * up >= e:
@@ -343,15 +345,10 @@ def _screen_rows(X, dinv, up, thr, keep):  # pragma: no cover - compiled
     ``reassoc`` only reorders each row's non-negative sum; a NaN or ±inf entry
     (or a square that overflows) makes the returned sum non-finite.
     """
-    m, d = X.shape
     tot = 0.0
     kept = 0
-    for i in range(m):
-        s = 0.0
-        for j in range(d):
-            w = np.float64(X[i, j]) * dinv[j]
-            s += w * w
-        u = s * up
+    for i in range(X.shape[0]):
+        u = _scaled_sqnorm(X[i], dinv) * up
         tot += u
         k = u >= thr
         keep[i] = k
@@ -452,6 +449,21 @@ def _copy_kept(Xh, keeph, tk, tid, start, ids, id0):  # noqa: PLR0917  # pragma:
 
 
 @jit()
+def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no cover - compiled
+    """Add a block's Gram matrix T (formed) to hi + lo if its whitened trace ⟨W, T⟩ keeps acc_tr[0] in budget.
+
+    The exact branch of :func:`heads_screen_gram`'s step 2, and how a head's
+    emptied sum restarts with the block it refused; True when added.
+    """
+    t = _weighted_sum(W, T)
+    if not acc_tr[0] + t <= budget:  # also for a NaN t from an overflow
+        return False
+    _two_sum_add(hi, lo, T)
+    acc_tr[0] += t
+    return True
+
+
+@jit()
 def _head_add(syrk, Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, cargs, h):  # noqa: PLR0917  # pragma: no cover
     """Step 2 of :func:`heads_screen_gram` for head h: True when the head took the block."""
     if acc_tr[h] + usum <= budget:
@@ -464,12 +476,7 @@ def _head_add(syrk, Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, cargs, h
             nrec[h] = 0
         return True
     _syrk_rows(syrk, Xh, Th, cargs, False)
-    t = _weighted_sum(Wh, Th)
-    if not acc_tr[h] + t <= budget:  # also for a NaN t from an overflow
-        return False
-    _two_sum_add(hi, lo, Th)
-    acc_tr[h] += t
-    return True
+    return gram_sum_one(Th, Wh, budget, hi, lo, acc_tr[h:h + 1])
 
 
 @jit()
@@ -561,16 +568,5 @@ def heads_screen_gram_serial(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, 
         took[h] = _head_add(syrk, X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], cargs, h)
     refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
     return 1 + room, kept.sum(), refused, due
-
-
-@jit()
-def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no cover - compiled
-    """One head's step of :func:`heads_screen_gram` for a block Gram matrix T already formed: True if added."""
-    t = _weighted_sum(W, T)
-    if not acc_tr[0] + t <= budget:
-        return False
-    _two_sum_add(hi, lo, T)
-    acc_tr[0] += t
-    return True
 
 

@@ -332,6 +332,14 @@ class OnlineLeverage:
                 self._tail = None
         self._count += k
 
+    def _add_part(self, keys, ids):
+        """Append candidate rows already stored elsewhere (a MultiHeadLeverage chunk) as one part; counts unchanged."""
+        self._seal()
+        dt = self._storage_dtype(keys)
+        if self._dtype is None or dt != self._dtype:
+            self._dtype = dt
+        self._parts.append((keys, ids))
+
     def _seal(self):
         """Close the open tail chunk into a part (right-sized when mostly empty)."""
         if self._tail is not None:
@@ -508,7 +516,7 @@ class OnlineLeverage:
     def _record_run(self, start: int, stop: int) -> None:
         """:meth:`_record_ids` of the consecutive ids start..stop-1, without an id array when they run on."""
         iv = self._ranges.iv
-        if iv.shape[0] and start == iv[-1, 1] and self._ranges.iv.shape[0] <= _IdRanges.MAX:
+        if iv.shape[0] and start == iv[-1, 1]:
             iv = iv.copy()
             iv[-1, 1] = stop
             self._ranges.iv = iv
@@ -767,7 +775,8 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 class _GramSums:
     """Per-head running sums of the Gram matrices of rows not yet in the factors (MultiHeadLeverage).
 
-    Each sum is kept as hi + lo (upper triangles) by compensated summation
+    Each sum is hi + lo + C (upper triangles): C adds up to 16 blocks in plain
+    float64, then joins hi + lo by compensated summation
     (:func:`streamlev._kernels.heads_screen_gram`), so however many blocks it
     holds it is within a few units in the last place of the exact sum of the
     blocks' Gram matrices.  ``rows`` counts the rows behind each sum, ``tr`` its
@@ -1069,9 +1078,10 @@ class MultiHeadLeverage:
         sums with compensated summation (:class:`_GramSums`), and the factors
         take them in one whitened update (tier 1 of
         :meth:`streamlev._factor.Factor.update`) once the rows grew by half or
-        their whitened trace reached FAST_TRACE_MAX/2.  The trace is tracked
-        exactly as ⟨(RᵀR)⁻¹, BᵀB⟩, so that update's Cholesky factor has
-        condition number <= 1 + FAST_TRACE_MAX, as in a per-block update.
+        their whitened trace reached FAST_TRACE_MAX/2.  The trace is bounded
+        with a guarantee — by the rows' screening bounds, or exactly as
+        ⟨(RᵀR)⁻¹, BᵀB⟩ when those are loose — so that update's Cholesky factor
+        has condition number <= 1 + FAST_TRACE_MAX, as in a per-block update.
         A block whose own trace exceeds the budget (new directions) goes to its
         head's Householder path, rows in hand.  Nothing is committed before the
         whole block is known to be finite with safe squares; otherwise (and
@@ -1215,12 +1225,7 @@ class MultiHeadLeverage:
             k = int(used[h])
             if not k:
                 continue
-            keys = _right_sized(tk[h], k)
-            sk._seal()
-            dt = sk._storage_dtype(keys)
-            if sk._dtype is None or dt != sk._dtype:
-                sk._dtype = dt
-            sk._parts.append((keys, _right_sized(tid[h], k)))
+            sk._add_part(_right_sized(tk[h], k), _right_sized(tid[h], k))
 
     def _seal_all(self):
         """Hand the stacked chunk (and the kernel's tail) to the heads: each gets its rows as parts."""
@@ -1234,11 +1239,7 @@ class MultiHeadLeverage:
         ids = _right_sized(ib, used)
         keys = _right_sized(buf, used, axis=1)
         for h, sk in enumerate(self._heads):
-            sk._seal()
-            dt = sk._storage_dtype(keys[h])
-            if sk._dtype is None or dt != sk._dtype:
-                sk._dtype = dt
-            sk._parts.append((keys[h], ids))
+            sk._add_part(keys[h], ids)
 
     # -- screening and the shared buffer ----------------------------------------------------------
     def _stacked_bounds(self):
@@ -1248,7 +1249,9 @@ class MultiHeadLeverage:
         admits every row; its dinv and up are zero.
         """
         if self._bounds is None:
-            bounds = [sk._factor.bound() for sk in self._heads]
+            from ._factor import bounds_many  # noqa: PLC0415
+
+            bounds = bounds_many([sk._factor for sk in self._heads])
             none = np.array([b is None for b in bounds])
             dinv = np.zeros((self.heads, self.dim))
             up = np.zeros((self.heads, 1))

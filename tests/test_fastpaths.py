@@ -451,6 +451,26 @@ def test_multihead_staged_blocks_of_any_layout_match_the_oracle(monkeypatch):
         np.testing.assert_array_equal(u, out["views"][1][h])
 
 
+def _assert_bad_blocks_change_nothing(mh, block, inf):
+    """Copies of ``block`` with NaN, ``inf`` or 1e260 planted (stream 2, rows 7 and 30), and repeated ids: each is
+    refused with a message naming the problem, and the sketch's bytes do not change."""
+    before = mh.to_bytes()
+    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (inf, r"NaN or infinity in stream \(2,\), row 7;"),
+                         (1e260, r"magnitude 1e\+260")]:
+        if block.dtype == np.float32 and bad == 1e260:
+            continue  # not representable in float32
+        X = block.copy()
+        X[2, 7, 3] = bad
+        X[2, 30, 0] = bad
+        with pytest.raises(ValueError, match=pattern):
+            mh.update(X)
+        assert mh.to_bytes() == before
+    with pytest.raises(ValueError, match="ids within a block must be distinct"):
+        mh.update(block, ids=np.zeros(block.shape[1], dtype=int))
+    assert mh.to_bytes() == before
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
     seen = _count_staged(monkeypatch)
@@ -461,19 +481,7 @@ def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
     for a in range(0, 2000, 50):
         mh.update(KH[:, a:a + 50])
     before, staged = mh.to_bytes(), seen["staged"]
-    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (-np.inf, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (1e260, r"magnitude 1e\+260")]:
-        if dtype == np.float32 and bad == 1e260:
-            continue  # not representable in float32
-        X = KH[:, 2000:2050].copy()
-        X[2, 7, 3] = bad
-        X[2, 30, 0] = bad
-        with pytest.raises(ValueError, match=pattern):
-            mh.update(X)
-        assert mh.to_bytes() == before
-    with pytest.raises(ValueError, match="ids within a block must be distinct"):
-        mh.update(KH[:, 2000:2050], ids=np.zeros(50, dtype=int))
+    _assert_bad_blocks_change_nothing(mh, KH[:, 2000:2050], -np.inf)
     assert mh.to_bytes() == before
     assert seen["staged"] == staged  # every refused block went to the general path, which named the problem
     for a in range(2000, n, 50):
@@ -665,19 +673,7 @@ def test_multihead_kernel_refusals_change_nothing(monkeypatch, dtype):
         mh.update(KH[:, a:a + 100])
     assert seen["kernel"] > 0
     before = mh.to_bytes()
-    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (np.inf, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (1e260, r"magnitude 1e\+260")]:
-        if dtype == np.float32 and bad == 1e260:
-            continue
-        X = KH[:, 4000:4100].copy()
-        X[2, 7, 3] = bad
-        X[2, 30, 0] = bad
-        with pytest.raises(ValueError, match=pattern):
-            mh.update(X)
-        assert mh.to_bytes() == before
-    with pytest.raises(ValueError, match="ids within a block must be distinct"):
-        mh.update(KH[:, 4000:4100], ids=np.zeros(100, dtype=int))
+    _assert_bad_blocks_change_nothing(mh, KH[:, 4000:4100], np.inf)
     with pytest.raises(ValueError, match="already fed"):
         mh.update(KH[:, 4000:4100], ids=np.arange(100))
     assert mh.to_bytes() == before
