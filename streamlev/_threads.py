@@ -56,19 +56,27 @@ def _blas_libs():
 class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1): ...``
     """Context manager limiting every loaded BLAS library to ``n`` threads, restoring the previous counts.
 
-    threadpoolctl finds the libraries once; entering and leaving then costs a
-    few microseconds (``threadpoolctl.threadpool_limits`` costs ~20 µs per use,
-    which mattered for blocks of a few hundred rows).  A context nested inside
-    one with the same ``n`` on the same thread costs nothing (the per-head
-    loops of :class:`streamlev.online.MultiHeadLeverage` nest dozens).  The
-    limit is process-wide, so it is set by the calling thread around a whole
-    split computation (:func:`split_run`), never from inside worker threads.
+    The libraries are found once (threadpoolctl); entering and leaving then
+    costs a few microseconds (``threadpoolctl.threadpool_limits`` costs ~20 µs
+    per use, which mattered for blocks of a few hundred rows).  A context
+    nested inside one with the same ``n`` on the same thread costs nothing
+    (the per-head loops of :class:`streamlev.online.MultiHeadLeverage` nest
+    dozens).
+
+    The count is process-wide (in a pthreads OpenBLAS), so ``n = 1`` — the
+    only limit the library asks for — is a *hold* counted over all threads
+    (:func:`_hold`): the first holder sets one thread, the last one out
+    restores what the first found, so threads holding at once (several
+    streams sketched in threads of one program, a Dask worker's threads) do
+    not undo each other's limit.  Any other ``n`` is set and undone by the
+    context alone.
     """
 
-    __slots__ = ("n", "_saved", "_prev")
+    __slots__ = ("n", "_libs", "_saved", "_prev")
 
     def __init__(self, n: int):
         self.n = int(n)
+        self._libs = None
         self._saved = None
         self._prev = None
 
@@ -77,11 +85,18 @@ class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1)
         if prev == self.n:  # an enclosing context on this thread already holds this limit
             self._saved = None
             return self
-        libs = _blas_libs()
-        self._saved = [lib.get_num_threads() for lib in libs]
-        for lib, cur in zip(libs, self._saved):
-            if cur != self.n:
-                lib.set_num_threads(self.n)
+        libs = self._libs if self._libs is not None else _blas_libs()
+        if self.n == 1:
+            self._saved = _hold(libs)
+        else:
+            saved = []
+            for lib in libs:
+                get, put = _controls(lib)
+                cur = get()
+                if cur != self.n:
+                    put(self.n)
+                saved.append(cur)
+            self._saved = saved
         self._prev = prev
         _ACTIVE.n = self.n
         return self
@@ -89,9 +104,13 @@ class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1)
     def __exit__(self, *exc):
         if self._saved is None:
             return False
-        for lib, cur in zip(_blas_libs(), self._saved):
-            if cur != self.n:
-                lib.set_num_threads(cur)
+        libs = self._libs if self._libs is not None else _blas_libs()
+        if self.n == 1:
+            _release(libs, self._saved)
+        else:
+            for lib, cur in zip(libs, self._saved):
+                if cur != self.n:
+                    _controls(lib)[1](cur)
         _ACTIVE.n = self._prev
         self._saved = None
         return False
@@ -287,56 +306,76 @@ def _direct_calls(lib):
     return _DIRECT[key]
 
 
-class one_blas_thread:  # noqa: N801 - used like a function
+def _controls(lib):
+    """(get, set) of one library's thread count: direct calls for a pthreads OpenBLAS, else threadpoolctl's."""
+    fns = _direct_calls(lib)
+    return fns if fns is not None else (lib.get_num_threads, lib.set_num_threads)
+
+
+def _hold(libs) -> list:
+    """Hold each library of ``libs`` at one thread; returns what :func:`_release` needs.
+
+    Holders are counted per library (under a lock): the first sets one
+    thread and notes the count it found, which the last one out restores.  A
+    holder that finds the library set to another count while held (a
+    different limit nested inside a hold) sets one thread again and gives
+    that count back when it leaves.
+    """
+    found = []
+    with _HOLD_LOCK:
+        for lib in libs:
+            get, put = _controls(lib)
+            cur = get()
+            hold = _HOLDS.get(lib.filepath)
+            if hold is None or hold[0] == 0:
+                _HOLDS[lib.filepath] = [1, cur]
+                found.append(None)
+            else:
+                hold[0] += 1
+                found.append(cur if cur != 1 else None)
+            if cur != 1:
+                put(1)
+    return found
+
+
+def _release(libs, found) -> None:
+    """Undo one :func:`_hold` of the same libraries."""
+    with _HOLD_LOCK:
+        for lib, mine in zip(libs, found):
+            hold = _HOLDS[lib.filepath]
+            hold[0] -= 1
+            if mine is not None:
+                _controls(lib)[1](mine)
+            elif hold[0] == 0 and hold[1] != 1:
+                _controls(lib)[1](hold[1])
+
+
+class one_blas_thread(blas_threads):  # noqa: N801 - used like a function
     """Hold one BLAS library (a threadpoolctl controller) at one thread; ``None``: every library.
 
-    Holders are counted per library: the first sets one thread, the last
-    restores what it found, so threads holding it at once do not undo each
-    other.  A pthreads OpenBLAS is driven by direct calls (~0.5 µs; see
-    :func:`_direct_calls`); other libraries through threadpoolctl.
+    :class:`blas_threads` ``(1)`` restricted to that library: holders are
+    counted over all threads, and a pthreads OpenBLAS is driven by direct
+    calls (~0.5 µs; see :func:`_direct_calls`), other libraries through
+    threadpoolctl.
     """
 
-    __slots__ = ("lib", "_fns", "_all", "_saved")
+    __slots__ = ()
 
     def __init__(self, lib):
-        self.lib = lib
-        self._fns = None if lib is None else _direct_calls(lib)
-        self._all = blas_threads(1) if lib is None else None
-        self._saved = None
+        super().__init__(1)
+        self._libs = None if lib is None else [lib]
 
     def __enter__(self):
-        if self._all is not None:
-            self._all.__enter__()
-        elif self._fns is None:
-            cur = self.lib.get_num_threads()
-            if cur != 1:
-                self.lib.set_num_threads(1)
-                self._saved = cur
-        else:
-            with _HOLD_LOCK:
-                hold = _HOLDS.get(self.lib.filepath)
-                if hold is None or hold[0] == 0:
-                    cur = self._fns[0]()
-                    if cur != 1:
-                        self._fns[1](1)
-                    _HOLDS[self.lib.filepath] = [1, cur]
-                else:
-                    hold[0] += 1
+        if self._libs is None:
+            return super().__enter__()
+        self._saved = _hold(self._libs)  # never skipped: an enclosing blas_threads(1) may hold other libraries
         return self
 
     def __exit__(self, *exc):
-        if self._all is not None:
-            return self._all.__exit__(*exc)
-        if self._fns is None:
-            if self._saved is not None:
-                self.lib.set_num_threads(self._saved)
-                self._saved = None
-            return False
-        with _HOLD_LOCK:
-            hold = _HOLDS[self.lib.filepath]
-            hold[0] -= 1
-            if hold[0] == 0 and hold[1] != 1:
-                self._fns[1](hold[1])
+        if self._libs is None:
+            return super().__exit__(*exc)
+        _release(self._libs, self._saved)
+        self._saved = None
         return False
 
 

@@ -226,6 +226,44 @@ def test_blas_threads_restores_the_previous_limit():
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
 
 
+def test_blas_threads_holds_from_overlapping_threads():
+    """Two threads in blas_threads(1) at once: the first one out must not lift the limit the other still needs."""
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):  # a count other than 1 to come back to (also on 1-core machines)
+        before = counts()
+        seen = {}
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+        def first():
+            with _threads.blas_threads(1):
+                a_in.set()
+                b_in.wait(30)
+            a_out.set()
+
+        def second():
+            a_in.wait(30)
+            with _threads.blas_threads(1):
+                b_in.set()
+                a_out.wait(30)
+                seen["b, after a left"] = counts()
+            seen["after both"] = counts()
+
+        ts = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        assert seen["b, after a left"] == [1] * len(before)
+        assert seen["after both"] == before
+        assert counts() == before
+
+
 # -- buffered small blocks -----------------------------------------------------------------------------
 @given(key_matrices(min_n=1, max_n=120, max_d=5), eps_values, st.integers(0, 2**31))
 def test_buffered_rows_count_everywhere(K, eps, seed):
