@@ -289,15 +289,17 @@ def blas_syrk():
     """(ctypes pointer to a BLAS ``dsyrk``, Fortran interface; its threadpoolctl controller or None), or None.
 
     Preferably the library numpy uses: with numpy's own OpenBLAS the serial
-    kernel took 403-537 µs per (12, 256, 64) block here, with the copy scipy
-    bundles 419-573 µs (two runs of ``python benchmarks/kernels_bench.py``).  The pointer is passed
+    kernel took 403-537 µs per (12, 256, 64) block on one machine, with the copy
+    scipy bundles 419-573 µs; on a later AVX-512 machine 857-982 µs against
+    790-883 µs (``python benchmarks/kernels_bench.py``) — no clear winner, and
+    numpy's is the one its matmul (the rest of the library) uses.  The pointer is passed
     to :func:`heads_screen_gram` as an argument (a pointer held in a global
     would stop numba from caching the kernel).  Integer arguments are stored
     as int64: a library with 32-bit Fortran integers reads the low half, which
     on a little-endian machine is the same number.  Call it with that library
     limited to one thread (:class:`streamlev._threads.parallel_region`): the
     kernel's own threads share the cores, and OpenBLAS threads started from
-    them made a block 100x slower here.
+    them made a block 1.7x-100x slower (two machines).
     """
     global _SYRK  # noqa: PLW0603 - looked up once per process
     if _SYRK is None:
