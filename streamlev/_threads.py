@@ -6,14 +6,14 @@ decide how threads are used:
 
 * OpenBLAS runs the thin products streamlev needs (``BᵀB`` and ``B·W`` for an
   m x 64 block) hardly faster on 2 threads than on 1 (172 ms vs 188 ms for one
-  10^6 x 64 ``K.T @ K``), while small
+  10^6 x 64 ``K.T @ K``; 197 ms vs 195 ms on a later AVX-512 machine), while small
   LAPACK calls (QR/SVD of matrices a few hundred wide) ran 10-300x *slower* on
   2 threads under load (DESIGN.md §2).  So BLAS itself runs single-threaded
   inside every streamlev call that matters.
 * numpy's matmul releases the GIL, so splitting a block's rows into one part
   per core and running single-threaded BLAS on each part in a thread of its
   own gives the speed-up instead: the same ``K.T @ K`` took 101 ms in two
-  parts on two threads.  (scipy's f2py BLAS wrappers keep the GIL, so
+  parts on two threads (105 ms on the later machine).  (scipy's f2py BLAS wrappers keep the GIL, so
   they are not used for this.)  numba kernels are compiled with ``nogil=True``
   and split the same way.
 
