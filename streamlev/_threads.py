@@ -368,7 +368,9 @@ class one_blas_thread(blas_threads):  # noqa: N801 - used like a function
     def __enter__(self):
         if self._libs is None:
             return super().__enter__()
-        self._saved = _hold(self._libs)  # never skipped: an enclosing blas_threads(1) may hold other libraries
+        # A counted hold of this library alone; the thread is not marked as holding every library (_ACTIVE),
+        # so a blas_threads(1) inside still holds the others.
+        self._saved = _hold(self._libs)
         return self
 
     def __exit__(self, *exc):
