@@ -4,8 +4,10 @@
 
 Prints, all in one process on the same data:
 
-* one ``K.T @ K`` with OpenBLAS on 1 and on 2 threads, and split into one part per core run in
-  Python threads with single-threaded BLAS (:func:`streamlev._factor.gram`);
+* one ``K.T @ K`` with OpenBLAS on 1 and on 2 threads, split into one part per core run in Python
+  threads with single-threaded BLAS, and streamlev's Gram matrix (:func:`streamlev._factor.gram`: the
+  numba kernel :func:`streamlev._kernels.gram_upper`, one part per core); and per 256 x 64 block in
+  cache, ``gram_upper`` against OpenBLAS ``dsyrk`` on one thread;
 * the Gram product of float32 keys with float64 accumulation (converted per chunk, by chunk size)
   and with float32 accumulation, and the relative error of the scores each gives;
 * the validation scan (:func:`streamlev._kernels.scan_block`) against numpy's sum + max + min, and the
@@ -13,14 +15,14 @@ Prints, all in one process on the same data:
 * the multi-head kernels for 12 heads, d = 64: stacked triangular inverses and column norms against
   their per-matrix or numpy forms, and staging one (12, 256, 64) block (copy into the shared buffer,
   then one validate-and-screen pass) against the earlier contiguous copy + scan + screen + copy;
-* the kernel MultiHeadLeverage takes larger blocks through (screening and BLAS dsyrk per head on
-  numba's threads): heads handed out one at a time against numba's static split, serial, with the
-  dsyrk of the OpenBLAS scipy bundles instead of numpy's, with and without 1 ms of other work between
-  calls, and once with OpenBLAS left free to start threads of its own.
+* the kernel MultiHeadLeverage takes larger blocks through (screening and ``gram_upper`` per head on
+  numba's threads): heads handed out one at a time against numba's static split and serial, with and
+  without 1 ms of other work between calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -80,9 +82,18 @@ def main():
     t2 = best(lambda: K.T @ K)
     with _threads.blas_threads(1):
         t1 = best(lambda: K.T @ K)
-    ts = best(lambda: _factor.gram(K))
+    ts = best(lambda: chunked_gram(K, np.float64, 4096))
+    tg = best(lambda: _factor.gram(K))
     print(f"  OpenBLAS 2 threads {t2 * 1e3:7.1f} ms   1 thread {t1 * 1e3:7.1f} ms   "
-          f"split over {streamlev.get_num_threads()} Python threads (streamlev gram) {ts * 1e3:7.1f} ms")
+          f"split over {streamlev.get_num_threads()} Python threads {ts * 1e3:7.1f} ms   "
+          f"streamlev gram (numba, split) {tg * 1e3:7.1f} ms")
+    B = np.ascontiguousarray(K[:256])
+    C = np.zeros((d, d))
+    with _threads.blas_threads(1):
+        t_syrk = best(lambda: [B.T @ B for _ in range(1000)]) / 1000
+    t_numba = best(lambda: [_kernels.gram_upper(B, C) for _ in range(1000)]) / 1000
+    print(f"  one 256 x {d} block in cache: OpenBLAS dsyrk (B.T @ B, 1 thread) {t_syrk * 1e6:.1f} µs   "
+          f"gram_upper {t_numba * 1e6:.1f} µs")
 
     print("\n== Gram product of float32 keys ==")
     Kn = K32.astype(np.float64)
@@ -100,6 +111,10 @@ def main():
         label = "float32 keys, float32 accumulation" if acc == np.float32 else "float32 keys, float64 accumulation"
         extra = f"{t * 1e3:7.1f} ms" if acc == np.float32 else "       "
         print(f"  {label:<50} {extra}   max rel. error of the scores {err:.1e}")
+    t = best(lambda: _factor.gram(K32))
+    err = np.max(np.abs(scores_from_gram(K32, _factor.gram(K32)) - tau) / tau)
+    print(f"  {'float32 keys, streamlev gram (float64 products)':<50} {t * 1e3:7.1f} ms   "
+          f"max rel. error of the scores {err:.1e}")
 
     print("\n== per 16,384 x 64 float64 block ==")
     B = K[:16384]
@@ -197,33 +212,23 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
 
 def heads_kernel(rng, H, d, m, rounds=15, batch=20):
     """The kernel MultiHeadLeverage takes blocks of 64+ rows through (streamlev._kernels.heads_screen_gram)."""
-    import ctypes
-
     import numba
-    from numba.extending import get_cython_function_address
 
-    syrk, lib = _kernels.blas_syrk()
-    scipy_syrk = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 10))(
-        get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
     state = dict(dinv=np.ones((H, d)), up=np.full(H, 1e-9), thr=1e-3, W=np.zeros((H, d, d)), budget=1e300,
                  acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
                  nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
                  took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 1 << 60),
-                 cargs=_kernels.syrk_args(), kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d)),
+                 kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d)),
                  tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
                  ids=np.zeros(0, dtype=np.int64), id0=0)
 
-    junk = np.zeros((24 << 20) // 8)
-
-    def per_call(fn, ptr, ctx, count, gap=0.0):
+    def per_call(fn, ctx, count, gap=0.0):
         """µs per call on blocks drawn just before each call (as a model hands them over).
 
-        gap > 0: that many seconds of a busy loop between calls; gap < 0: 24 MB of other memory touched.
+        gap > 0: that many seconds of a busy loop between calls.
         """
         spent = 0.0
         for _ in range(count):
-            if gap < 0:
-                junk[:] += 1.0
             X = rng.standard_normal((H, m, d))
             if gap > 0:
                 t_end = time.perf_counter() + gap
@@ -231,7 +236,7 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
                     pass
             with ctx():
                 t0 = time.perf_counter()
-                fn(ptr, X, *state.values())
+                fn(X, *state.values())
                 spent += time.perf_counter() - t0
         return spent / count * 1e6
 
@@ -244,37 +249,33 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
             a[i] += 1.0
 
     a = np.zeros(n)
-    with _threads.parallel_region(n, lib):
+    with _threads.parallel_region(n):
         t_numba = best(lambda: [launch(a) for _ in range(1000)], 5) / 1000
     t_split = best(lambda: [_threads.split_run(lambda lo, hi: None, n, n) for _ in range(200)], 5) / 200
     print(f"  handing work to the other core: a numba parallel launch {t_numba * 1e6:.1f} µs   "
           f"split_run (Python threads) {t_split * 1e6:.1f} µs")
     variants = {
-        f"{n} threads, heads one at a time": (par, syrk, lambda: _threads.parallel_region(n, lib)),
-        f"{n} threads, numba's static split": (par, syrk, lambda: _Static(n, lib)),
-        "serial": (ser, syrk, lambda: _threads.one_blas_thread(lib)),
-        "serial, dsyrk of scipy's OpenBLAS": (ser, scipy_syrk, lambda: _threads.one_blas_thread(None)),
+        f"{n} threads, heads one at a time": (par, lambda: _threads.parallel_region(n)),
+        f"{n} threads, numba's static split": (par, lambda: _Static(n)),
+        "serial": (ser, contextlib.nullcontext),
     }
-    for f, p, c in variants.values():
-        per_call(f, p, c, 20)  # warm-up
+    for f, c in variants.values():
+        per_call(f, c, 20)  # warm-up
     print(f"  heads_screen_gram, one ({H}, {m}, {d}) block drawn just before each call: median over {rounds} rounds "
           f"of {batch} calls per variant, variants interleaved (µs per call):")
-    for gap, label in ((0.0, "back to back"), (1e-3, "1 ms busy loop between calls"),
-                       (-1.0, "24 MB of other memory touched between calls")):
+    for gap, label in ((0.0, "back to back"), (1e-3, "1 ms busy loop between calls")):
         res = {k: [] for k in variants}
         for r in range(rounds):
             for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
                 res[k].append(per_call(*variants[k], batch, gap=gap))
         print(f"    {label}: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
-    t_free = per_call(par, syrk, lambda: _NoLimit(n), 5)
-    print(f"    {n} threads with OpenBLAS free to start its own threads from the kernel's: {t_free:8.0f} µs per call")
 
 
 class _Static:
     """parallel_region with numba's default static split of the iterations, for comparison."""
 
-    def __init__(self, n, lib):
-        self.region = _threads.parallel_region(n, lib)
+    def __init__(self, n):
+        self.region = _threads.parallel_region(n)
 
     def __enter__(self):
         import numba
@@ -288,26 +289,6 @@ class _Static:
 
         numba.set_parallel_chunksize(1)  # what the region set, so that it restores the caller's value
         return self.region.__exit__(*exc)
-
-
-class _NoLimit:
-    """A parallel launch without holding BLAS at one thread (to show why the library holds it)."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        import numba
-
-        self.prev = numba.get_num_threads()
-        numba.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self.prev)
-        return False
 
 
 if __name__ == "__main__":

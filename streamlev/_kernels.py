@@ -7,12 +7,15 @@ block on several cores), ``error_model="numpy"``, and no ``fastmath`` flags
 that change the meaning of NaN or infinity (``nnan``/``ninf``/``fast``): the
 library's non-finite checks rely on NaN and inf propagating.
 
-The one relaxation, ``reassoc=True``, lets LLVM reorder a row's sum of squares
-into SIMD lanes.  It changes only the order of additions (the error bound of a
-d-term sum of non-negative numbers, d·u relative, is the same in any order),
-keeps NaN/inf semantics, and made the row-norm kernels 4x faster here (0.17 ms
-vs 0.70 ms for a 16384 x 64 block, ``python benchmarks/kernels_bench.py``).  Kernels whose result must be bit-for-bit
-order-defined do not use it.
+Two relaxations, both keeping NaN/inf semantics.  ``reassoc=True`` lets LLVM
+reorder a sum into SIMD lanes: it changes only the order of additions (the
+error bound of a d-term sum of non-negative numbers, d·u relative, is the same
+in any order, and a Gram entry's sum of m products keeps the m·u bound of any
+summation order), and made the row-norm kernels 4x faster here (0.17 ms vs
+0.70 ms for a 16384 x 64 block, ``python benchmarks/kernels_bench.py``).
+``contract=True`` lets it fuse a multiply and an add into one FMA (one
+rounding instead of two).  Kernels whose result must be bit-for-bit
+order-defined use neither.
 
 Explicit signatures compile float64 and float32 (and read-only, for
 memory-mapped files) versions eagerly on first import of this module; the
@@ -32,19 +35,18 @@ import numba
 import numpy as np
 
 __all__ = ["jit", "colnorms_batched", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms",
-           "scaled_row_sqnorms_batched", "scan_block", "scan_screen_rows", "blas_syrk", "syrk_args",
-           "heads_screen_gram", "heads_screen_gram_serial", "gram_sum_one", "classify_rows",
-           "compact_rows"]
+           "scaled_row_sqnorms_batched", "scan_block", "scan_screen_rows", "gram_upper", "gram_upper_norms",
+           "heads_screen_gram", "heads_screen_gram_serial", "gram_sum_one", "classify_rows", "compact_rows"]
 
 
-def jit(signature=None, *, reassoc: bool = False, parallel: bool = False):
+def jit(signature=None, *, reassoc: bool = False, contract: bool = False, parallel: bool = False):
     """The single njit wrapper of streamlev (options documented in the module docstring).
 
     ``signature=None`` compiles lazily, once per argument types (then cached on
     disk); ``parallel=True`` makes ``numba.prange`` loops run on numba's
     threads — call such kernels only through :func:`streamlev._threads.parallel_region`.
     """
-    fastmath = {"reassoc"} if reassoc else False
+    fastmath = ({"reassoc"} if reassoc else set()) | ({"contract"} if contract else set()) or False
     opts = dict(cache=True, nogil=True, fastmath=fastmath, error_model="numpy")
     if parallel:
         opts["parallel"] = True
@@ -284,62 +286,124 @@ def scan_block(X):  # pragma: no cover - compiled
     return -1, top  # unreachable
 
 
-# -- many heads: screening and Gram products of one block, every head in one call ------------------------------
-def blas_syrk():
-    """(ctypes pointer to a BLAS ``dsyrk``, Fortran interface; its threadpoolctl controller or None), or None.
+# -- Gram matrices: C += XᵀX (upper triangle) in float64, no BLAS -------------------------------------------------
+#: Rows of a block handled per step of the Gram kernels: transposed to float64 scratch of d x (256 + 8) entries
+#: (132 KB at d = 64), which stays in cache while :func:`_gram_tiles` sweeps it.
+_GRAM_STEP = 256
+#: Padding of the scratch's rows: a row length of exactly 256 doubles (2 KB) put the 64 entries written per key
+#: row into two sets of the 8-way L1 cache; 264 spreads them (the transposition from memory ran ~1.8x faster).
+_GRAM_PAD = 8
 
-    Preferably the library numpy uses: with numpy's own OpenBLAS the serial
-    kernel took 403-537 µs per (12, 256, 64) block on one machine, with the copy
-    scipy bundles 419-573 µs; on a later AVX-512 machine 857-982 µs against
-    790-883 µs (``python benchmarks/kernels_bench.py``) — no clear winner, and
-    numpy's is the one its matmul (the rest of the library) uses.  The pointer is passed
-    to :func:`heads_screen_gram` as an argument (a pointer held in a global
-    would stop numba from caching the kernel).  Integer arguments are stored
-    as int64: a library with 32-bit Fortran integers reads the low half, which
-    on a little-endian machine is the same number.  Call it with that library
-    limited to one thread (:class:`streamlev._threads.parallel_region`): the
-    kernel's own threads share the cores, and OpenBLAS threads started from
-    them made a block 1.7x-100x slower (two machines).
+
+@jit(reassoc=True, contract=True)
+def _gram_tiles(S, n, C):  # pragma: no cover - compiled
+    """C[i, j] += Σ_{r<n} S[i, r]·S[j, r] for j >= i (C row-major, lower triangle untouched).
+
+    S holds a step's rows as columns (d' x ≥n, d' = d rounded up to 4, zero
+    padding rows).  Each 4 x 4 tile of C is 16 scalar accumulators over one
+    contiguous sweep of 8 rows of S: LLVM keeps them in vector registers
+    and vectorises along r (``reassoc``), one FMA per product (``contract``).
     """
-    global _SYRK  # noqa: PLW0603 - looked up once per process
-    if _SYRK is None:
-        _SYRK = (_find_syrk(),)
-    return _SYRK[0]
+    dp = S.shape[0]
+    d = C.shape[0]
+    for i0 in range(0, dp, 4):
+        for j0 in range(i0, dp, 4):
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+            for r in range(n):
+                x0 = S[i0, r]
+                x1 = S[i0 + 1, r]
+                x2 = S[i0 + 2, r]
+                x3 = S[i0 + 3, r]
+                y0 = S[j0, r]
+                y1 = S[j0 + 1, r]
+                y2 = S[j0 + 2, r]
+                y3 = S[j0 + 3, r]
+                a00 += x0 * y0
+                a01 += x0 * y1
+                a02 += x0 * y2
+                a03 += x0 * y3
+                a10 += x1 * y0
+                a11 += x1 * y1
+                a12 += x1 * y2
+                a13 += x1 * y3
+                a20 += x2 * y0
+                a21 += x2 * y1
+                a22 += x2 * y2
+                a23 += x2 * y3
+                a30 += x3 * y0
+                a31 += x3 * y1
+                a32 += x3 * y2
+                a33 += x3 * y3
+            tile = (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33)
+            for a in range(4):
+                i = i0 + a
+                for b in range(4):
+                    j = j0 + b
+                    if i <= j < d:
+                        C[i, j] += tile[4 * a + b]
 
 
-def _find_syrk():
-    import ctypes  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    if sys.byteorder != "little":  # pragma: no cover - the int64 trick needs little-endian
-        return None
-    fty = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 10))
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        libs = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
-        want = str(np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {}).get("version", ""))
-        libs.sort(key=lambda lc: lc.version != want)  # numpy's library first
-        for lc in libs:
-            lib = ctypes.CDLL(lc.filepath)
-            for name in ("scipy_dsyrk_64_", "dsyrk_64_", "scipy_dsyrk_", "dsyrk_"):
-                if hasattr(lib, name):
-                    return fty(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value), lc
-    except Exception:  # noqa: BLE001, S110 - any trouble: the library scipy links against
-        pass
-    try:
-        from numba.extending import get_cython_function_address  # noqa: PLC0415
-
-        return fty(get_cython_function_address("scipy.linalg.cython_blas", "dsyrk")), None
-    except Exception:  # noqa: BLE001 - no BLAS reachable: callers keep their general path
-        return None
+@jit()
+def _rows_to_cols(X, a, n, S):  # pragma: no cover - compiled
+    """S[j, r] = float64(X[a + r, j]) for r < n: rows read in order, written down S's columns."""
+    d = X.shape[1]
+    for r in range(n):
+        for j in range(d):
+            S[j, r] = np.float64(X[a + r, j])
 
 
-_SYRK = None
-#: Rows converted to float64 at a time when a head's rows are float32 or not unit-strided (256 KB at d = 64).
-_SYRK_CHUNK = 512
+@jit(reassoc=True)
+def _rows_to_cols_norms(X, a, n, S, dinv, norms):  # noqa: PLR0917  # pragma: no cover - compiled
+    """:func:`_rows_to_cols`, and norms[a + r] = ‖x_r ∘ dinv‖² (as :func:`_scaled_sqnorm`) in the same sweep."""
+    d = X.shape[1]
+    for r in range(n):
+        s = 0.0
+        for j in range(d):
+            v = np.float64(X[a + r, j])
+            S[j, r] = v
+            w = v * dinv[j]
+            s += w * w
+        norms[a + r] = s
 
 
+@jit()
+def _gram_scratch(d):  # pragma: no cover - compiled
+    return np.zeros(((d + 3) // 4 * 4, _GRAM_STEP + _GRAM_PAD))
+
+
+@jit()
+def gram_upper(X, C):  # pragma: no cover - compiled
+    """C += the upper triangle of XᵀX (row-major; lower triangle untouched), products and sums in float64.
+
+    X: a 2-D float32 or float64 array, any strides.  Taken _GRAM_STEP rows at
+    a time: the rows are converted and transposed into cache-resident scratch,
+    then swept tile by tile (:func:`_gram_tiles`).  Each entry is a sum of
+    products in some order, as in BLAS: within m·u of exact (m rows).  On the
+    AVX-512 machine this replaced OpenBLAS ``dsyrk``: 32-36 µs against 46-50
+    µs per 256 x 64 block in cache, 10^6 x 64 rows from memory in 0.10-0.15 s
+    on two threads against 0.13-0.25 s (``python benchmarks/kernels_bench.py``).
+    """
+    m, d = X.shape
+    S = _gram_scratch(d)
+    for a in range(0, m, _GRAM_STEP):
+        n = min(_GRAM_STEP, m - a)
+        _rows_to_cols(X, a, n, S)
+        _gram_tiles(S, n, C)
+
+
+@jit()
+def gram_upper_norms(X, C, dinv, norms):  # pragma: no cover - compiled
+    """:func:`gram_upper`, and the screening norms ``norms[i] = ‖x_i ∘ dinv‖²`` in the same pass over X."""
+    m, d = X.shape
+    S = _gram_scratch(d)
+    for a in range(0, m, _GRAM_STEP):
+        n = min(_GRAM_STEP, m - a)
+        _rows_to_cols_norms(X, a, n, S, dinv, norms)
+        _gram_tiles(S, n, C)
+
+
+# -- many heads: screening and Gram products of one block, every head in one call ------------------------------
 @jit(reassoc=True)
 def _screen_rows(X, dinv, up, thr, keep):  # pragma: no cover - compiled
     """Bounds u_i = ‖x_i ∘ dinv‖²·up of one head's rows: (Σ u_i, rows with u_i >= thr), keep[i] = u_i >= thr.
@@ -356,52 +420,6 @@ def _screen_rows(X, dinv, up, thr, keep):  # pragma: no cover - compiled
         keep[i] = k
         kept += k
     return tot, kept
-
-
-@jit()
-def _syrk_rows(syrk, X, T, cargs, add):  # pragma: no cover - compiled
-    """Upper triangle (row-major) of T = XᵀX — or T + XᵀX with ``add`` — in float64 by BLAS dsyrk.
-
-    A row-major X (m x d) with row stride s is the column-major d x m matrix
-    with leading dimension s, so dsyrk('L', 'N') of it is the lower triangle of
-    XᵀX in column-major order — the upper triangle of T in row-major order.
-    X is read in place when it is float64 with unit stride along a row;
-    otherwise it is converted in chunks of ``_SYRK_CHUNK`` rows.  ``cargs``
-    holds the character arguments ('L', 'N') and alpha = 1, beta = 0,
-    beta = 1 as float64 bytes (see :func:`syrk_args`).
-    """
-    m, d = X.shape
-    ints = np.empty(4, dtype=np.int64)  # n, k, lda, ldc
-    ints[0] = d
-    ints[3] = d
-    alpha = cargs.ctypes.data + 8
-    beta = cargs.ctypes.data + (24 if add else 16)
-    if X.itemsize == 8 and X.strides[1] == 8 and X.strides[0] >= 8 * d and X.strides[0] % 8 == 0:
-        ints[1] = m
-        ints[2] = X.strides[0] // 8 if m > 1 else d
-        syrk(cargs.ctypes.data, cargs.ctypes.data + 1, ints.ctypes.data, ints.ctypes.data + 8, alpha,
-             X.ctypes.data, ints.ctypes.data + 16, beta, T.ctypes.data, ints.ctypes.data + 24)
-        return
-    step = max(1, min(m, _SYRK_CHUNK))
-    S = np.empty((step, d))
-    for a in range(0, m, step):
-        b = min(m, a + step)
-        for i in range(a, b):
-            for j in range(d):
-                S[i - a, j] = X[i, j]
-        ints[1] = b - a
-        ints[2] = d
-        syrk(cargs.ctypes.data, cargs.ctypes.data + 1, ints.ctypes.data, ints.ctypes.data + 8, alpha,
-             S.ctypes.data, ints.ctypes.data + 16, beta, T.ctypes.data, ints.ctypes.data + 24)
-        beta = cargs.ctypes.data + 24
-
-
-def syrk_args() -> np.ndarray:
-    """The constant BLAS arguments of :func:`heads_screen_gram`: 'L', 'N', then alpha = 1, beta = 0, beta = 1."""
-    out = np.zeros(32, dtype=np.uint8)
-    out[0], out[1] = ord("L"), ord("N")
-    out[8:32] = np.frombuffer(np.array([1.0, 0.0, 1.0]).tobytes(), dtype=np.uint8)
-    return out
 
 
 @jit(reassoc=True)
@@ -466,10 +484,10 @@ def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no c
 
 
 @jit()
-def _head_add(syrk, Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, cargs, h):  # noqa: PLR0917  # pragma: no cover
+def _head_add(Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, h):  # noqa: PLR0917  # pragma: no cover
     """Step 2 of :func:`heads_screen_gram` for head h: True when the head took the block."""
     if acc_tr[h] + usum <= budget:
-        _syrk_rows(syrk, Xh, Ch, cargs, True)
+        gram_upper(Xh, Ch)
         acc_tr[h] += usum
         nrec[h] += 1
         if nrec[h] >= 16:
@@ -477,7 +495,8 @@ def _head_add(syrk, Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, cargs, h
             Ch[:, :] = 0.0
             nrec[h] = 0
         return True
-    _syrk_rows(syrk, Xh, Th, cargs, False)
+    Th[:, :] = 0.0
+    gram_upper(Xh, Th)
     return gram_sum_one(Th, Wh, budget, hi, lo, acc_tr[h:h + 1])
 
 
@@ -497,8 +516,8 @@ def _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
 
 
 @jit(parallel=True)
-def heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took, rows,  # noqa: PLR0917
-                      limit, cargs, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
+def heads_screen_gram(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took, rows, limit,  # noqa: PLR0917
+                      kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
     """Screen every head's rows of a block and add their Gram matrices to the heads' running sums.
 
     Per head h (``numba.prange``: the heads are split over numba's threads):
@@ -509,8 +528,8 @@ def heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec
        some head's sum non-finite: then (0, 0, 0, 0) is returned and nothing is changed
        anywhere — the caller's general path names the problem.
     2. If ``acc_tr[h]`` plus that bound stays within ``budget``, the rows' Gram matrix is
-       added to the head's recent sum C_h by BLAS dsyrk (float64, upper triangle, read straight
-       from X) — no d x d work of ours.  Otherwise T_h = X_hᵀX_h is formed apart and its exact
+       added to the head's recent sum C_h by :func:`gram_upper` (float64, upper triangle, read
+       straight from X).  Otherwise T_h = X_hᵀX_h is formed apart and its exact
        whitened trace t_h = Σ_ab W_h,ab T_h,ab = ⟨(R_hᵀR_h)⁻¹, X_hᵀX_h⟩ (W_h = 2·triu(M_h) −
        diag(M_h)) is computed; T_h is added (to hi_h + lo_h, compensated) only if
        ``acc_tr[h] + t_h <= budget`` (false for a NaN t_h from an overflow too).  A trace within
@@ -543,7 +562,7 @@ def heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec
         if not usum[h] < np.inf:
             return 0, 0, 0, 0
     for h in numba.prange(H):
-        took[h] = _head_add(syrk, X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], cargs, h)
+        took[h] = _head_add(X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], h)
     refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
     return 1 + room, kept.sum(), refused, due
 
@@ -553,8 +572,8 @@ def heads_screen_gram(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec
 #: disk cache keys compiled code by function, not by the ``parallel`` option, so one Python function compiled
 #: both ways would load one version for both.
 @jit()
-def heads_screen_gram_serial(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took,  # noqa: PLR0917
-                             rows, limit, cargs, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
+def heads_screen_gram_serial(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took,  # noqa: PLR0917
+                             rows, limit, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
     """:func:`heads_screen_gram` on the calling thread alone (same arithmetic, same results)."""
     H, m, _d = X.shape
     usum = np.zeros(H)
@@ -567,7 +586,7 @@ def heads_screen_gram_serial(syrk, X, dinv, up, thr, W, budget, acc_tr, hi, lo, 
         if not usum[h] < np.inf:
             return 0, 0, 0, 0
     for h in range(H):
-        took[h] = _head_add(syrk, X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], cargs, h)
+        took[h] = _head_add(X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], h)
     refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
     return 1 + room, kept.sum(), refused, due
 

@@ -32,7 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 __all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_bounds", "split_run", "parts_for",
-           "parallel_threads", "parallel_region", "one_blas_thread"]
+           "parallel_threads", "parallel_region"]
 
 _LIBS = None
 _USER_THREADS = None
@@ -283,7 +283,9 @@ def _direct_calls(lib):
     Called directly: for a pthreads OpenBLAS, threadpoolctl only lets the first
     thread that set a limit change it again, so a limit asked for from another
     thread (a Dask worker's, say) would silently not apply — and OpenBLAS's
-    own threads started from the kernel's threads made a block 100x slower.
+    own threads started from a part's thread oversubscribe the cores (they
+    made a block of the multi-head kernel 100x slower when it still called
+    BLAS from numba's threads).
     """
     key = lib.filepath
     if key not in _DIRECT:
@@ -350,37 +352,6 @@ def _release(libs, found) -> None:
                 _controls(lib)[1](hold[1])
 
 
-class one_blas_thread(blas_threads):  # noqa: N801 - used like a function
-    """Hold one BLAS library (a threadpoolctl controller) at one thread; ``None``: every library.
-
-    :class:`blas_threads` ``(1)`` restricted to that library: holders are
-    counted over all threads, and a pthreads OpenBLAS is driven by direct
-    calls (~0.5 µs; see :func:`_direct_calls`), other libraries through
-    threadpoolctl.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, lib):
-        super().__init__(1)
-        self._libs = None if lib is None else [lib]
-
-    def __enter__(self):
-        if self._libs is None:
-            return super().__enter__()
-        # A counted hold of this library alone; the thread is not marked as holding every library (_ACTIVE),
-        # so a blas_threads(1) inside still holds the others.
-        self._saved = _hold(self._libs)
-        return self
-
-    def __exit__(self, *exc):
-        if self._libs is None:
-            return super().__exit__(*exc)
-        _release(self._libs, self._saved)
-        self._saved = None
-        return False
-
-
 def _numba_controls():
     """(get threads, set threads, set chunk size) of numba's threading layer for the calling thread.
 
@@ -404,7 +375,7 @@ def _numba_controls():
 _NUMBA_CTL = None
 
 
-class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n, lib): kernel(...)``
+class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n): kernel(...)``
     """Context for one launch of a parallel numba kernel on ``n`` threads (see the rules above).
 
     Takes the launch lock, marks this process as having launched (for
@@ -414,16 +385,14 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
     heads instead of holding up the call; in two runs of ``python
     benchmarks/kernels_bench.py`` it was within noise of numba's static split
     back to back and 3-8% faster with a busy loop between calls), restoring
-    both afterwards.  It also holds BLAS — the library ``lib`` (a
-    threadpoolctl controller) the kernel calls, or every library — at one
-    thread: the kernels call BLAS from numba's threads.
+    both afterwards.  The parallel kernels call no BLAS (their Gram matrices
+    come from :func:`streamlev._kernels.gram_upper`), so BLAS is left as it is.
     """
 
-    __slots__ = ("n", "_blas", "_prev")
+    __slots__ = ("n", "_prev")
 
-    def __init__(self, n: int, lib=None):
+    def __init__(self, n: int):
         self.n = int(n)
-        self._blas = one_blas_thread(lib)
         self._prev = None
 
     def __enter__(self):
@@ -436,7 +405,6 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
                 set_n(self.n)
             self._prev = (prev_n, set_chunk(1))
             _PAR_USED = True
-            self._blas.__enter__()
         except BaseException:
             _PAR_LOCK.release()
             raise
@@ -445,7 +413,6 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
     def __exit__(self, *exc):
         _get_n, set_n, set_chunk = _numba_controls()
         try:
-            self._blas.__exit__(*exc)
             prev_n, prev_chunk = self._prev
             set_chunk(prev_chunk)
             if prev_n != self.n:

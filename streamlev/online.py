@@ -784,8 +784,6 @@ class _GramSums:
     """
 
     def __init__(self, heads: int, dim: int):
-        from ._kernels import syrk_args  # noqa: PLC0415
-
         self.hi = np.zeros((heads, dim, dim))
         self.lo = np.zeros((heads, dim, dim))
         self.C = np.zeros((heads, dim, dim))  # recent blocks, plain sums (joined to hi + lo every 16 blocks)
@@ -798,34 +796,30 @@ class _GramSums:
         self._no_tails = {}
         self.admitted = 0  # rows admitted (over all heads) since the sums were last emptied
         self.keep = np.zeros((heads, 0), dtype=bool)
-        self.cargs = syrk_args()
 
     @property
     def nbytes(self) -> int:
         return int(self.hi.nbytes + self.lo.nbytes + self.C.nbytes + self.T.nbytes + self.keep.nbytes)
 
-    def add(self, syrk, X, thr, state, tail, ids, id0):  # noqa: PLR0917
+    def add(self, X, thr, state, tail, ids, id0):  # noqa: PLR0917
         """Screen and add a block (H, m, d); see :func:`streamlev._kernels.heads_screen_gram` for the result.
 
-        ``syrk``: what :func:`streamlev._kernels.blas_syrk` returns; ``tail``:
-        (keys, ids, used) of the candidate tail kept rows are copied to; ``ids``
-        the block's ids or None for id0, id0 + 1, ...
+        ``tail``: (keys, ids, used) of the candidate tail kept rows are copied
+        to; ``ids`` the block's ids or None for id0, id0 + 1, ...
         """
         dinv, up, W, limit, budget = state[:5]
         m = X.shape[1]
         if self.keep.shape[1] < m:
             self.keep = np.zeros((X.shape[0], max(m, 2 * self.keep.shape[1])), dtype=bool)
-        fn, lib = syrk
         tk, tid, used = tail
-        args = (fn, X, dinv, up, thr, W, budget, self.tr, self.hi, self.lo, self.C, self.nrec, self.T,
-                self.keep[:, :m], self.took, self.rows, limit, self.cargs, self.kept, tk, tid, used,
+        args = (X, dinv, up, thr, W, budget, self.tr, self.hi, self.lo, self.C, self.nrec, self.T,
+                self.keep[:, :m], self.took, self.rows, limit, self.kept, tk, tid, used,
                 _NO_IDS if ids is None else ids, id0)
         threads = _k.parallel_threads() if X.size >= _PARALLEL_MIN_ENTRIES else 1
         if threads > 1:
-            with _k.parallel_region(threads, lib):
+            with _k.parallel_region(threads):
                 return _k.heads_screen_gram(*args)
-        with _k.one_blas_thread(lib):
-            return _k.heads_screen_gram_serial(*args)
+        return _k.heads_screen_gram_serial(*args)
 
     def no_tail(self, dtype):
         """A candidate tail with no room (the kernel then leaves the kept rows to the caller), one per dtype."""
@@ -859,7 +853,7 @@ class MultiHeadLeverage:
     one array, not H.  Once the factors are well conditioned, a block of 64
     or more rows per head is never copied: one numba kernel, its heads on
     numba's threads, screens every row, copies the admitted ones to the
-    candidates and adds each head's Gram matrix (BLAS dsyrk, float64) to a
+    candidates and adds each head's Gram matrix (float64, numba) to a
     running sum that the factors take in one stacked whitened update
     (:meth:`_accumulate`).  Smaller blocks (one token per call, when
     decoding) are validated and screened in one pass, buffered in one
@@ -1073,7 +1067,7 @@ class MultiHeadLeverage:
 
         One kernel (:func:`streamlev._kernels.heads_screen_gram`, the heads
         split over numba's threads) screens every row against its head's bound
-        and forms each head's Gram matrix BᵀB (BLAS dsyrk, float64) straight
+        and forms each head's Gram matrix BᵀB (float64, :func:`~streamlev._kernels.gram_upper`) straight
         from the caller's array; the Gram matrices are added to per-head running
         sums with compensated summation (:class:`_GramSums`), and the factors
         take them in one whitened update (tier 1 of
@@ -1094,9 +1088,6 @@ class MultiHeadLeverage:
         state = self._kstate if self._kstate is not None else self._kernel_state()
         if not state:
             return False
-        syrk = _k.blas_syrk()
-        if syrk is None:  # pragma: no cover - no BLAS dsyrk reachable through ctypes
-            return False
         lead = self._heads[0]
         m = X.shape[1]
         if ids is not None:
@@ -1109,7 +1100,7 @@ class MultiHeadLeverage:
             self._seal_ktail()
             tail = None
         start = lead._next_id
-        done, kept, refused, due = sums.add(syrk, X, self._thr, state, tail or sums.no_tail(X.dtype), ids, start)
+        done, kept, refused, due = sums.add(X, self._thr, state, tail or sums.no_tail(X.dtype), ids, start)
         if not done:
             return False  # a NaN/inf or an unsafe magnitude: nothing was added; the general path takes it
         self._sums = sums

@@ -529,32 +529,95 @@ def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
         np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], eps))
 
 
+# -- Gram matrices by the numba kernel (no BLAS) ---------------------------------------------------------------
+@pytest.mark.parametrize(("m", "d"), [(1, 1), (3, 5), (257, 11), (600, 64), (9, 130)])
+@pytest.mark.parametrize("layout", ["float64", "float32", "row-view", "reversed-columns", "read-only"])
+def test_gram_upper_against_extended_precision(m, d, layout):
+    from streamlev._kernels import gram_upper, gram_upper_norms
+
+    rng = np.random.default_rng(m * 1000 + d)
+    base = rng.standard_normal((2 * m, d)) * np.logspace(-4, 4, d)
+    X = {"float64": base[:m].copy(), "float32": base[:m].astype(np.float32), "row-view": base[::2],
+         "reversed-columns": np.ascontiguousarray(base[:m, ::-1])[:, ::-1], "read-only": base[:m].copy()}[layout]
+    X.setflags(write=layout != "read-only")
+    XL = X.astype(np.longdouble)
+    ref = XL.T @ XL  # 64-bit mantissa sums, no BLAS
+    bound = 2 * m * np.finfo(np.float64).eps * (np.abs(XL).T @ np.abs(XL))  # the m·u error bound of any order
+    start = rng.standard_normal((d, d))  # the kernel adds to C, upper triangle only
+    C = start.copy()
+    gram_upper(X, C)
+    up = np.triu(np.ones((d, d), dtype=bool))
+    assert np.all(np.abs((C - start).astype(np.longdouble) - ref)[up] <= bound[up] + 4 * np.abs(start[up]) * 1e-16)
+    assert np.array_equal(C[~up], start[~up])
+    dinv = rng.random(d) + 0.5
+    C0, C2, norms = np.zeros((d, d)), np.zeros((d, d)), np.full(m, np.nan)
+    gram_upper(X, C0)
+    gram_upper_norms(X, C2, dinv, norms)
+    np.testing.assert_array_equal(C2, C0)  # the same sums in the same order
+    assert np.all(np.tril(C2, -1) == 0)
+    np.testing.assert_allclose(norms, np.sum((X.astype(np.float64) * dinv) ** 2, axis=1), rtol=1e-13)
+
+
+def test_gram_upper_propagates_nan_and_inf():
+    from streamlev._kernels import gram_upper, gram_upper_norms
+
+    X = np.ones((300, 9))
+    X[200, 4] = np.nan
+    X[7, 1] = np.inf
+    C, norms = np.zeros((9, 9)), np.zeros(300)
+    gram_upper_norms(X, C, np.ones(9), norms)
+    assert np.isnan(C[4, 4]) and np.isnan(C[0, 4]) and np.isinf(C[1, 1]) and np.isnan(C[1, 4])
+    assert np.isnan(norms[200]) and np.isinf(norms[7]) and np.all(np.isfinite(np.delete(norms, [7, 200])))
+    C3 = np.zeros((9, 9))
+    gram_upper(X[8:], C3)
+    assert np.isnan(C3[4, 8]) and C3[0, 0] == 292.0
+
+
+def test_gram_sums_blocks_into_the_symmetric_matrix_with_norms(threads):
+    from streamlev._factor import gram
+
+    rng = np.random.default_rng(41)
+    B = rng.standard_normal((10_000, 13)) * np.logspace(-3, 3, 13)
+    dinv = 1.0 / np.linalg.norm(B, axis=0)
+    for nthreads in (1, 2):
+        threads.set_num_threads(nthreads)
+        for X in (B, B.astype(np.float32), B[::3], np.arange(60).reshape(20, 3)):
+            X64 = X.astype(np.float64)
+            ref = X64.T @ X64
+            C = gram(X)
+            assert np.array_equal(C, C.T)
+            np.testing.assert_allclose(C, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+            C2, t = gram(X, dinv=dinv[:X.shape[1]])
+            np.testing.assert_array_equal(C2, C)
+            np.testing.assert_allclose(t, np.sum((X64 * dinv[:X.shape[1]]) ** 2, axis=1), rtol=1e-13)
+
+
 # -- multi-head blocks taken without a copy: one kernel screens them and adds their Gram matrices -----------
 def _kernel_args(X, rng, budget=1e300, W=None):
     """Arguments for heads_screen_gram on a block X (H, m, d): random positive scalings and bounds."""
-    from streamlev import _kernels as K
 
     H, m, d = X.shape
     dinv = rng.random((H, d)) + 0.5
     up = rng.random(H) * 0.01
     if W is None:
         W = np.zeros((H, d, d))
-    return dict(syrk=K.blas_syrk()[0], X=X, dinv=dinv, up=up, thr=0.003, W=W, budget=budget,
+    return dict(X=X, dinv=dinv, up=up, thr=0.003, W=W, budget=budget,
                 acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
                 nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
                 took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 10**9),
-                cargs=K.syrk_args(), kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d), dtype=X.dtype),
+                kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d), dtype=X.dtype),
                 tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
                 ids=np.zeros(0, dtype=np.int64), id0=0)
 
 
 def _run_kernel(args, parallel):
     from streamlev import _kernels as K
-    from streamlev._threads import one_blas_thread, parallel_region
+    from streamlev._threads import parallel_region
 
-    fn = K.heads_screen_gram if parallel else K.heads_screen_gram_serial
-    with parallel_region(2) if parallel else one_blas_thread(None):
-        return fn(*args.values())
+    if not parallel:
+        return K.heads_screen_gram_serial(*args.values())
+    with parallel_region(2):
+        return K.heads_screen_gram(*args.values())
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "head-view", "token-major", "reversed-columns", "float32"])
@@ -794,18 +857,19 @@ if __name__ == "__main__":
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
-def test_parallel_region_restores_blas_threads():
-    from streamlev._kernels import blas_syrk
-    from streamlev._threads import _blas_libs, parallel_region
+def test_parallel_region_sets_and_restores_numba_threads_and_leaves_blas_alone():
+    import numba
+    from threadpoolctl import threadpool_info
 
-    lib = blas_syrk()[1]
-    before = [b.get_num_threads() for b in _blas_libs()]
-    with parallel_region(2, lib):
-        if lib is not None:
-            assert lib.get_num_threads() == 1
-    with parallel_region(2, None):
-        assert all(b.get_num_threads() == 1 for b in _blas_libs())
-    assert [b.get_num_threads() for b in _blas_libs()] == before
+    from streamlev._threads import parallel_region
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = (numba.get_num_threads(), numba.get_parallel_chunksize(), blas())
+    with parallel_region(1):
+        assert (numba.get_num_threads(), numba.get_parallel_chunksize(), blas()) == (1, 1, before[2])
+    assert (numba.get_num_threads(), numba.get_parallel_chunksize(), blas()) == before
 
 
 def test_heads_screen_gram_copies_kept_rows_to_the_tail():
@@ -870,39 +934,3 @@ def test_multihead_evictions_split_over_threads_give_the_same_bytes(threads):
     sets = sl.MultiHeadLeverage.from_bytes(out[0]).universal_set()
     for h in range(H):
         naive.assert_set_matches(sets[h], naive.leverage(KH[h]), eps)
-
-
-def test_one_blas_thread_applies_from_any_thread_and_counts_holders():
-    """threadpoolctl lets only the first thread that set a pthreads OpenBLAS limit change it; ours applies anywhere."""
-    import threading
-
-    from streamlev._kernels import blas_syrk
-    from streamlev._threads import blas_threads, one_blas_thread
-
-    lib = blas_syrk()[1]
-    if lib is None or lib.internal_api != "openblas":
-        pytest.skip("the kernels' BLAS is not OpenBLAS here")
-    with blas_threads(1):  # the main thread becomes threadpoolctl's controlling thread
-        pass
-    before = lib.get_num_threads()
-    seen = {}
-    inside, release = threading.Event(), threading.Event()
-
-    def worker(name, hold_until=None):
-        with one_blas_thread(lib):
-            seen[name] = lib.get_num_threads()
-            if hold_until is not None:
-                inside.set()
-                hold_until.wait(30)
-
-    a = threading.Thread(target=worker, args=("a", release))
-    a.start()
-    inside.wait(30)
-    b = threading.Thread(target=worker, args=("b",))
-    b.start()
-    b.join(30)
-    seen["after b, a still holding"] = lib.get_num_threads()
-    release.set()
-    a.join(30)
-    assert seen == {"a": 1, "b": 1, "after b, a still holding": 1}
-    assert lib.get_num_threads() == before
