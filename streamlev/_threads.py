@@ -4,9 +4,10 @@ Two facts measured on the project's 2-core machine (OpenBLAS 0.3.30/0.3.31,
 numpy 2.4; ``python benchmarks/kernels_bench.py`` repeats the first two numbers)
 decide how threads are used:
 
-* OpenBLAS runs the thin products streamlev needs (``BᵀB`` and ``B·W`` for an
-  m x 64 block) hardly faster on 2 threads than on 1 (172 ms vs 188 ms for one
-  10^6 x 64 ``K.T @ K``; 197 ms vs 195 ms on a later AVX-512 machine), while small
+* OpenBLAS runs the thin products streamlev needs (``B·W`` for an m x 64
+  block; ``BᵀB`` too, before :func:`streamlev._kernels.gram_upper` replaced it)
+  hardly faster on 2 threads than on 1 (172 ms vs 188 ms for one 10^6 x 64
+  ``K.T @ K``; 197 ms vs 195 ms on a later AVX-512 machine), while small
   LAPACK calls (QR/SVD of matrices a few hundred wide) ran 10-300x *slower* on
   2 threads under load (DESIGN.md §2).  So BLAS itself runs single-threaded
   inside every streamlev call that matters.
