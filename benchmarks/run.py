@@ -372,7 +372,7 @@ def stream_marks(path, n, marks, d=64, eps=1e-3):
 
 def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
     print(f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory (largest of 3 traced "
-          f"runs), seconds (best of 2 passes, 3 for the largest file) ==")
+          f"runs), seconds (best of 2 passes, 5 for the largest file) ==")
     print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}"
           f"{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
     out = []
@@ -388,14 +388,15 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             mm.flush()
             del mm
 
-            # Two timed passes (the best counts) — three for the largest file, each also timing the stretches up
-            # to the smaller sizes and then every tenth of the file: time per row along one stream, so drift
-            # between separate runs does not decide.  Windows of equal length are compared: the best of three
-            # short stretches is biased low against the best of three long ones (one pass's stretches vary by
-            # ±15% here).
+            # Two timed passes (the best counts) — five for the largest file (~1.6 s each here), each also timing
+            # the stretches up to the smaller sizes and then every tenth of the file: time per row along one
+            # stream, so drift between separate runs does not decide.  Windows of equal length are compared: the
+            # best of a few short stretches is biased low against the best of as many long ones, and one pass's
+            # windows vary by ±10-15% here (the CPU time per row moves with them; page faults and system time
+            # stay flat).
             marks = sorted(set(sizes[:-1]) | {n * k // 10 for k in range(1, 10)}) \
                 if n == max(sizes) and len(sizes) >= 2 else ()
-            passes = [stream_marks(path, n, marks, d, eps) for _ in range(3 if marks else 2)]
+            passes = [stream_marks(path, n, marks, d, eps) for _ in range(5 if marks else 2)]
             t_o = min(total for _, total in passes)
             runs = [r for r, _ in passes]
             _, p_o, _ = measure(stream_marks, path, n, (), d, eps, repeat=0, trace=True, trace_runs=3)  # peaks only
@@ -412,7 +413,7 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             sys.stdout.flush()
             out.append(dict(n=n, online_peak=p_o, twopass_peak=p_t, online_s=t_o, twopass_s=t_t))
     if segments:
-        print(f"  one pass over the {max(sizes):,}-row file, s per 10^6 rows in each stretch (best of 3 passes): "
+        print(f"  one pass over the {max(sizes):,}-row file, s per 10^6 rows in each stretch (best of 5 passes): "
               + ", ".join(f"{a:,}-{b:,}: {sec / (b - a) * 1e6:.3f}" for a, b, sec in segments))
         out[-1]["segments"] = segments
         out[-1]["window_from"] = sizes[-2]
@@ -455,7 +456,7 @@ def print_targets(rows, heads, memory, quick=False):
                f"{fmt_bytes(min(peaks))}..{fmt_bytes(max(peaks))} (+{spread:.0%})", spread <= 0.10)
         segs = memory[-1].get("segments") or []
         # Past the first ~d/eps rows (all candidates), each further row must cost the same.  Judged on the tenths of
-        # the largest file past the middle size (equal windows, best of 3 passes each) by a least-squares line through
+        # the largest file past the middle size (equal windows, best of 5 passes each) by a least-squares line through
         # their times per row: its value at the last window is at most 1.1x its value at the first.  One window's
         # time moves by ±10% here (a pass shares the machine with whatever else runs), so comparing two single
         # windows would let one noisy window decide.
@@ -466,7 +467,7 @@ def print_targets(rows, heads, memory, quick=False):
             slope, icpt = np.polyfit(x, y, 1)
             f0, f1 = icpt + slope * x[0], icpt + slope * x[-1]
             target("time per row independent of n: s per 10^6 rows along one pass over the "
-                   f"{memory[-1]['n']:,}-row file, in {len(wins)} windows from row {wins[0][0]:,} (best of 3 passes "
+                   f"{memory[-1]['n']:,}-row file, in {len(wins)} windows from row {wins[0][0]:,} (best of 5 passes "
                    f"each; the fitted line at the last window <= 1.1x at the first)",
                    f"windows {y.min():.3f}-{y.max():.3f}, fitted {f0:.3f} -> {f1:.3f} ({f1 / f0:.2f}x)",
                    f1 <= 1.1 * f0)
