@@ -386,7 +386,7 @@ def gram_upper(X, C):  # pragma: no cover - compiled
     half its ``dgemm`` rate: 31-36 µs per 256 x 64 block in cache against
     78-91 µs for numpy's ``B.T @ B`` on one BLAS thread; 10^6 x 64 rows split
     over two threads in 94-95 ms against 108-113 ms with OpenBLAS split the
-    same way and 202-210 ms for one ``K.T @ K`` (``python
+    same way and 201-210 ms for one ``K.T @ K`` (``python
     benchmarks/kernels_bench.py``, two runs).
     """
     m, d = X.shape
