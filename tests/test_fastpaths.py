@@ -581,15 +581,17 @@ def test_gram_sums_blocks_into_the_symmetric_matrix_with_norms(threads):
     dinv = 1.0 / np.linalg.norm(B, axis=0)
     for nthreads in (1, 2):
         threads.set_num_threads(nthreads)
-        for X in (B, B.astype(np.float32), B[::3], np.arange(60).reshape(20, 3)):
+        wide = rng.standard_normal((700, 300))  # wider than GRAM_KERNEL_MAX_DIM: BLAS over the whole block
+        for X in (B, B.astype(np.float32), B[::3], np.arange(60).reshape(20, 3), wide, wide.astype(np.float32)):
             X64 = X.astype(np.float64)
             ref = X64.T @ X64
             C = gram(X)
             assert np.array_equal(C, C.T)
             np.testing.assert_allclose(C, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
-            C2, t = gram(X, dinv=dinv[:X.shape[1]])
+            dv = np.resize(dinv, X.shape[1])
+            C2, t = gram(X, dinv=dv)
             np.testing.assert_array_equal(C2, C)
-            np.testing.assert_allclose(t, np.sum((X64 * dinv[:X.shape[1]]) ** 2, axis=1), rtol=1e-13)
+            np.testing.assert_allclose(t, np.sum((X64 * dv) ** 2, axis=1), rtol=1e-13)
 
 
 # -- multi-head blocks taken without a copy: one kernel screens them and adds their Gram matrices -----------
