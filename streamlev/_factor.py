@@ -207,38 +207,37 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
     if B.dtype not in (np.float32, np.float64):
         B = np.asarray(B, dtype=np.float64)
 
-    def part(a, b):
+    def blas_part(a, b, rows):
         C = np.zeros((d, d))
-        if W is None:
-            if t is None:
-                gram_upper(B[a:b], C)
-            else:
-                gram_upper_norms(B[a:b], C, dinv, t[a:b])
-            return C
-        for s in range(a, b, step):
-            e = min(b, s + step)
+        for s in range(a, b, rows):
+            e = min(b, s + rows)
             X = B[s:e]
             if t is not None:
                 t[s:e] = scaled_row_sqnorms(c_float(X), dinv)
-            X = X.astype(np.float64, copy=False) @ W
+            X = X.astype(np.float64, copy=False)
+            if W is not None:
+                X = X @ W
             C += X.T @ X
         return C
 
-    parts = parts_for(m)
+    def part(a, b):
+        if W is not None:
+            return blas_part(a, b, step)
+        C = np.zeros((d, d))
+        if t is None:
+            gram_upper(B[a:b], C)
+        else:
+            gram_upper_norms(B[a:b], C, dinv, t[a:b])
+        return C
+
     if W is None and d > GRAM_KERNEL_MAX_DIM:
         # Wide rows: one BLAS symmetric rank-k update over the whole block, on BLAS's own threads when the
         # library may use several (streamlev.set_num_threads), else on one (float32 converted in chunks of at
         # most 8 MB).
-        C = np.zeros((d, d))
-        step = m if B.dtype == np.float64 else max(256, (1 << 20) // d)
         with contextlib.nullcontext() if get_num_threads() > 1 else blas_threads(1):
-            for s in range(0, m, step):
-                X = B[s:s + step]
-                if t is not None:
-                    t[s:s + step] = scaled_row_sqnorms(c_float(X), dinv)
-                X = X.astype(np.float64, copy=False)
-                C += X.T @ X
+            C = blas_part(0, m, max(1, m) if B.dtype == np.float64 else max(256, (1 << 20) // d))
         return C if t is None else (C, t)
+    parts = parts_for(m)
     if W is None and parts == 1:  # no BLAS call to hold at one thread
         res = [part(0, m)]
     else:

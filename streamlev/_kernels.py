@@ -370,41 +370,37 @@ def _rows_to_cols_norms(X, a, n, S, dinv, norms):  # noqa: PLR0917  # pragma: no
 
 
 @jit()
-def _gram_scratch(d):  # pragma: no cover - compiled
-    return np.zeros(((d + 3) // 4 * 4, _GRAM_STEP + _GRAM_PAD))
-
-
-@jit()
 def gram_upper(X, C):  # pragma: no cover - compiled
     """C += the upper triangle of XᵀX (row-major; lower triangle untouched), products and sums in float64.
 
-    X: a 2-D float32 or float64 array, any strides.  Taken _GRAM_STEP rows at
-    a time: the rows are converted and transposed into cache-resident scratch,
-    then swept tile by tile (:func:`_gram_tiles`).  Each entry is a sum of
-    products in some order, as in BLAS: within m·u of exact (m rows).  On the
-    AVX-512 machine it replaced OpenBLAS ``dsyrk``, which runs there at about
-    half its ``dgemm`` rate: 31-36 µs per 256 x 64 block in cache against
-    78-91 µs for numpy's ``B.T @ B`` on one BLAS thread; 10^6 x 64 rows split
-    over two threads in 94-95 ms against 108-113 ms with OpenBLAS split the
-    same way and 201-210 ms for one ``K.T @ K`` (``python
+    X: a 2-D float32 or float64 array, any strides.  :func:`gram_upper_norms`
+    without the norms.  On the AVX-512 machine it replaced OpenBLAS ``dsyrk``,
+    which runs there at about half its ``dgemm`` rate: 31-36 µs per 256 x 64
+    block in cache against 78-91 µs for numpy's ``B.T @ B`` on one BLAS thread;
+    10^6 x 64 rows split over two threads in 94-95 ms against 108-113 ms with
+    OpenBLAS split the same way and 201-210 ms for one ``K.T @ K`` (``python
     benchmarks/kernels_bench.py``, two runs).
     """
-    m, d = X.shape
-    S = _gram_scratch(d)
-    for a in range(0, m, _GRAM_STEP):
-        n = min(_GRAM_STEP, m - a)
-        _rows_to_cols(X, a, n, S)
-        _gram_tiles(S, n, C)
+    gram_upper_norms(X, C, np.empty(0), np.empty(0))
 
 
 @jit()
 def gram_upper_norms(X, C, dinv, norms):  # pragma: no cover - compiled
-    """:func:`gram_upper`, and the screening norms ``norms[i] = ‖x_i ∘ dinv‖²`` in the same pass over X."""
+    """:func:`gram_upper`, and the screening norms ``norms[i] = ‖x_i ∘ dinv‖²`` in the same pass over X.
+
+    With an empty ``norms`` no norms are computed.  Taken _GRAM_STEP rows at a
+    time: the rows are converted and transposed into cache-resident scratch,
+    then swept tile by tile (:func:`_gram_tiles`).  Each entry is a sum of
+    products in some order, as in BLAS: within m·u of exact (m rows).
+    """
     m, d = X.shape
-    S = _gram_scratch(d)
+    S = np.zeros(((d + 3) // 4 * 4, _GRAM_STEP + _GRAM_PAD))
     for a in range(0, m, _GRAM_STEP):
         n = min(_GRAM_STEP, m - a)
-        _rows_to_cols_norms(X, a, n, S, dinv, norms)
+        if norms.shape[0]:
+            _rows_to_cols_norms(X, a, n, S, dinv, norms)
+        else:
+            _rows_to_cols(X, a, n, S)
         _gram_tiles(S, n, C)
 
 
