@@ -299,6 +299,26 @@ def test_small_blocks_are_absorbed_in_bulk_and_still_exact():
     assert sk._npend == 0
 
 
+def test_wide_keys_buffer_many_small_blocks_within_16_mb_and_stay_exact():
+    """At d = 200 the buffer takes thousands of rows (a factor update per 256-row block cost 2x the time at d = 256)."""
+    rng = np.random.default_rng(21)
+    d, eps = 200, 0.02
+    K = rng.standard_normal((25_000, d)) * np.logspace(-3, 3, d)  # column scales 1e-3..1e3
+    sk = sl.OnlineLeverage(d, eps)
+    assert 8 * d <= sk._pcap and sk._pcap * d * 8 <= 16 << 20  # at least 8·d rows, at most 16 MB of float64
+    most, a = 0, 0
+    while a < K.shape[0]:
+        s = int(rng.integers(1, 600))
+        sk.update(K[a:a + s])
+        a = min(a + s, K.shape[0])
+        most = max(most, sk._npend)
+        assert sk._npend < sk._pcap
+    assert most > (1 << 18) // d  # held more than the former 2^18-entry buffer
+    naive.assert_set_matches(sk.universal_set(), naive.leverage(K), eps)
+    mh = sl.MultiHeadLeverage(3, d, eps)
+    assert all(h._pcap == mh._pcap <= (1 << 18) // d for h in mh._heads)  # heads keep 2 MB each
+
+
 # -- multi-head batched updates ------------------------------------------------------------------------
 def _heads_of_every_kind(rng, n, d):
     base = rng.standard_normal((n, d))
