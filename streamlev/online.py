@@ -755,6 +755,13 @@ def _restore(data):
 #: shared row buffer (a kernel call has a fixed cost per head — a BLAS call and d x d sweeps — that a copy of a
 #: few rows has not; at 12 heads, d = 64, blocks of 64 rows took about as long either way here).
 _ACC_MIN_ROWS = 64
+#: ... and only once every head's factor holds at least this many rows per dimension: before, the kernel path's
+#: running sums come due after a block or two (a head's update takes at most n·32/d rows, FAST_TRACE_MAX), so it
+#: pays a stacked d x d update and a fresh state per block, where the shared buffer takes several blocks per
+#: batched update.  Measured (12 heads, fresh Gaussian (12, 256, d) blocks, eps = 0.05, two rounds): d = 256, the
+#: first 30 blocks 3.5-3.8 s on the kernel path against 2.2 s on the buffer; d = 128, the first 20 blocks 0.49-0.65 s
+#: against 0.28-0.29 s; past that the kernel path is faster (d = 256: 0.03-0.3 s per 10 blocks against 0.14-0.3 s).
+_ACC_MIN_ROWS_PER_DIM = 32
 #: MultiHeadLeverage updates its factors early, so that its screening bounds stay fresh, once this many rows
 #: (over all heads) were admitted since the last update and the rows waiting are at least 1/8 of the factor's:
 #: an admitted row costs a copy now and a score at the next eviction, an update of 12 factors with fresh bounds
@@ -1048,15 +1055,17 @@ class MultiHeadLeverage:
         It applies when every head's factor is in the tier-1 regime of
         :meth:`streamlev._factor.Factor.update` (nonsingular, column-normalised
         condition number <= GRAM_COND_MAX, squares safe) — which also means every
-        head has a screening bound — and no head holds rows of its own buffer.
-        Recomputed after every change of a factor.
+        head has a screening bound —, every factor holds at least
+        ``_ACC_MIN_ROWS_PER_DIM·dim`` rows, and no head holds rows of its own
+        buffer.  Recomputed after every change of a factor.
         """
         if self._kstate is None:
             from ._factor import FAST_TRACE_MAX, bounds_many, fast_ok_many, rinv_many  # noqa: PLC0415
 
             facs = [sk._factor for sk in self._heads]
             fast_ok_many(facs)
-            if not all(f.gram_tier(0.0) for f in facs) or any(sk._npend for sk in self._heads):
+            if (not all(f.gram_tier(0.0) and f.n >= _ACC_MIN_ROWS_PER_DIM * self.dim for f in facs)
+                    or any(sk._npend for sk in self._heads)):
                 self._kstate = False
                 return None
             bounds = bounds_many(facs, fresh=self._fresh)

@@ -806,6 +806,32 @@ def test_multihead_kernel_refusals_change_nothing(monkeypatch, dtype):
         naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
 
 
+def test_multihead_kernel_waits_for_32_rows_per_dimension(monkeypatch):
+    """Early in the stream (factor rows < 32·d) blocks go to the shared buffer; then to the kernel; exact throughout."""
+    from streamlev.online import MultiHeadLeverage
+
+    calls = []
+    orig = MultiHeadLeverage._accumulate
+
+    def spy(self, X, ids):
+        rows = min(sk._factor.n for sk in self._heads)
+        done = orig(self, X, ids)
+        calls.append((rows, done))
+        return done
+
+    monkeypatch.setattr(MultiHeadLeverage, "_accumulate", spy)
+    rng = np.random.default_rng(38)
+    H, n, d, eps = 3, 6000, 32, 0.05
+    KH = rng.standard_normal((H, n, d)) * np.logspace(-3, 3, d)
+    mh = sl.MultiHeadLeverage(H, d, eps)
+    for a in range(0, n, 128):
+        mh.update(KH[:, a:a + 128])
+    assert all(rows >= 32 * d for rows, done in calls if done)
+    assert any(done for _, done in calls) and not calls[0][1]
+    for h in range(H):
+        naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
+
+
 def test_multihead_kernel_takes_finite_large_keys_through_the_general_path(monkeypatch):
     """|x| >= 1e100 (squares unsafe for the Gram path) is valid input: handled by the general path, exactly."""
     seen = _spy_accumulate(monkeypatch)
