@@ -982,3 +982,25 @@ def test_multihead_evictions_split_over_threads_give_the_same_bytes(threads):
     sets = sl.MultiHeadLeverage.from_bytes(out[0]).universal_set()
     for h in range(H):
         naive.assert_set_matches(sets[h], naive.leverage(KH[h]), eps)
+
+
+def test_stacked_bounds_split_over_threads_are_identical_and_bracket_the_oracle(threads):
+    """bounds_many of wide factors (SVDs split over threads from BOUND_SPLIT_MIN_DIM): same bytes, valid bounds."""
+    from streamlev._factor import BOUND_SPLIT_MIN_DIM, bounds_many
+
+    d = BOUND_SPLIT_MIN_DIM + 2
+    rng = np.random.default_rng(41)
+    Ks = [rng.standard_normal((900, d)) * np.logspace(-2 - h, 2 + h, d) for h in range(5)]
+    got = {}
+    for t in (1, 2):
+        threads.set_num_threads(t)
+        facs = [_factor_of(K) for K in Ks]
+        got[t] = bounds_many(facs, fresh=True)
+    for b1, b2, K in zip(got[1], got[2], Ks):
+        assert b1 is not None and b2 is not None
+        np.testing.assert_array_equal(b1.dinv, b2.dinv)
+        assert (b1.up, b1.lo, b1.n) == (b2.up, b2.lo, b2.n)
+        tau = naive.leverage(K)  # ‖k_j S⁻¹‖² for the rows that built S
+        sq = np.sum((K * b1.dinv) ** 2, axis=1)
+        assert np.all(b1.lo * sq <= tau * (1 + 1e-9)) and np.all(tau <= b1.up * sq * (1 + 1e-9))
+        assert b1.up / b1.lo > 1.0  # a real bracket, not a point
