@@ -711,7 +711,10 @@ def _compute_bounds(facs) -> list:
 
 
 def bounds_many(facs, *, fresh: bool = False) -> list:
-    """:meth:`Factor.bound` of several factors of one dimension, the bounds to recompute as one stacked SVD."""
+    """:meth:`Factor.bound` of several factors of one dimension, the bounds to recompute as one stacked SVD.
+
+    From BOUND_SPLIT_MIN_DIM on, the SVDs are split over the threads (the same bytes).
+    """
     out, todo = [], []
     for i, f in enumerate(facs):
         b = f._bound
