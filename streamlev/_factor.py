@@ -698,7 +698,8 @@ def _compute_bounds(facs) -> list:
     # serial vs 31 ms split, d = 128 12 vs 6 ms, d = 64 2.0 vs 2.7 ms (thread hand-off), so only from d = 128.
     parts = parts_for(k, 1) if S.shape[-1] >= BOUND_SPLIT_MIN_DIM else 1
     with blas_threads(1):
-        sv = np.concatenate(split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts))
+        res = split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts)
+    sv = res[0] if len(res) == 1 else np.concatenate(res)
     for i, c, s in zip(np.asarray(tri)[ok], cn[ok], sv):
         if not (s[-1] > 0 and np.isfinite(s[0])):
             continue
