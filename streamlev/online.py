@@ -1386,12 +1386,16 @@ class MultiHeadLeverage:
         numpy calls instead of a few dozen per head.  Heads whose factor is not
         in the tier-1 regime, whose buffer is large compared with their rows,
         or whose update is refused (trace or Cholesky test) are returned and
-        updated one by one.
+        updated one by one — all heads when the buffer holds fewer than
+        FAST_MIN_ROWS_PER_DIM·d rows (wide heads, d > 256 with the 2^18-entry
+        buffer), which Householder takes for less.
         """
-        from ._factor import fast_ok_many, gram, whitened_update_many  # noqa: PLC0415
+        from ._factor import FAST_MIN_ROWS_PER_DIM, fast_ok_many, gram, whitened_update_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         facs = [sk._factor for sk in self._heads]
+        if n < FAST_MIN_ROWS_PER_DIM * self.dim:  # too few rows for the d³ work to pay (wide heads): Householder
+            return set(range(self.heads))
         fast_ok_many(facs)  # the per-head fast-path tests, their column norms stacked
         ok = [h for h, f in enumerate(facs) if f.gram_tier(big) and n <= f.fast_rows()]
         rest = set(range(self.heads)) - set(ok)

@@ -319,6 +319,62 @@ def test_wide_keys_buffer_many_small_blocks_within_16_mb_and_stay_exact():
     assert all(h._pcap == mh._pcap <= (1 << 18) // d for h in mh._heads)  # heads keep 2 MB each
 
 
+@pytest.mark.parametrize("m", [1, 5, 70, 400])
+def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
+    """tp_qr_r (LAPACK dtpqrt on [R; B]) gives a triangular factor whose scores are the oracle's, chunked or not."""
+    from streamlev import _factor
+
+    rng = np.random.default_rng(43 + m)
+    d = 24
+    scales = np.logspace(-6, 6, d)
+    A0 = rng.standard_normal((40, d)) * scales
+    B = (rng.standard_normal((m, d)) * scales).astype(np.float32 if m == 70 else np.float64)
+    R0 = np.linalg.qr(A0, mode="r")  # numpy's own Householder QR, not the library's
+    keep = R0.copy()
+    K = np.vstack([A0, B.astype(np.float64)])
+    for entries in (_factor.TP_ENTRIES, 7 * d):  # one dtpqrt call, then chunks of 7 rows
+        monkeypatch.setattr(_factor, "TP_ENTRIES", entries)
+        R = _factor.tp_qr_r(R0, B)
+        assert R.shape == (d, d) and R.flags.c_contiguous
+        np.testing.assert_array_equal(np.tril(R, -1), 0.0)
+        np.testing.assert_array_equal(R0, keep)  # the input factor is not modified
+        tau = np.sum(np.linalg.solve(R.T, K.T) ** 2, axis=0)
+        np.testing.assert_allclose(tau, naive.leverage(K), rtol=1e-8, atol=1e-14)
+    # a merge: B triangular itself (trap = d), and a ridge-style diagonal
+    R2 = np.linalg.qr(B.astype(np.float64), mode="r") if m >= d else None
+    if R2 is not None:
+        Rm = _factor.merge_r(R0, R2)
+        np.testing.assert_allclose(np.sum(np.linalg.solve(Rm.T, K.T) ** 2, axis=0), naive.leverage(K), rtol=1e-8)
+    lam = 0.3
+    Rl = _factor.tp_qr_r(R0, np.sqrt(lam) * np.eye(d), trap=d)
+    np.testing.assert_allclose(np.sum(np.linalg.solve(Rl.T, A0.T) ** 2, axis=0), naive.ridge_leverage(A0, lam),
+                               rtol=1e-8)
+
+
+def test_wide_factor_takes_householder_until_whitened_updates_pay(monkeypatch):
+    """At d = 256 whitened updates come only in chunks of at least 4·d rows (Householder before that); exact."""
+    from streamlev import _factor
+
+    seen = []
+    orig = Factor._fast_update
+
+    def spy(self, B, *args, **kwargs):
+        seen.append(B.shape[0])
+        return orig(self, B, *args, **kwargs)
+
+    monkeypatch.setattr(Factor, "_fast_update", spy)
+    rng = np.random.default_rng(47)
+    d = 256
+    K = rng.standard_normal((14_000, d)) * np.logspace(-4, 4, d)
+    fac = Factor(d)
+    for a in range(0, K.shape[0], 3000):
+        fac.update(K[a:a + 3000])
+    assert _factor.FAST_MIN_ROWS_PER_DIM == 4
+    assert seen and min(seen) >= 4 * d  # some whitened updates, none of fewer than 4·d rows
+    assert fac.n == K.shape[0]
+    np.testing.assert_allclose(fac.scores(K), naive.leverage(K), rtol=1e-8)
+
+
 # -- multi-head batched updates ------------------------------------------------------------------------
 def _heads_of_every_kind(rng, n, d):
     base = rng.standard_normal((n, d))
