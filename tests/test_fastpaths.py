@@ -375,6 +375,21 @@ def test_wide_factor_takes_householder_until_whitened_updates_pay(monkeypatch):
     np.testing.assert_allclose(fac.scores(K), naive.leverage(K), rtol=1e-8)
 
 
+def test_rank_deficient_factor_rank_then_scores_state_by_state():
+    """Fewer rows than dimensions, then rank-deficient with many rows: rank and pinv scores at every state."""
+    rng = np.random.default_rng(53)
+    d = 40
+    K = np.vstack([rng.standard_normal((25, d)), rng.standard_normal((400, 7)) @ rng.standard_normal((7, d))])
+    K *= np.logspace(-5, 5, d)
+    fac = Factor(d)
+    for a, b in [(0, 10), (10, 25), (25, 30), (30, 425)]:
+        fac.update(K[a:b])
+        assert fac.bound(fresh=True) is None  # singular: no screening bounds
+        assert fac.rank == naive.rank(K[:b])  # the rank first (singular values only) ...
+        np.testing.assert_allclose(fac.scores(K[:b]), naive.leverage(K[:b]), rtol=1e-8, atol=1e-12)  # ... then scores
+        assert fac.rank == naive.rank(K[:b])
+
+
 # -- multi-head batched updates ------------------------------------------------------------------------
 def _heads_of_every_kind(rng, n, d):
     base = rng.standard_normal((n, d))
