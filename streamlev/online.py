@@ -1036,10 +1036,12 @@ class MultiHeadLeverage:
         products that release the GIL, so heads run in parallel; each head's
         own work is that of :meth:`OnlineLeverage._evict`.
         """
-        from ._factor import bounds_many  # noqa: PLC0415
+        from ._factor import BOUND_MIN_ROWS_PER_DIM, bounds_many  # noqa: PLC0415
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
-        bounds_many([self._heads[h]._factor for h in heads], fresh=True)
+        # the bounds Factor.classify_parts will use (fewer candidates than 8·d are scored without one)
+        bounds_many([self._heads[h]._factor for h in heads
+                     if self._heads[h]._count >= BOUND_MIN_ROWS_PER_DIM * self.dim], fresh=True)
 
         def part(a, b):
             for h in heads[a:b]:

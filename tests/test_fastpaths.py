@@ -63,9 +63,14 @@ def test_two_sided_bounds_hold_and_upper_stays_valid(K, ridge, seed):
 
 @given(key_matrices(min_n=2, max_n=150), eps_values, st.sampled_from([0.0, 0.3]))
 def test_classify_equals_exact_membership(K, eps, ridge):
+    from streamlev import _factor
+
     fac = _factor_of(K, ridge)
     got = fac.classify(K, eps)
     np.testing.assert_array_equal(got, at_least(fac.scores(K), eps))
+    with pytest.MonkeyPatch.context() as mp:  # screening bounds even for few rows (by default only from 8·d rows)
+        mp.setattr(_factor, "BOUND_MIN_ROWS_PER_DIM", 0)
+        np.testing.assert_array_equal(_factor_of(K, ridge).classify(K, eps), got)
     K64 = np.asarray(K, float)
     tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
     naive.assert_set_matches(np.flatnonzero(got), tau, eps)
@@ -83,6 +88,26 @@ def test_classify_decides_most_rows_without_scoring():
     assert undecided.mean() < 0.5, undecided.mean()
     tau = naive.leverage(K)
     np.testing.assert_array_equal(np.flatnonzero(fac.classify(K, eps)), np.flatnonzero(at_least(tau, eps)))
+
+
+def test_few_rows_are_scored_without_a_fresh_bound(monkeypatch):
+    """Evicting fewer than 8·d candidates scores them (no SVD for a bound); more take the bound; both exact."""
+    from streamlev import _factor
+
+    calls = []
+    orig = _factor._compute_bounds
+    monkeypatch.setattr(_factor, "_compute_bounds", lambda facs: calls.append(len(facs)) or orig(facs))
+    rng = np.random.default_rng(61)
+    d = 40
+    K = rng.standard_normal((6000, d)) * np.logspace(-4, 4, d)
+    fac = _factor_of(K)
+    tau = naive.leverage(K)
+    for rows, eps in ((8 * d - 1, 0.004), (8 * d, 0.004), (6000, 0.01)):
+        calls.clear()
+        fac._bound = None
+        got = fac.classify(K[:rows], eps)
+        assert bool(calls) == (rows >= 8 * d), (rows, calls)
+        naive.assert_set_matches(np.flatnonzero(got), tau[:rows], eps)
 
 
 def test_admit_handles_infinite_bounds_and_the_threshold():
@@ -388,6 +413,28 @@ def test_rank_deficient_factor_rank_then_scores_state_by_state():
         assert fac.rank == naive.rank(K[:b])  # the rank first (singular values only) ...
         np.testing.assert_allclose(fac.scores(K[:b]), naive.leverage(K[:b]), rtol=1e-8, atol=1e-12)  # ... then scores
         assert fac.rank == naive.rank(K[:b])
+
+
+@pytest.mark.parametrize("d", [200, 512])
+def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
+    """Kernel below TRI_INV_LAPACK_MIN_DIM, dtrtri from it: inverse to rounding, the same bits single and stacked."""
+    from streamlev._factor import TRI_INV_LAPACK_MIN_DIM, rinv_many, tri_inv
+
+    rng = np.random.default_rng(59)
+    facs = []
+    for k in range(2):
+        f = Factor(d)
+        f.R = np.linalg.qr(rng.standard_normal((d + 9, d)) * np.logspace(-3, 3, d), mode="r")
+        facs.append(f)
+    X = tri_inv(facs[0].R)
+    assert X.flags.c_contiguous
+    np.testing.assert_array_equal(np.tril(X, -1), 0.0)
+    C = np.linalg.norm(facs[0].R, axis=0)  # R C⁻¹ is well conditioned; its inverse is C R⁻¹ (numpy's LU)
+    np.testing.assert_allclose(C[:, None] * X, np.linalg.inv(facs[0].R / C), rtol=1e-8, atol=1e-11)
+    stacked = rinv_many(facs)
+    np.testing.assert_array_equal(stacked[0], X)
+    np.testing.assert_array_equal(stacked[1], tri_inv(facs[1].R))
+    assert (d >= TRI_INV_LAPACK_MIN_DIM) == (d == 512)
 
 
 # -- multi-head batched updates ------------------------------------------------------------------------
