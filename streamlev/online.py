@@ -62,18 +62,20 @@ HEAD_PENDING_ENTRIES = 1 << 18
 def pending_rows(dim: int, entries: int = PENDING_ENTRIES) -> int:
     """Rows of small blocks held back before one factor update: 64·d, at most ``entries`` entries, at least 256.
 
-    A factor update costs about 3·d³ flops (triangular inverse, two d x d
-    products, Cholesky) on top of the m·d² of its m rows' Gram matrix, so
-    blocks of fewer rows than this are collected into one update of this
-    many; larger blocks are absorbed at once.  With the default 2^21 entries
+    A whitened factor update costs about 6·d³ flops (triangular inverse,
+    R⁻ᵀCR⁻¹, Cholesky, U·R) on top of the ~m·d² of its m rows' Gram matrix,
+    so blocks of fewer rows than this are collected into one update of this
+    many; larger blocks are absorbed at once.  (Updates of fewer than 4·d
+    rows go by Householder instead, ~2·m·d²: Factor.update.)  With the default 2^21 entries
     (16 MB of float64 keys, 8 MB of float32) an update takes 64·d rows up to
     d = 181 and at least 8·d rows up to d = 512, so the d³ work stays a small
     share of the Gram work where it used to dominate.  Measured (one-off
     script, OnlineLeverage fed 256-row blocks of Gaussian keys, two rounds):
     d = 256, 2·10^5 rows: 0.78-0.80 s against 1.73-1.76 s with the former
     2^18 entries (1,024 rows); d = 512, 10^5 rows: 3.8-4.1 s against
-    8.5 s (512 rows); d = 1024, 3·10^4 rows: 21.8 s against 34.5 s.  At
-    d <= 64 nothing changed (64·d rows).
+    8.5 s (512 rows); d = 1024, 3·10^4 rows: 21.8 s against 34.5 s (5.2 s
+    since the Householder tier uses dtpqrt, README "Wide keys").  At d <= 64
+    nothing changed (64·d rows).
     """
     return int(max(256, min(64 * dim, entries // max(1, dim))))
 
