@@ -422,7 +422,7 @@ def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
 
     rng = np.random.default_rng(59)
     facs = []
-    for k in range(2):
+    for _k in range(2):
         f = Factor(d)
         f.R = np.linalg.qr(rng.standard_normal((d + 9, d)) * np.logspace(-3, 3, d), mode="r")
         facs.append(f)
