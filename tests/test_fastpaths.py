@@ -437,6 +437,31 @@ def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
     assert (d >= TRI_INV_LAPACK_MIN_DIM) == (d == 512)
 
 
+def test_stream_evictions_run_only_when_candidates_exceed_rank_over_eps(monkeypatch):
+    """An eviction decided before buffered rows are absorbed is re-checked with the rank after them (d = 300)."""
+    from streamlev import online
+
+    useful = []
+    orig = online.OnlineLeverage._evict
+
+    def spy(self):
+        self._flush()  # what _evict does first
+        useful.append(self._count * self.eps > self._factor.rank)
+        return orig(self)
+
+    rng = np.random.default_rng(67)
+    d, eps = 300, 0.1
+    K = rng.standard_normal((9000, d)) * np.logspace(-3, 3, d)
+    K[::97] *= 40.0
+    sk = sl.OnlineLeverage(d, eps)
+    monkeypatch.setattr(online.OnlineLeverage, "_evict", spy)
+    for a in range(0, K.shape[0], 256):
+        sk.update(K[a:a + 256])
+    assert useful and all(useful), useful  # some evictions ran, none while every candidate could stay
+    monkeypatch.setattr(online.OnlineLeverage, "_evict", orig)
+    naive.assert_set_matches(sk.universal_set(), naive.leverage(K), eps)
+
+
 # -- multi-head batched updates ------------------------------------------------------------------------
 def _heads_of_every_kind(rng, n, d):
     base = rng.standard_normal((n, d))
