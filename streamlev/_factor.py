@@ -328,15 +328,6 @@ BOUND_REFRESH = 1.25
 #: as much as scoring 4-8·d rows exactly here (one thread: d = 1024 0.2 s, d = 2048 2.7 s); at d <= 64 the 1.25x
 #: rule and the candidate counts decide as before.
 BOUND_MIN_ROWS_PER_DIM = 8
-
-
-def _bound_reusable(b, n: int, dim: int, fresh: bool) -> bool:
-    """Whether bound ``b`` serves a factor of n rows (``fresh``: both sides needed, so only the current state)."""
-    if b is None:
-        return False
-    if b.n == n:
-        return True
-    return not fresh and (n < BOUND_REFRESH * b.n or n < b.n + BOUND_MIN_ROWS_PER_DIM * dim)
 #: _compute_bounds splits the SVDs of several factors over the threads from this dimension on.
 BOUND_SPLIT_MIN_DIM = 128
 #: Smallest chunk of a block taken through one fast update while a young factor ramps up.
@@ -347,6 +338,15 @@ RAMP_MIN = 256
 #: m = 256 / 1024 / 4096 rows, QR 1.8 / 5.5 / 28 against whitened 6.9 / 7.9 / 14; d = 1024, m = 1024 / 4096:
 #: 102 / 369 against 302 / 404; d = 64, m = 64 / 256: 0.05 / 0.18 against 0.17 / 0.21.
 FAST_MIN_ROWS_PER_DIM = 4
+
+
+def _bound_reusable(b, n: int, dim: int, fresh: bool) -> bool:
+    """Whether bound ``b`` serves a factor of n rows (``fresh``: both sides needed, so only the current state)."""
+    if b is None:
+        return False
+    if b.n == n:
+        return True
+    return not fresh and (n < BOUND_REFRESH * b.n or n < b.n + BOUND_MIN_ROWS_PER_DIM * dim)
 
 
 class Bound:
@@ -460,12 +460,15 @@ class Factor:
         For rows like the ones before, trace(G) ≈ d·m/n, so a chunk of this
         size stays near FAST_TRACE_MAX/2 and passes the tier-3 test.
         """
-        return max(RAMP_MIN, int(self.n * min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)))
+        return max(RAMP_MIN, int(self.n * self._ramp_rate()))
+
+    def _ramp_rate(self) -> float:
+        """Rows one fast update may take per row already in the factor: min(1/2, FAST_TRACE_MAX/(2d))."""
+        return min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
 
     def rows_to_fast(self) -> int:
         """Rows to add before :meth:`fast_rows` reaches FAST_MIN_ROWS_PER_DIM·d (0 once it has)."""
-        need = FAST_MIN_ROWS_PER_DIM * self.dim / min(0.5, 0.5 * FAST_TRACE_MAX / self.dim)
-        return max(0, int(np.ceil(need)) - self.n)
+        return max(0, int(np.ceil(FAST_MIN_ROWS_PER_DIM * self.dim / self._ramp_rate())) - self.n)
 
     def gram_tier(self, big: float) -> bool:
         """Whether tier 1 (the whitened Gram update) applies to rows whose largest |entry| is ``big``."""
@@ -527,15 +530,16 @@ class Factor:
                 t = None
                 if self.fast_ok():
                     step = min(left, self.fast_rows())
-                    chunk = B[a:a + step]
-                    if step >= FAST_MIN_ROWS_PER_DIM * self.dim:
-                        done, t = self._fast_update(chunk, big, screen)
-                        if not done:
-                            self.absorb(chunk)
-                    else:  # too few rows for a whitened update's d³ work to pay: Householder, ~2·step·d² flops
+                    if step < FAST_MIN_ROWS_PER_DIM * self.dim:
+                        # too few rows for a whitened update's d³ work to pay: Householder, ~2·step·d² flops
                         step = min(left, max(step, self.rows_to_fast()))
                         chunk = B[a:a + step]
                         self.absorb(chunk)
+                    else:
+                        chunk = B[a:a + step]
+                        done, t = self._fast_update(chunk, big, screen)
+                        if not done:
+                            self.absorb(chunk)
                 else:
                     step = left if probed else min(left, max(4 * self.dim, 2 * RAMP_MIN))
                     chunk = B[a:a + step]
@@ -697,13 +701,10 @@ class Factor:
         if self.fast_ok():
             self._scorer = ("tri", R, None, d, None)
             return self._scorer
-        colnorm = colnorms(R)
-        nz = colnorm > 0
+        nz, scale, Rs = self._normalised()
         if not nz.any():
             self._scorer = ("zero", None, None, 0, np.zeros(0))
             return self._scorer
-        scale = np.where(nz, colnorm, 1.0)
-        Rs = R[:, nz] / scale[nz]
         with blas_threads(1):
             S = np.linalg.svd(Rs, compute_uv=False)
         tol = S[0] * max(self.n, d) * _EPS64
@@ -713,6 +714,13 @@ class Factor:
         else:  # the pseudo-inverse map W comes from a second SVD, when something is scored (_dense_map)
             self._scorer = ("dense", None, None, rank, S)
         return self._scorer
+
+    def _normalised(self):
+        """(non-zero columns mask, column scales with 1 for zero columns, R D⁻¹ on the non-zero columns)."""
+        colnorm = colnorms(self.R)
+        nz = colnorm > 0
+        scale = np.where(nz, colnorm, 1.0)
+        return nz, scale, self.R[:, nz] / scale[nz]
 
     def _dense_map(self) -> np.ndarray:
         """W with scores ‖b W‖² = b (RᵀR)⁺ bᵀ for a rank-deficient factor (λ = 0), computed once per state.
@@ -727,13 +735,10 @@ class Factor:
         kind, _R, W, rank, S = self._get_scorer()
         if W is not None:
             return W
-        R, d = self.R, self.dim
-        colnorm = colnorms(R)
-        nz = colnorm > 0
-        scale = np.where(nz, colnorm, 1.0)
+        nz, scale, Rs = self._normalised()
         with blas_threads(1):
-            _U, S2, Vt = np.linalg.svd(R[:, nz] / scale[nz], full_matrices=False)
-        W = np.zeros((d, rank))
+            _U, S2, Vt = np.linalg.svd(Rs, full_matrices=False)
+        W = np.zeros((self.dim, rank))
         W[nz] = (Vt[:rank].T / S2[:rank]) / scale[nz][:, None]
         self._scorer = (kind, None, W, rank, S)
         return W
