@@ -131,8 +131,13 @@ def main(argv=None):
     ap.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096])
     ap.add_argument("--ells", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--approx-rows", type=int, default=16384)
-    ap.add_argument("--exact-rows", type=int, nargs="+", default=None,
-                    help="rows for the exact sketch and numpy, one per d (default 4096, 2048, 1024)")
+    ap.add_argument(
+        "--exact-rows",
+        type=int,
+        nargs="+",
+        default=None,
+        help="rows for the exact sketch and numpy, one per d (default 4096, 2048, 1024)",
+    )
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--no-exact", action="store_true", help="skip the exact d x d sketch")
@@ -149,11 +154,15 @@ def main(argv=None):
         from streamlev.online import OnlineLeverage
 
     t = svd_threads(1024, 64)
-    print(f"SVD of a 128 x 1024 block: 1 BLAS thread {t[1] * 1e3:.1f} ms, 2 threads {t[2] * 1e3:.1f} ms "
-          f"(ApproxLeverage runs its SVDs on 1 thread)\n")
+    print(
+        f"SVD of a 128 x 1024 block: 1 BLAS thread {t[1] * 1e3:.1f} ms, 2 threads {t[2] * 1e3:.1f} ms "
+        f"(ApproxLeverage runs its SVDs on 1 thread)\n"
+    )
 
-    head = (f"{'method':<22}{'d':>6}{'n':>7}{'ell':>5}{'seconds':>9}{'rows/s':>9}{'peak MB':>9}"
-            f"{'nbytes MB':>10}{'x numpy/row':>12}{'c':>7}{'|U|':>6}")
+    head = (
+        f"{'method':<22}{'d':>6}{'n':>7}{'ell':>5}{'seconds':>9}{'rows/s':>9}{'peak MB':>9}"
+        f"{'nbytes MB':>10}{'x numpy/row':>12}{'c':>7}{'|U|':>6}"
+    )
     print(head)
     print("-" * len(head))
     checks = []
@@ -164,17 +173,22 @@ def main(argv=None):
         np_row = t_np / n_ex
 
         def row(name, n, ell, sec, peak, nbytes, c, u, d=d, np_row=np_row):
-            print(f"{name:<22}{d:>6}{n:>7}{ell:>5}{sec:>9.2f}{n / sec:>9.0f}{peak / 2**20:>9.1f}"
-                  f"{nbytes / 2**20:>10.1f}{(sec / n) / np_row:>12.2f}{c:>7}{u:>6}", flush=True)
+            print(
+                f"{name:<22}{d:>6}{n:>7}{ell:>5}{sec:>9.2f}{n / sec:>9.0f}{peak / 2**20:>9.1f}"
+                f"{nbytes / 2**20:>10.1f}{(sec / n) / np_row:>12.2f}{c:>7}{u:>6}",
+                flush=True,
+            )
 
         row("numpy Gram+Cholesky", n_ex, "-", t_np, peak_np, d * d * 8, "exact", len(U_np))
         row("numpy K.T@K only", n_ex, "-", t_gram, d * d * 8 + n_ex * d * 8, d * d * 8, "-", "-")
         if not args.no_exact:
-            sk, sec, peak, U = run_sketch(lambda d=d, lam=lam: OnlineLeverage(d, args.eps, ridge=lam),
-                                          n_ex, d, args.block)
+            sk, sec, peak, U = run_sketch(
+                lambda d=d, lam=lam: OnlineLeverage(d, args.eps, ridge=lam), n_ex, d, args.block
+            )
             row("OnlineLeverage", n_ex, "-", sec, peak, sk.nbytes, "exact", len(U))
             checks.append((f"OnlineLeverage d={d}", U, tau, 1.0))
         for ell in args.ells:
+
             def mk(d=d, ell=ell, lam=lam):
                 return ApproxLeverage(d, args.eps, ell=ell, ridge=lam, max_c=None)
 
@@ -188,8 +202,7 @@ def main(argv=None):
         allowed = np.flatnonzero(tau >= args.eps / c * (1 - 1e-8))
         miss = np.setdiff1d(must, U).size
         extra = np.setdiff1d(U, allowed).size
-        print(f"  {name:<40} |U|={len(U):>4} |true|={must.size:>4} c={c:.3f} "
-              f"missing={miss} outside eps/c={extra}")
+        print(f"  {name:<40} |U|={len(U):>4} |true|={must.size:>4} c={c:.3f} missing={miss} outside eps/c={extra}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def numpy_gram_rows_per_s(path, chunk_rows):
     with threadpool_limits(1):
         G = np.zeros((K.shape[1], K.shape[1]))
         for a in range(0, K.shape[0], chunk_rows):
-            B = np.asarray(K[a:a + chunk_rows], dtype=np.float64)
+            B = np.asarray(K[a : a + chunk_rows], dtype=np.float64)
             G += B.T @ B
     return K.shape[0] / (time.perf_counter() - t)
 
@@ -57,14 +57,19 @@ def _warm_up(x_dim, eps):
 
     block = np.random.default_rng(0).standard_normal((20_000, x_dim))
     sdw._sketch_rows(block, 0, dim=x_dim, eps=eps, ridge=0.0, block_size=4096).merge(
-        sdw._sketch_rows(block, 20_000, dim=x_dim, eps=eps, ridge=0.0, block_size=4096))
+        sdw._sketch_rows(block, 20_000, dim=x_dim, eps=eps, ridge=0.0, block_size=4096)
+    )
 
 
 def run(path, workers, eps, chunk_rows, repeats):
     env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     best, cpu, U = np.inf, np.nan, None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env=env, silence_logs=40) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env, silence_logs=40
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(workers)
         client.run(_warm_up, x_dim=np.load(path, mmap_mode="r").shape[1], eps=eps)
         x = sd.from_npy(path, chunk_rows=chunk_rows)
@@ -94,9 +99,12 @@ def main():
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--chunk-rows", type=int, default=131_072)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per worker count (best is kept)")
-    ap.add_argument("--path", default=None,
-                    help="keys .npy file: reused if it has the requested shape and dtype, else written there "
-                         "and kept (default: written to a temporary directory and removed)")
+    ap.add_argument(
+        "--path",
+        default=None,
+        help="keys .npy file: reused if it has the requested shape and dtype, else written there "
+        "and kept (default: written to a temporary directory and removed)",
+    )
     args = ap.parse_args()
 
     tmp = None
@@ -115,8 +123,10 @@ def main():
     if not reuse:
         write_keys(path, args.rows, args.dim, np.dtype(args.dtype))
     size = os.path.getsize(path)
-    print(f"{'reused' if reuse else 'wrote'} {args.rows:,} x {args.dim} {args.dtype} keys "
-          f"({size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s at {path}")
+    print(
+        f"{'reused' if reuse else 'wrote'} {args.rows:,} x {args.dim} {args.dtype} keys "
+        f"({size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s at {path}"
+    )
     load0 = os.getloadavg()
     print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} on {os.cpu_count()} cores")
 
@@ -127,20 +137,26 @@ def main():
     load1 = os.getloadavg()
 
     print(f"\n{'method':<34}{'wall s':>8}{'rows/s':>13}{'vs numpy':>10}{'worker CPU s':>14}{'CPU/wall':>10}")
-    print(f"{'numpy K.T @ K (1 thread, here)':<34}{args.rows / np_rate:>8.2f}{np_rate:>13,.0f}{1.0:>10.2f}"
-          f"{'':>14}{'':>10}")
+    print(
+        f"{'numpy K.T @ K (1 thread, here)':<34}{args.rows / np_rate:>8.2f}{np_rate:>13,.0f}{1.0:>10.2f}"
+        f"{'':>14}{'':>10}"
+    )
     rows = (("streamlev.dask, 1 worker", r1, t1, c1), ("streamlev.dask, 2 workers", r2, t2, c2))
     for label, r, t, c in rows:
         print(f"{label:<34}{t:>8.2f}{r:>13,.0f}{r / np_rate:>10.2f}{sum(c):>14.1f}{sum(c) / t:>10.2f}")
     print(f"\nspeedup 2 workers / 1 worker: {r2 / r1:.2f}x (target >= 1.6x on 2 free cores)")
-    print(f"CPU seconds per 10^6 rows: {sum(c1) / args.rows * 1e6:.2f} (1 worker), "
-          f"{sum(c2) / args.rows * 1e6:.2f} (2 workers); CPU/wall = cores the workers actually got")
+    print(
+        f"CPU seconds per 10^6 rows: {sum(c1) / args.rows * 1e6:.2f} (1 worker), "
+        f"{sum(c2) / args.rows * 1e6:.2f} (2 workers); CPU/wall = cores the workers actually got"
+    )
     # Not a measurement of wall time: the speedup 2 workers would reach if each had a free core,
     # from how the work was split (1-worker CPU time over the busier worker's CPU time), with and
     # without each worker's idle background CPU (which grows with wall time, so with the load).
-    print(f"per-worker CPU s with 2 workers: {', '.join(f'{c:.1f}' for c in c2)}; projected speedup "
-          f"with 2 free cores: {sum(c1) / max(c2):.2f}x raw, {sum(w1) / max(w2):.2f}x without idle "
-          f"background CPU ({', '.join(f'{c - w:.1f}' for c, w in zip(c2, w2, strict=True))} s per worker)")
+    print(
+        f"per-worker CPU s with 2 workers: {', '.join(f'{c:.1f}' for c in c2)}; projected speedup "
+        f"with 2 free cores: {sum(c1) / max(c2):.2f}x raw, {sum(w1) / max(w2):.2f}x without idle "
+        f"background CPU ({', '.join(f'{c - w:.1f}' for c, w in zip(c2, w2, strict=True))} s per worker)"
+    )
     print(f"universal set: {U1.size} keys at eps={args.eps}; identical on 1 and 2 workers")
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if tmp is not None:

@@ -54,7 +54,7 @@ def chunked_gram(K, acc, chunk):
     def part(a, b):
         C = np.zeros((d, d), dtype=acc)
         for s in range(a, b, chunk):
-            X = K[s:min(b, s + chunk)]
+            X = K[s : min(b, s + chunk)]
             if X.dtype != acc:
                 X = X.astype(acc)
             C += X.T @ X
@@ -75,8 +75,10 @@ def main():
     rng = np.random.default_rng(0)
     K = rng.standard_normal((n, d))
     K32 = K.astype(np.float32)
-    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, n={n:,}, d={d}, "
-          f"threads={streamlev.get_num_threads()}")
+    print(
+        f"streamlev {streamlev.__version__}, numpy {np.__version__}, n={n:,}, d={d}, "
+        f"threads={streamlev.get_num_threads()}"
+    )
 
     print("\n== K.T @ K (float64) ==")
     t2 = best(lambda: K.T @ K)
@@ -84,16 +86,20 @@ def main():
         t1 = best(lambda: K.T @ K)
     ts = best(lambda: chunked_gram(K, np.float64, 4096))
     tg = best(lambda: _factor.gram(K))
-    print(f"  OpenBLAS 2 threads {t2 * 1e3:7.1f} ms   1 thread {t1 * 1e3:7.1f} ms   "
-          f"split over {streamlev.get_num_threads()} Python threads {ts * 1e3:7.1f} ms   "
-          f"streamlev gram (numba, split) {tg * 1e3:7.1f} ms")
+    print(
+        f"  OpenBLAS 2 threads {t2 * 1e3:7.1f} ms   1 thread {t1 * 1e3:7.1f} ms   "
+        f"split over {streamlev.get_num_threads()} Python threads {ts * 1e3:7.1f} ms   "
+        f"streamlev gram (numba, split) {tg * 1e3:7.1f} ms"
+    )
     B = np.ascontiguousarray(K[:256])
     C = np.zeros((d, d))
     with _threads.blas_threads(1):
         t_syrk = best(lambda: [B.T @ B for _ in range(1000)]) / 1000
     t_numba = best(lambda: [_kernels.gram_upper(B, C) for _ in range(1000)]) / 1000
-    print(f"  one 256 x {d} block in cache: OpenBLAS dsyrk (B.T @ B, 1 thread) {t_syrk * 1e6:.1f} µs   "
-          f"gram_upper {t_numba * 1e6:.1f} µs")
+    print(
+        f"  one 256 x {d} block in cache: OpenBLAS dsyrk (B.T @ B, 1 thread) {t_syrk * 1e6:.1f} µs   "
+        f"gram_upper {t_numba * 1e6:.1f} µs"
+    )
 
     print("\n== Gram product of float32 keys ==")
     Kn = K32.astype(np.float64)
@@ -113,8 +119,10 @@ def main():
         print(f"  {label:<50} {extra}   max rel. error of the scores {err:.1e}")
     t = best(lambda: _factor.gram(K32))
     err = np.max(np.abs(scores_from_gram(K32, _factor.gram(K32)) - tau) / tau)
-    print(f"  {'float32 keys, streamlev gram (float64 products)':<50} {t * 1e3:7.1f} ms   "
-          f"max rel. error of the scores {err:.1e}")
+    print(
+        f"  {'float32 keys, streamlev gram (float64 products)':<50} {t * 1e3:7.1f} ms   "
+        f"max rel. error of the scores {err:.1e}"
+    )
 
     print("\n== per 16,384 x 64 float64 block ==")
     B = K[:16384]
@@ -171,8 +179,10 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
     t_k = best(lambda: _kernels.tri_inv_upper_batched(Rs), 50)
     t_col = best(lambda: by_columns(Rs), 50)
     t_l = best(lapack_inv, 50)
-    print(f"  {H} triangular inverses: tri_inv_upper_batched (by rows) {t_k * 1e3:.3f} ms   the loop by columns "
-          f"{t_col * 1e3:.3f} ms   LAPACK dtrtri one by one {t_l * 1e3:.3f} ms")
+    print(
+        f"  {H} triangular inverses: tri_inv_upper_batched (by rows) {t_k * 1e3:.3f} ms   the loop by columns "
+        f"{t_col * 1e3:.3f} ms   LAPACK dtrtri one by one {t_l * 1e3:.3f} ms"
+    )
 
     def np_colnorms():
         big = np.max(np.abs(Rs), axis=-2)
@@ -181,8 +191,10 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
 
     t_c = best(lambda: _kernels.colnorms_batched(Rs), 50)
     t_n = best(np_colnorms, 50)
-    print(f"  {H} column-norm vectors (scaled, overflow-safe): colnorms_batched {t_c * 1e6:.0f} µs   numpy "
-          f"{t_n * 1e6:.0f} µs")
+    print(
+        f"  {H} column-norm vectors (scaled, overflow-safe): colnorms_batched {t_c * 1e6:.0f} µs   numpy "
+        f"{t_n * 1e6:.0f} µs"
+    )
 
     K = rng.standard_normal((H, m * blocks, d))  # the caller's keys: blocks are strided views K[:, a:b]
     dinv = np.ones((H, d))
@@ -192,21 +204,23 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
     def staged():
         for b in range(blocks):
             o = (b % 16) * m
-            P[:, o:o + m] = K[:, b * m:(b + 1) * m]
+            P[:, o : o + m] = K[:, b * m : (b + 1) * m]
             _kernels.scan_screen_rows(P, o, o + m, dinv, norms)
 
     def before():
         for b in range(blocks):
             o = (b % 16) * m
-            X = np.ascontiguousarray(K[:, b * m:(b + 1) * m])
+            X = np.ascontiguousarray(K[:, b * m : (b + 1) * m])
             _kernels.scan_block(X.reshape(-1, d))
             _kernels.scaled_row_sqnorms_batched(X, dinv)
-            P[:, o:o + m] = X
+            P[:, o : o + m] = X
 
     t_s = best(staged, 3) / blocks
     t_b = best(before, 3) / blocks
-    print(f"  one ({H}, {m}, {d}) block from a strided view: staged (copy + scan_screen_rows) {t_s * 1e3:.3f} ms   "
-          f"contiguous copy + scan + screen + copy {t_b * 1e3:.3f} ms")
+    print(
+        f"  one ({H}, {m}, {d}) block from a strided view: staged (copy + scan_screen_rows) {t_s * 1e3:.3f} ms   "
+        f"contiguous copy + scan + screen + copy {t_b * 1e3:.3f} ms"
+    )
     heads_kernel(rng, H, d, m)
 
 
@@ -214,13 +228,29 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
     """The kernel MultiHeadLeverage takes blocks of 64+ rows through (streamlev._kernels.heads_screen_gram)."""
     import numba
 
-    state = dict(dinv=np.ones((H, d)), up=np.full(H, 1e-9), thr=1e-3, W=np.zeros((H, d, d)), budget=1e300,
-                 acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
-                 nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
-                 took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 1 << 60),
-                 kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d)),
-                 tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
-                 ids=np.zeros(0, dtype=np.int64), id0=0)
+    state = dict(
+        dinv=np.ones((H, d)),
+        up=np.full(H, 1e-9),
+        thr=1e-3,
+        W=np.zeros((H, d, d)),
+        budget=1e300,
+        acc_tr=np.zeros(H),
+        hi=np.zeros((H, d, d)),
+        lo=np.zeros((H, d, d)),
+        C=np.zeros((H, d, d)),
+        nrec=np.zeros(H, dtype=np.int64),
+        T=np.zeros((H, d, d)),
+        keep=np.zeros((H, m), dtype=bool),
+        took=np.zeros(H, dtype=bool),
+        rows=np.zeros(H, dtype=np.int64),
+        limit=np.full(H, 1 << 60),
+        kept=np.zeros(H, dtype=np.int64),
+        tk=np.zeros((H, 0, d)),
+        tid=np.zeros((H, 0), dtype=np.int64),
+        used=np.zeros(H, dtype=np.int64),
+        ids=np.zeros(0, dtype=np.int64),
+        id0=0,
+    )
 
     def per_call(fn, ctx, count, gap=0.0):
         """µs per call on blocks drawn just before each call (as a model hands them over).
@@ -252,8 +282,10 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
     with _threads.parallel_region(n):
         t_numba = best(lambda: [launch(a) for _ in range(1000)], 5) / 1000
     t_split = best(lambda: [_threads.split_run(lambda lo, hi: None, n, n) for _ in range(200)], 5) / 200
-    print(f"  handing work to the other core: a numba parallel launch {t_numba * 1e6:.1f} µs   "
-          f"split_run (Python threads) {t_split * 1e6:.1f} µs")
+    print(
+        f"  handing work to the other core: a numba parallel launch {t_numba * 1e6:.1f} µs   "
+        f"split_run (Python threads) {t_split * 1e6:.1f} µs"
+    )
     variants = {
         f"{n} threads, heads one at a time": (par, lambda: _threads.parallel_region(n)),
         f"{n} threads, numba's static split": (par, lambda: _Static(n)),
@@ -261,12 +293,14 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
     }
     for f, c in variants.values():
         per_call(f, c, 20)  # warm-up
-    print(f"  heads_screen_gram, one ({H}, {m}, {d}) block drawn just before each call: median over {rounds} rounds "
-          f"of {batch} calls per variant, variants interleaved (µs per call):")
+    print(
+        f"  heads_screen_gram, one ({H}, {m}, {d}) block drawn just before each call: median over {rounds} rounds "
+        f"of {batch} calls per variant, variants interleaved (µs per call):"
+    )
     for gap, label in ((0.0, "back to back"), (1e-3, "1 ms busy loop between calls")):
         res = {k: [] for k in variants}
         for r in range(rounds):
-            for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            for k in list(variants) if r % 2 == 0 else list(variants)[::-1]:
                 res[k].append(per_call(*variants[k], batch, gap=gap))
         print(f"    {label}: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
 

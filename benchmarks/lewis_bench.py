@@ -73,7 +73,7 @@ def one_pass(K, eps, p, block, trace=False):
     ops = lewis.OnlinePowerSet(K.shape[1], eps, p=p)
     held = 0
     for a in range(0, K.shape[0], block):
-        ops.update(K[a:a + block])
+        ops.update(K[a : a + block])
         held = max(held, ops.index_.size)
     dt = time.perf_counter() - t
     peak = 0
@@ -114,9 +114,11 @@ def row(label, K, eps, p, block):
     tq = max(qr_time(K), 1e-6)
     ok = bool(np.all(np.isin(exact, res)))
     mb = 1 / 2**20
-    print(f"{label:>22} {K.shape[0]:>7} {K.shape[1]:>3} {p:>4} {eps:>6} | {held:>6} {res.size:>6} "
-          f"{exact.size:>6} {str(ok):>8} | {peak * mb:>8.2f} {peak_mem * mb:>8.2f} {K.nbytes * mb:>8.2f} | "
-          f"{dt:>7.2f} {dt / tq:>8.0f} {dt_mem / tq:>8.0f}")
+    print(
+        f"{label:>22} {K.shape[0]:>7} {K.shape[1]:>3} {p:>4} {eps:>6} | {held:>6} {res.size:>6} "
+        f"{exact.size:>6} {str(ok):>8} | {peak * mb:>8.2f} {peak_mem * mb:>8.2f} {K.nbytes * mb:>8.2f} | "
+        f"{dt:>7.2f} {dt / tq:>8.0f} {dt_mem / tq:>8.0f}"
+    )
     return ok, held, peak
 
 
@@ -128,14 +130,21 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=0.05)
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--max-streams", type=int, default=3)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000],
-                    help="synthetic stream lengths (memory must not grow with n)")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[4000, 16000],
+        help="synthetic stream lengths (memory must not grow with n)",
+    )
     ap.add_argument("--d", type=int, default=32)
     args = ap.parse_args(argv)
     path = args.path or (BUNDLED if os.path.exists(BUNDLED) else None)
-    hdr = (f"{'keys':>22} {'n':>7} {'d':>3} {'p':>4} {'eps':>6} | {'held':>6} {'1pass':>6} {'exact':>6} "
-           f"{'superset':>8} | {'peak MB':>8} {'inmem MB':>8} {'input MB':>8} | {'time s':>7} "
-           f"{'1pass/qr':>8} {'inmem/qr':>8}")
+    hdr = (
+        f"{'keys':>22} {'n':>7} {'d':>3} {'p':>4} {'eps':>6} | {'held':>6} {'1pass':>6} {'exact':>6} "
+        f"{'superset':>8} | {'peak MB':>8} {'inmem MB':>8} {'input MB':>8} | {'time s':>7} "
+        f"{'1pass/qr':>8} {'inmem/qr':>8}"
+    )
     all_ok = True
     with threadpool_limits(1, user_api="blas"):
         print(hdr)
@@ -152,8 +161,10 @@ def main(argv=None):
                 ok, _h, pk = row("synthetic", realish_keys(n, args.d), args.eps, p, args.block)
                 all_ok &= ok
                 peaks.append(pk)
-            print(f"{'':>22} one-pass peak memory at n={args.sizes[-1]} / n={args.sizes[0]}: "
-                  f"{peaks[-1] / peaks[0]:.2f}x (input grew {args.sizes[-1] / args.sizes[0]:.0f}x)")
+            print(
+                f"{'':>22} one-pass peak memory at n={args.sizes[-1]} / n={args.sizes[0]}: "
+                f"{peaks[-1] / peaks[0]:.2f}x (input grew {args.sizes[-1] / args.sizes[0]:.0f}x)"
+            )
     print("every one-pass result contains the exact set:", all_ok)
     return 0 if all_ok else 1
 

@@ -83,7 +83,7 @@ def sl_exact(K, eps):
 def sl_online(K, eps, block=streamlev.exact.DEFAULT_BLOCK):
     sk = streamlev.OnlineLeverage(K.shape[1], eps)
     for a in range(0, K.shape[0], block):
-        sk.update(K[a:a + block])
+        sk.update(K[a : a + block])
     return sk.scores()
 
 
@@ -147,8 +147,10 @@ def fmt_bytes(b):
 
 def print_table(rows, ref_name="numpy-gram"):
     ref = {(r["n"], r["d"], r["dtype"]): r["sec"] for r in rows if r["method"] == ref_name}
-    head = f"{'method':<22}{'n':>10}{'d':>5}{'dtype':>9}{'seconds':>10}{'rows/s':>13}{'peak mem':>11}" \
-           f"{'max rel err':>13}{'set ok':>8}{'vs gram':>9}"
+    head = (
+        f"{'method':<22}{'n':>10}{'d':>5}{'dtype':>9}{'seconds':>10}{'rows/s':>13}{'peak mem':>11}"
+        f"{'max rel err':>13}{'set ok':>8}{'vs gram':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -156,8 +158,10 @@ def print_table(rows, ref_name="numpy-gram"):
         ratio = f"{r['sec'] / base:.2f}x" if base else "-"
         err = "-" if r["err"] is None or np.isnan(r["err"]) else f"{r['err']:.1e}"
         ok = "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")
-        print(f"{r['method']:<22}{r['n']:>10,}{r['d']:>5}{r['dtype']:>9}{r['sec']:>10.3f}"
-              f"{r['n'] / r['sec']:>13,.0f}{fmt_bytes(r['peak']):>11}{err:>13}{ok:>8}{ratio:>9}")
+        print(
+            f"{r['method']:<22}{r['n']:>10,}{r['d']:>5}{r['dtype']:>9}{r['sec']:>10.3f}"
+            f"{r['n'] / r['sec']:>13,.0f}{fmt_bytes(r['peak']):>11}{err:>13}{ok:>8}{ratio:>9}"
+        )
     sys.stdout.flush()
 
 
@@ -256,8 +260,7 @@ def race_heads(H, d, eps, chunks, reps=2, split_rows=None, fresh=False):
 def bench_heads(H=12, m=256, d=64, blocks=80, eps=1e-3, repeat=3, label=""):
     """Blocks (H, m, d) — views of one pre-drawn stack — fed to MultiHeadLeverage and to the per-head loop."""
     n = m * blocks
-    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks} blocks = {n:,} rows per head, eps={eps:g}"
-          f"{label} ==")
+    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks} blocks = {n:,} rows per head, eps={eps:g}{label} ==")
     rng = np.random.default_rng(1)
     K = rng.standard_normal((H, n, d))
     step = max(1, 4096 // m)  # blocks per interleaved chunk
@@ -267,15 +270,19 @@ def bench_heads(H=12, m=256, d=64, blocks=80, eps=1e-3, repeat=3, label=""):
             if m == 1:  # one token per head per call, as when decoding: keys given as (H, d)
                 yield [K[:, b] for b in range(c, min(count, c + step))]
             else:
-                yield [K[:, b * m:(b + 1) * m] for b in range(c, min(count, c + step))]
+                yield [K[:, b * m : (b + 1) * m] for b in range(c, min(count, c + step))]
 
     race_heads(H, d, eps, lambda: chunks(min(blocks, 8)), reps=1)  # warm-up: numba kernels load
     t_m, t_l, same, kept, _, _ = race_heads(H, d, eps, chunks, reps=repeat)
     floor = gram_floor(K)
-    print(f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
-          f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {n:,}")
-    print(f"  floor: the {H} Gram matrices K_h.T @ K_h alone take {floor:.3f} s (loop / floor = {t_l / floor:.1f}x, "
-          f"MultiHeadLeverage / floor = {t_m / floor:.1f}x)")
+    print(
+        f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
+        f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {n:,}"
+    )
+    print(
+        f"  floor: the {H} Gram matrices K_h.T @ K_h alone take {floor:.3f} s (loop / floor = {t_l / floor:.1f}x, "
+        f"MultiHeadLeverage / floor = {t_m / floor:.1f}x)"
+    )
     sys.stdout.flush()
     return t_l / t_m
 
@@ -300,7 +307,7 @@ def gram_floor(K, repeat=2, chunk=4096):
 
     def split():
         for a in range(0, n, chunk):
-            split_run(lambda lo, hi, a=a: [gram(K[h, a:a + chunk]) for h in range(lo, hi)], H, parts_for(H, 1))
+            split_run(lambda lo, hi, a=a: [gram(K[h, a : a + chunk]) for h in range(lo, hi)], H, parts_for(H, 1))
 
     best = np.inf
     for _ in range(repeat):
@@ -320,8 +327,10 @@ def bench_heads_stream(H=12, m=256, d=64, n=1_000_000, eps=1e-3, repeat=2):
     copy made just before its turn (:func:`race_heads` with ``fresh``).
     """
     blocks = n // m
-    print(f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks:,} blocks = {blocks * m:,} rows per head, eps={eps:g} "
-          f"(each block drawn just before it is fed; update calls timed) ==")
+    print(
+        f"\n== {H} heads, blocks of ({H}, {m}, {d}), {blocks:,} blocks = {blocks * m:,} rows per head, eps={eps:g} "
+        f"(each block drawn just before it is fed; update calls timed) =="
+    )
 
     def chunks(count=blocks):
         rng = np.random.default_rng(7)
@@ -334,13 +343,19 @@ def bench_heads_stream(H=12, m=256, d=64, n=1_000_000, eps=1e-3, repeat=2):
     # The Gram floor on the same number of rows, measured on 2^16 rows per head and scaled.
     sample = 1 << 16
     floor = gram_floor(np.random.default_rng(8).standard_normal((H, sample, d))) * (rows / sample)
-    print(f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
-          f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {rows:,}")
-    print(f"  first 2·d/eps = {split:,} rows per head (every row a candidate, then the first evictions): "
-          f"MultiHeadLeverage {early[0]:.3f} s, loop {early[1]:.3f} s ({early[1] / early[0]:.2f}x); "
-          f"the rest: {t_m - early[0]:.3f} s vs {t_l - early[1]:.3f} s ({(t_l - early[1]) / (t_m - early[0]):.2f}x)")
-    print(f"  floor: the {H} Gram matrices alone would take {floor:.3f} s (timed on {sample:,} rows per head, "
-          f"scaled; loop / floor = {t_l / floor:.1f}x, MultiHeadLeverage / floor = {t_m / floor:.1f}x)")
+    print(
+        f"MultiHeadLeverage {t_m:.3f} s   loop over {H} OnlineLeverage {t_l:.3f} s   "
+        f"speedup {t_l / t_m:.2f}x   same sets: {same}   mean |U| per head {kept:,.0f} of {rows:,}"
+    )
+    print(
+        f"  first 2·d/eps = {split:,} rows per head (every row a candidate, then the first evictions): "
+        f"MultiHeadLeverage {early[0]:.3f} s, loop {early[1]:.3f} s ({early[1] / early[0]:.2f}x); "
+        f"the rest: {t_m - early[0]:.3f} s vs {t_l - early[1]:.3f} s ({(t_l - early[1]) / (t_m - early[0]):.2f}x)"
+    )
+    print(
+        f"  floor: the {H} Gram matrices alone would take {floor:.3f} s (timed on {sample:,} rows per head, "
+        f"scaled; loop / floor = {t_l / floor:.1f}x, MultiHeadLeverage / floor = {t_m / floor:.1f}x)"
+    )
     sys.stdout.flush()
     return t_l / t_m
 
@@ -360,7 +375,7 @@ def stream_marks(path, n, marks, d=64, eps=1e-3):
     gc.collect()
     t0 = time.perf_counter()
     for a in range(0, n, blk):
-        sk.update(K[a:a + blk])
+        sk.update(K[a : a + blk])
         done = min(n, a + blk)
         while todo and done >= todo[0]:
             todo.pop(0)
@@ -371,10 +386,13 @@ def stream_marks(path, n, marks, d=64, eps=1e-3):
 
 
 def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
-    print(f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory (largest of 3 traced "
-          f"runs), seconds (best of 2 passes, 5 for the largest file) ==")
-    print(f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}"
-          f"{'online s/Mrow':>15}{'two-pass s/Mrow':>17}")
+    print(
+        f"\n== streaming .npy files ({np.dtype(dtype).name}, d={d}): peak tracemalloc memory (largest of 3 traced "
+        f"runs), seconds (best of 2 passes, 5 for the largest file) =="
+    )
+    print(
+        f"{'rows':>12}{'file':>11}{'online peak':>14}{'two-pass peak':>15}{'online s/Mrow':>15}{'two-pass s/Mrow':>17}"
+    )
     out = []
     segments = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -394,8 +412,11 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
             # best of a few short stretches is biased low against the best of as many long ones, and one pass's
             # windows vary by ±10-15% here (the CPU time per row moves with them; page faults and system time
             # stay flat).
-            marks = sorted(set(sizes[:-1]) | {n * k // 10 for k in range(1, 10)}) \
-                if n == max(sizes) and len(sizes) >= 2 else ()
+            marks = (
+                sorted(set(sizes[:-1]) | {n * k // 10 for k in range(1, 10)})
+                if n == max(sizes) and len(sizes) >= 2
+                else ()
+            )
             passes = [stream_marks(path, n, marks, d, eps) for _ in range(5 if marks else 2)]
             t_o = min(total for _, total in passes)
             runs = [r for r, _ in passes]
@@ -408,13 +429,17 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
                     secs = [r[k][1] - (r[k - 1][1] if k else 0.0) for r in runs]
                     segments.append((lo, runs[0][k][0], min(secs)))
             os.remove(path)
-            print(f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"
-                  f"{fmt_bytes(p_t):>15}{t_o / n * 1e6:>15.3f}{t_t / n * 1e6:>17.3f}")
+            print(
+                f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"
+                f"{fmt_bytes(p_t):>15}{t_o / n * 1e6:>15.3f}{t_t / n * 1e6:>17.3f}"
+            )
             sys.stdout.flush()
             out.append(dict(n=n, online_peak=p_o, twopass_peak=p_t, online_s=t_o, twopass_s=t_t))
     if segments:
-        print(f"  one pass over the {max(sizes):,}-row file, s per 10^6 rows in each stretch (best of 5 passes): "
-              + ", ".join(f"{a:,}-{b:,}: {sec / (b - a) * 1e6:.3f}" for a, b, sec in segments))
+        print(
+            f"  one pass over the {max(sizes):,}-row file, s per 10^6 rows in each stretch (best of 5 passes): "
+            + ", ".join(f"{a:,}-{b:,}: {sec / (b - a) * 1e6:.3f}" for a, b, sec in segments)
+        )
         out[-1]["segments"] = segments
         out[-1]["window_from"] = sizes[-2]
     return out
@@ -447,13 +472,19 @@ def print_targets(rows, heads, memory, quick=False):
         svd = sec[("numpy-svd", "float64")]
         target(">= 10x faster than np.linalg.svd", f"{svd / online:.1f}x", svd >= 10 * online)
     f32 = sec[("OnlineLeverage", "float32")]
-    target("float32 keys <= 0.6x the float64 time, same set", f"{f32 / online:.2f}x, same set: "
-           f"{ok[('OnlineLeverage', 'float32')]}", f32 <= 0.6 * online and ok[("OnlineLeverage", "float32")])
+    target(
+        "float32 keys <= 0.6x the float64 time, same set",
+        f"{f32 / online:.2f}x, same set: {ok[('OnlineLeverage', 'float32')]}",
+        f32 <= 0.6 * online and ok[("OnlineLeverage", "float32")],
+    )
     if len(memory) >= 2:
         peaks = [m["online_peak"] for m in memory]
         spread = max(peaks) / min(peaks) - 1
-        target(f"peak memory flat in n ({memory[0]['n']:,} -> {memory[-1]['n']:,} rows, within 10%)",
-               f"{fmt_bytes(min(peaks))}..{fmt_bytes(max(peaks))} (+{spread:.0%})", spread <= 0.10)
+        target(
+            f"peak memory flat in n ({memory[0]['n']:,} -> {memory[-1]['n']:,} rows, within 10%)",
+            f"{fmt_bytes(min(peaks))}..{fmt_bytes(max(peaks))} (+{spread:.0%})",
+            spread <= 0.10,
+        )
         segs = memory[-1].get("segments") or []
         # Past the first ~d/eps rows (all candidates), each further row must cost the same.  Judged on the tenths of
         # the largest file past the middle size (equal windows, best of 5 passes each) by a least-squares line through
@@ -466,19 +497,23 @@ def print_targets(rows, heads, memory, quick=False):
             y = np.array([sec / (b - a) * 1e6 for a, b, sec in wins])
             slope, icpt = np.polyfit(x, y, 1)
             f0, f1 = icpt + slope * x[0], icpt + slope * x[-1]
-            target("time per row independent of n: s per 10^6 rows along one pass over the "
-                   f"{memory[-1]['n']:,}-row file, in {len(wins)} windows from row {wins[0][0]:,} (best of 5 passes "
-                   f"each; the fitted line at the last window <= 1.1x at the first)",
-                   f"windows {y.min():.3f}-{y.max():.3f}, fitted {f0:.3f} -> {f1:.3f} ({f1 / f0:.2f}x)",
-                   f1 <= 1.1 * f0)
+            target(
+                "time per row independent of n: s per 10^6 rows along one pass over the "
+                f"{memory[-1]['n']:,}-row file, in {len(wins)} windows from row {wins[0][0]:,} (best of 5 passes "
+                f"each; the fitted line at the last window <= 1.1x at the first)",
+                f"windows {y.min():.3f}-{y.max():.3f}, fitted {f0:.3f} -> {f1:.3f} ({f1 / f0:.2f}x)",
+                f1 <= 1.1 * f0,
+            )
         else:
             target("time per row independent of n", "n/a (needs two sizes)", False)
     for label, ratio in heads:
         target(f"{label}: MultiHeadLeverage >= 3x the loop over per-head sketches", f"{ratio:.2f}x", ratio >= 3)
     print("\n== issue 4 targets (this run) ==")
     if quick:
-        print("  (--quick: smaller n than the issue's n = 10^6 rows, where the first ~2·d/eps rows — all candidates —"
-              " weigh more; for information only, the targets are judged by a full run)")
+        print(
+            "  (--quick: smaller n than the issue's n = 10^6 rows, where the first ~2·d/eps rows — all candidates —"
+            " weigh more; for information only, the targets are judged by a full run)"
+        )
     print("\n".join(lines))
 
 
@@ -490,39 +525,70 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=1e-3)
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--no-svd", action="store_true", help="skip the slow numpy SVD/QR baselines")
-    ap.add_argument("--block-sizes", type=str, default=None,
-                    help="comma-separated block sizes to time OnlineLeverage with (how DEFAULT_BLOCK was chosen)")
-    ap.add_argument("--memory-sizes", type=str, default=None,
-                    help="comma-separated row counts for the .npy memory table (default 1e5,1e6,1e7; quick: 1e5,1e6)")
+    ap.add_argument(
+        "--block-sizes",
+        type=str,
+        default=None,
+        help="comma-separated block sizes to time OnlineLeverage with (how DEFAULT_BLOCK was chosen)",
+    )
+    ap.add_argument(
+        "--memory-sizes",
+        type=str,
+        default=None,
+        help="comma-separated row counts for the .npy memory table (default 1e5,1e6,1e7; quick: 1e5,1e6)",
+    )
     args = ap.parse_args(argv)
     n = args.n or (200_000 if args.quick else 1_000_000)
     repeat = args.repeat or (2 if args.quick else 3)
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
-                         for i in threadpool_info())
+        blas = ", ".join(
+            f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info()
+        )
     except Exception:  # noqa: BLE001
         blas = "unknown"
-    print(f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}, "
-          f"streamlev threads: {streamlev.get_num_threads()}")
+    print(
+        f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}, "
+        f"streamlev threads: {streamlev.get_num_threads()}"
+    )
     rows = bench_main(n, args.d, args.eps, repeat, with_svd=not args.no_svd)
     # The issue's target is at its n = 10^6 (rows per head); shorter streams are shown for what they are: mostly
     # the first ~2·d/eps rows, where every row is a candidate and both sides spend their time storing and
     # evicting candidates.
-    heads = [(f"12 heads, {10**5 if args.quick else 10**6:,} rows per head",
-              bench_heads_stream(n=10**5 if args.quick else 10**6))]
-    short = [("every row a candidate (n < d/eps)",
-              bench_heads(blocks=20 if args.quick else 80, label=" (every row stays a candidate: n < d/eps)")),
-             ("past d/eps rows", bench_heads(blocks=300 if args.quick else 1000, repeat=1 if args.quick else 2,
-                                             label=" (past d/eps: the sets shrink)"))]
+    heads = [
+        (
+            f"12 heads, {10**5 if args.quick else 10**6:,} rows per head",
+            bench_heads_stream(n=10**5 if args.quick else 10**6),
+        )
+    ]
+    short = [
+        (
+            "every row a candidate (n < d/eps)",
+            bench_heads(blocks=20 if args.quick else 80, label=" (every row stays a candidate: n < d/eps)"),
+        ),
+        (
+            "past d/eps rows",
+            bench_heads(
+                blocks=300 if args.quick else 1000,
+                repeat=1 if args.quick else 2,
+                label=" (past d/eps: the sets shrink)",
+            ),
+        ),
+    ]
     decoding = bench_heads(m=1, blocks=1000 if args.quick else 3000, label=" (decoding: one token per call)")
-    print("(not issue-4 targets, which are at n = 10^6: " + ", ".join(f"{k} {v:.2f}x" for k, v in short)
-          + f"; one token per head per call {decoding:.2f}x the loop)")
+    print(
+        "(not issue-4 targets, which are at n = 10^6: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in short)
+        + f"; one token per head per call {decoding:.2f}x the loop)"
+    )
     if args.block_sizes:
         bench_blocks(n, args.d, args.eps, [int(float(b)) for b in args.block_sizes.split(",")], repeat)
-    sizes = ([int(float(s)) for s in args.memory_sizes.split(",")] if args.memory_sizes
-             else ([100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]))
+    sizes = (
+        [int(float(s)) for s in args.memory_sizes.split(",")]
+        if args.memory_sizes
+        else ([100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000])
+    )
     memory = bench_memory(sizes)
     print_targets(rows, heads, memory, quick=args.quick)
     return 0

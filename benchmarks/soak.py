@@ -141,19 +141,25 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=0.005)
     ap.add_argument("--rare-every", type=int, default=10**6)
     ap.add_argument("--seed", type=int, default=20261128)
-    ap.add_argument("--set-check-max", type=int, default=10**6,
-                    help="run the exact second-pass set check at checkpoints up to this many rows "
-                         "(and always at the end)")
+    ap.add_argument(
+        "--set-check-max",
+        type=int,
+        default=10**6,
+        help="run the exact second-pass set check at checkpoints up to this many rows (and always at the end)",
+    )
     args = ap.parse_args(argv)
 
     size = args.block
     n_blocks = -(-args.rows // size)
     n = n_blocks * size
-    checkpoints = sorted({min(n_blocks, int(round(10 ** (k / 2) / size)) or 1)
-                          for k in range(8, 40) if 10 ** (k / 2) <= n} | {n_blocks})
+    checkpoints = sorted(
+        {min(n_blocks, int(round(10 ** (k / 2) / size)) or 1) for k in range(8, 40) if 10 ** (k / 2) <= n} | {n_blocks}
+    )
     samples = sorted(set(np.linspace(1, n_blocks, 51).astype(int).tolist()))
-    print(f"soak: {n:,} rows of d = {D} in {n_blocks:,} blocks of {size:,}; eps = {args.eps}, "
-          f"rare channel every {args.rare_every:,} rows, seed {args.seed}")
+    print(
+        f"soak: {n:,} rows of d = {D} in {n_blocks:,} blocks of {size:,}; eps = {args.eps}, "
+        f"rare channel every {args.rare_every:,} rows, seed {args.seed}"
+    )
     print(f"numpy {np.__version__}, pid {os.getpid()}")
 
     sk = OnlineLeverage(D, args.eps)
@@ -163,8 +169,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     t_sketch = 0.0
     rss0 = rss_bytes()
-    hdr = (f"{'rows':>13} {'|U|':>5} {'cands':>6} {'drift vs QR':>11} {'drift vs Gram':>13} "
-           f"{'set check':>22} {'RSS MiB':>8} {'maxRSS MiB':>10} {'rows/s (sketch)':>15}")
+    hdr = (
+        f"{'rows':>13} {'|U|':>5} {'cands':>6} {'drift vs QR':>11} {'drift vs Gram':>13} "
+        f"{'set check':>22} {'RSS MiB':>8} {'maxRSS MiB':>10} {'rows/s (sketch)':>15}"
+    )
     print(hdr)
     ok = True
     for b in range(n_blocks):
@@ -193,20 +201,26 @@ def main(argv=None):
                 ok &= good
                 check = f"{'OK' if good else 'FAIL'} miss {miss} extra {extra} ties {ties}"
             rate = rows / t_sketch if t_sketch else float("nan")
-            print(f"{rows:>13,} {U.size:>5} {sk.n_candidates:>6} {drift_qr:>11.2e} {drift_gram:>13.2e} "
-                  f"{check:>22} {rss_bytes() / 2**20:>8.1f} {maxrss_bytes() / 2**20:>10.1f} {rate:>15,.0f}")
+            print(
+                f"{rows:>13,} {U.size:>5} {sk.n_candidates:>6} {drift_qr:>11.2e} {drift_gram:>13.2e} "
+                f"{check:>22} {rss_bytes() / 2**20:>8.1f} {maxrss_bytes() / 2**20:>10.1f} {rate:>15,.0f}"
+            )
             sys.stdout.flush()
     elapsed = time.perf_counter() - t0
-    print(f"total wall time {elapsed:.1f} s (sketch updates {t_sketch:.1f} s, "
-          f"{n / t_sketch:,.0f} rows/s; the rest is generation, the independent QR and the set checks)")
+    print(
+        f"total wall time {elapsed:.1f} s (sketch updates {t_sketch:.1f} s, "
+        f"{n / t_sketch:,.0f} rows/s; the rest is generation, the independent QR and the set checks)"
+    )
     print("RSS over time (rows, RSS MiB, maxRSS MiB, candidates, sketch nbytes):")
     for rows, r, m, c, nb in rss_log[:: max(1, len(rss_log) // 10)] + [rss_log[-1]]:
         print(f"  {rows:>13,} {r / 2**20:8.1f} {m / 2**20:8.1f} {c:6d} {nb:9,d}")
     tenth = next(r for rows, r, *_ in rss_log if rows >= n // 10)
     rss_end = rss_log[-1][1]
-    print(f"RSS at start {rss0 / 2**20:.1f} MiB, at 10% {tenth / 2**20:.1f} MiB, at end {rss_end / 2**20:.1f} MiB "
-          f"(growth after 10%: {(rss_end - tenth) / 2**20:+.1f} MiB); "
-          f"max sketch nbytes {max(x[4] for x in rss_log):,}")
+    print(
+        f"RSS at start {rss0 / 2**20:.1f} MiB, at 10% {tenth / 2**20:.1f} MiB, at end {rss_end / 2**20:.1f} MiB "
+        f"(growth after 10%: {(rss_end - tenth) / 2**20:+.1f} MiB); "
+        f"max sketch nbytes {max(x[4] for x in rss_log):,}"
+    )
     print("RESULT:", "all set checks passed" if ok else "SET CHECK FAILED")
     return 0 if ok else 1
 

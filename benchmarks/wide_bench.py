@@ -50,7 +50,7 @@ def numpy_gram(K):
 def sketch(K, eps, block=256):
     sk = streamlev.OnlineLeverage(K.shape[1], eps)
     for a in range(0, K.shape[0], block):
-        sk.update(K[a:a + block])
+        sk.update(K[a : a + block])
     return sk.universal_set()
 
 
@@ -75,8 +75,10 @@ def main(argv=None):
     warm = make_keys(3000, 64)
     streamlev.leverage_scores(warm)
     sketch(warm, args.eps)
-    print(f"{'method':<28}{'d':>6}{'n':>9}{'seconds':>10}{'rows/s':>11}{'vs numpy qr':>13}{'max rel err':>13}"
-          f"{'same set':>10}")
+    print(
+        f"{'method':<28}{'d':>6}{'n':>9}{'seconds':>10}{'rows/s':>11}{'vs numpy qr':>13}{'max rel err':>13}"
+        f"{'same set':>10}"
+    )
     for d in dims:
         n = ROWS.get(d, max(4 * d, 8192))
         K = make_keys(n, d, seed=d)
@@ -90,8 +92,10 @@ def main(argv=None):
         ok = "yes" if same_set(U, tau, args.eps) else "NO"
         rows.append((f"OnlineLeverage eps={args.eps:g}", t, float("nan"), ok))
         for name, sec, err, ok in rows:
-            print(f"{name:<28}{d:>6}{n:>9,}{sec:>10.2f}{n / sec:>11,.0f}{sec / t_qr:>12.2f}x"
-                  f"{'-' if err != err else f'{err:.1e}':>13}{ok:>10}")
+            print(
+                f"{name:<28}{d:>6}{n:>9,}{sec:>10.2f}{n / sec:>11,.0f}{sec / t_qr:>12.2f}x"
+                f"{'-' if err != err else f'{err:.1e}':>13}{ok:>10}"
+            )
         sys.stdout.flush()
 
 

@@ -50,6 +50,7 @@ __all__ = [
 # helpers
 # ----------------------------------------------------------------------------------------------
 
+
 def _as_stack(X, name: str) -> np.ndarray:
     """Validate an array of shape (..., n, d) (at least 2-D) through streamlev's one checker."""
     arr = X if isinstance(X, np.ndarray) else None
@@ -64,17 +65,19 @@ def _as_stack(X, name: str) -> np.ndarray:
 
 def _check_choice(eps, top_k):
     if (eps is None) == (top_k is None):
-        raise ValueError("pass exactly one of eps (the ε-universal set) and top_k (the k keys of "
-                         f"largest score); got eps={eps!r}, top_k={top_k!r}")
+        raise ValueError(
+            "pass exactly one of eps (the ε-universal set) and top_k (the k keys of "
+            f"largest score); got eps={eps!r}, top_k={top_k!r}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # select_keys
 # ----------------------------------------------------------------------------------------------
 
+
 @_one_blas_thread
-def select_keys(K, *, eps=None, top_k=None, p: float = 2.0, ridge: float = 0.0,
-                causal: bool = False) -> np.ndarray:
+def select_keys(K, *, eps=None, top_k=None, p: float = 2.0, ridge: float = 0.0, causal: bool = False) -> np.ndarray:
     """Boolean mask of the keys to keep, for keys of shape (..., n, d) (e.g. heads x keys x dim).
 
     Parameters
@@ -117,8 +120,7 @@ def select_keys(K, *, eps=None, top_k=None, p: float = 2.0, ridge: float = 0.0,
     p = check_p(p)
     ridge = check_ridge(ridge)
     if p != 2.0 and ridge > 0:
-        raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); "
-                         f"for p={p} use ridge=0.0")
+        raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); for p={p} use ridge=0.0")
     if eps is not None:
         eps = check_eps(eps)
     else:
@@ -126,17 +128,21 @@ def select_keys(K, *, eps=None, top_k=None, p: float = 2.0, ridge: float = 0.0,
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
     if causal and p != 2.0 and eps is not None and p < 1.0:
-        raise ValueError(f"causal=True with p={p} < 1 is not supported: the prefix sets need exact "
-                         f"l_p sensitivities, a convex problem only for p >= 1; use p >= 1, "
-                         f"causal=False, or streamlev.lewis.OnlinePowerSet")
+        raise ValueError(
+            f"causal=True with p={p} < 1 is not supported: the prefix sets need exact "
+            f"l_p sensitivities, a convex problem only for p >= 1; use p >= 1, "
+            f"causal=False, or streamlev.lewis.OnlinePowerSet"
+        )
     if causal and top_k is not None and p != 2.0:
-        raise ValueError(f"causal=True with top_k needs p = 2 (prefix leverage scores), got p={p}; "
-                         f"use eps=... for the exact causal universal sets")
+        raise ValueError(
+            f"causal=True with top_k needs p = 2 (prefix leverage scores), got p={p}; "
+            f"use eps=... for the exact causal universal sets"
+        )
     lead = K.shape[:-2]
     n, d = K.shape[-2:]
     flat = K.reshape((math.prod(lead), n, d))
     out_shape = (*lead, n, n) if causal else (*lead, n)
-    out = np.zeros((flat.shape[0], *out_shape[len(lead):]), dtype=bool)
+    out = np.zeros((flat.shape[0], *out_shape[len(lead) :]), dtype=bool)
     for h in range(flat.shape[0]):
         Kh = flat[h]
         if causal:
@@ -180,7 +186,7 @@ def _causal_universal(K: np.ndarray, eps: float, p: float, ridge: float) -> np.n
         fac = Factor(d, ridge)
         cand = np.zeros(0, dtype=np.int64)
         for i in range(n):
-            fac.absorb(np.asarray(K[i:i + 1], dtype=np.float64))
+            fac.absorb(np.asarray(K[i : i + 1], dtype=np.float64))
             cand = np.append(cand, i)
             s = fac.scores(K[cand])
             cand = cand[at_least(s, eps)]
@@ -219,7 +225,7 @@ def _causal_top_k(K: np.ndarray, k: int, ridge: float) -> np.ndarray:
     M = np.zeros((n, n), dtype=bool)
     fac = Factor(d, ridge)
     for i in range(n):
-        fac.absorb(np.asarray(K[i:i + 1], dtype=np.float64))
+        fac.absorb(np.asarray(K[i : i + 1], dtype=np.float64))
         s = np.clip(fac.scores(K[: i + 1]), 0.0, 1.0)
         M[i, : i + 1] = _top_k_mask(s, k)
     return M
@@ -242,15 +248,14 @@ def _prepare(Q, K, *, mask, kind, p, scale):
     p = check_p(p)
     if scale is None:
         scale = 1.0 / math.sqrt(Q.shape[-1]) if kind == "softmax" else 1.0
-    elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) \
-            or not math.isfinite(float(scale)):
+    elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale)):
         raise ValueError(f"scale must be a finite real number or None, got {scale!r}")
     try:
-        logits = float(scale) * np.matmul(np.asarray(Q, dtype=np.float64),
-                                          np.swapaxes(np.asarray(K, dtype=np.float64), -1, -2))
+        logits = float(scale) * np.matmul(
+            np.asarray(Q, dtype=np.float64), np.swapaxes(np.asarray(K, dtype=np.float64), -1, -2)
+        )
     except ValueError as exc:
-        raise ValueError(f"leading (batch/head) axes of Q {Q.shape} and K {K.shape} do not broadcast "
-                         f"({exc})") from None
+        raise ValueError(f"leading (batch/head) axes of Q {Q.shape} and K {K.shape} do not broadcast ({exc})") from None
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype != bool:
@@ -262,8 +267,10 @@ def _prepare(Q, K, *, mask, kind, p, scale):
         try:
             mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, logits.shape))
         except ValueError:
-            raise ValueError(f"mask of shape {np.asarray(mask).shape} does not fit attention of shape "
-                             f"{logits.shape}: use (..., n) per key or (..., n_q, n) per query") from None
+            raise ValueError(
+                f"mask of shape {np.asarray(mask).shape} does not fit attention of shape "
+                f"{logits.shape}: use (..., n) per key or (..., n_q, n) per query"
+            ) from None
         if mask.shape != logits.shape:
             logits = np.broadcast_to(logits, mask.shape)
     return logits, mask, p
@@ -334,6 +341,7 @@ def attention(Q, K, V, *, mask=None, kind: str = "softmax", p: float = 2.0, scal
 # ----------------------------------------------------------------------------------------------
 # metrics
 # ----------------------------------------------------------------------------------------------
+
 
 def _expand_mask(mask, A):
     mask = np.asarray(mask)
@@ -412,6 +420,7 @@ def relative_output_error(output, reference) -> float:
 # KV cache
 # ----------------------------------------------------------------------------------------------
 
+
 class LeverageKVCache:
     """KV-cache eviction for decoding that keeps the prefix universal set (plus sinks and a window).
 
@@ -446,8 +455,7 @@ class LeverageKVCache:
         Ridge λ for p = 2; must be 0 for p != 2.
     """
 
-    def __init__(self, dim, eps, *, p: float = 2.0, sinks: int = 0, window: int = 0,
-                 ridge: float = 0.0):
+    def __init__(self, dim, eps, *, p: float = 2.0, sinks: int = 0, window: int = 0, ridge: float = 0.0):
         self.dim = check_dim(dim)
         self.eps = check_eps(eps)
         self.p = check_p(p)
@@ -475,14 +483,17 @@ class LeverageKVCache:
         """Add one token (key of shape (d,) or (1, d), optional value); evict; return self."""
         k = np.asarray(as_block(key, self.dim, name="key"), dtype=np.float64)
         if k.shape[0] != 1:
-            raise ValueError(f"append takes one key of shape ({self.dim},), got {k.shape[0]} rows; "
-                             f"call append once per token")
+            raise ValueError(
+                f"append takes one key of shape ({self.dim},), got {k.shape[0]} rows; call append once per token"
+            )
         if value is not None:
             val = np.asarray(value, dtype=np.float64).reshape(1, -1)
             if self.values_ is None:
                 if self.n_seen_ > 0:
-                    raise ValueError("values must be given for every token or for none; the first "
-                                     "tokens were appended without a value")
+                    raise ValueError(
+                        "values must be given for every token or for none; the first "
+                        "tokens were appended without a value"
+                    )
                 self.values_ = np.zeros((0, val.shape[1]))
             elif val.shape[1] != self.values_.shape[1]:
                 raise ValueError(f"value dimension changed from {self.values_.shape[1]} to {val.shape[1]}")

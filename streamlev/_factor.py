@@ -114,7 +114,7 @@ def tp_qr_r(R: np.ndarray, B: np.ndarray, trap: int = 0) -> np.ndarray:
     step = m if trap else max(1, TP_ENTRIES // d)
     with blas_threads(1):
         for a in range(0, m, step):
-            Bf = np.array(B[a:a + step], dtype=np.float64, order="F")
+            Bf = np.array(B[a : a + step], dtype=np.float64, order="F")
             A, _b, _t, info = lapack.dtpqrt(trap, nb, A, Bf, overwrite_a=1, overwrite_b=1)
             if info != 0:  # pragma: no cover - LAPACK argument error
                 raise RuntimeError(f"LAPACK dtpqrt failed with info={info}")
@@ -214,7 +214,7 @@ def whitened_sqnorms(B: np.ndarray, W: np.ndarray) -> np.ndarray:
         out = np.empty(b - a)
         for s in range(a, b, step):
             e = min(b, s + step)
-            out[s - a:e - a] = row_sqnorms(whiten(B[s:e], W))
+            out[s - a : e - a] = row_sqnorms(whiten(B[s:e], W))
         return out
 
     with blas_threads(1):
@@ -533,16 +533,16 @@ class Factor:
                     if step < FAST_MIN_ROWS_PER_DIM * self.dim:
                         # too few rows for a whitened update's d³ work to pay: Householder, ~2·step·d² flops
                         step = min(left, max(step, self.rows_to_fast()))
-                        chunk = B[a:a + step]
+                        chunk = B[a : a + step]
                         self.absorb(chunk)
                     else:
-                        chunk = B[a:a + step]
+                        chunk = B[a : a + step]
                         done, t = self._fast_update(chunk, big, screen)
                         if not done:
                             self.absorb(chunk)
                 else:
                     step = left if probed else min(left, max(4 * self.dim, 2 * RAMP_MIN))
-                    chunk = B[a:a + step]
+                    chunk = B[a : a + step]
                     self.absorb(chunk)
                     probed = True
                 if norms is not None:
@@ -677,7 +677,7 @@ class Factor:
             hit = at_least(self.scores(rows[0] if len(rows) == 1 else np.concatenate(rows)), eps)
             a = 0
             for k, und in todo:
-                outs[k][und] = hit[a:a + und.size]
+                outs[k][und] = hit[a : a + und.size]
                 a += und.size
         return outs
 

@@ -34,9 +34,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["jit", "colnorms_batched", "tri_inv_upper_batched", "row_sqnorms", "scaled_row_sqnorms",
-           "scaled_row_sqnorms_batched", "scan_block", "scan_screen_rows", "gram_upper", "gram_upper_norms",
-           "heads_screen_gram", "heads_screen_gram_serial", "gram_sum_one", "classify_rows", "compact_rows"]
+__all__ = [
+    "jit",
+    "colnorms_batched",
+    "tri_inv_upper_batched",
+    "row_sqnorms",
+    "scaled_row_sqnorms",
+    "scaled_row_sqnorms_batched",
+    "scan_block",
+    "scan_screen_rows",
+    "gram_upper",
+    "gram_upper_norms",
+    "heads_screen_gram",
+    "heads_screen_gram_serial",
+    "gram_sum_one",
+    "classify_rows",
+    "compact_rows",
+]
 
 
 def jit(signature=None, *, reassoc: bool = False, contract: bool = False, parallel: bool = False):
@@ -168,9 +182,14 @@ def scaled_row_sqnorms_batched(B, dinv):  # pragma: no cover - compiled
     return out
 
 
-@jit([numba.int64(_arr(dt, 2, ro), numba.float64[::1], numba.float64, numba.float64, numba.float64,
-                   numba.uint8[::1]) for dt, ro in _KEY_TYPES], reassoc=True)
-def classify_rows(B, dinv, up, lo, e, codes):  # noqa: PLR0917  # pragma: no cover - compiled
+@jit(
+    [
+        numba.int64(_arr(dt, 2, ro), numba.float64[::1], numba.float64, numba.float64, numba.float64, numba.uint8[::1])
+        for dt, ro in _KEY_TYPES
+    ],
+    reassoc=True,
+)
+def classify_rows(B, dinv, up, lo, e, codes):  # pragma: no cover - compiled
     """Two-sided screening of rows already in a factor: codes[i] = 0 (out), 1 (in) or 2 (undecided).
 
     With t = ‖b_i ∘ dinv‖² (as :func:`scaled_row_sqnorms`): out when t·up < e,
@@ -217,9 +236,15 @@ def _column_verdict(poison, big):  # pragma: no cover - compiled
     return bad, top
 
 
-@jit([numba.types.Tuple((numba.int64, numba.float64))(_arr(dt, 3), numba.int64, numba.int64, numba.float64[:, ::1],
-                                                      numba.float64[:, ::1]) for dt in (numba.float64, numba.float32)],
-     reassoc=True)
+@jit(
+    [
+        numba.types.Tuple((numba.int64, numba.float64))(
+            _arr(dt, 3), numba.int64, numba.int64, numba.float64[:, ::1], numba.float64[:, ::1]
+        )
+        for dt in (numba.float64, numba.float32)
+    ],
+    reassoc=True,
+)
 def scan_screen_rows(P, a, b, dinv, norms):  # pragma: no cover - compiled
     """Validate and screen rows a..b of every stream of a stack P (H, rows, d) in one pass.
 
@@ -356,7 +381,7 @@ def _rows_to_cols(X, a, n, S):  # pragma: no cover - compiled
 
 
 @jit(reassoc=True)
-def _rows_to_cols_norms(X, a, n, S, dinv, norms):  # noqa: PLR0917  # pragma: no cover - compiled
+def _rows_to_cols_norms(X, a, n, S, dinv, norms):  # pragma: no cover - compiled
     """:func:`_rows_to_cols`, and norms[a + r] = ‖x_r ∘ dinv‖² (as :func:`_scaled_sqnorm`) in the same sweep."""
     d = X.shape[1]
     for r in range(n):
@@ -458,7 +483,7 @@ def _two_sum_add(hi, lo, T):  # pragma: no cover - compiled
 
 
 @jit()
-def _copy_kept(Xh, keeph, tk, tid, start, ids, id0):  # noqa: PLR0917  # pragma: no cover - compiled
+def _copy_kept(Xh, keeph, tk, tid, start, ids, id0):  # pragma: no cover - compiled
     """Copy the kept rows of one head, in order, to tk[start:], their ids to tid[start:] (ids, or id0 + i)."""
     k = start
     for i in range(Xh.shape[0]):
@@ -470,7 +495,7 @@ def _copy_kept(Xh, keeph, tk, tid, start, ids, id0):  # noqa: PLR0917  # pragma:
 
 
 @jit()
-def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no cover - compiled
+def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # pragma: no cover - compiled
     """Add a block's Gram matrix T (formed) to hi + lo if its whitened trace ⟨W, T⟩ keeps acc_tr[0] in budget.
 
     The exact branch of :func:`heads_screen_gram`'s step 2, and how a head's
@@ -485,7 +510,7 @@ def gram_sum_one(T, W, budget, hi, lo, acc_tr):  # noqa: PLR0917  # pragma: no c
 
 
 @jit()
-def _head_add(Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, h):  # noqa: PLR0917  # pragma: no cover
+def _head_add(Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, h):  # pragma: no cover
     """Step 2 of :func:`heads_screen_gram` for head h: True when the head took the block."""
     if acc_tr[h] + usum <= budget:
         gram_upper(Xh, Ch)
@@ -498,11 +523,11 @@ def _head_add(Xh, budget, usum, Wh, acc_tr, hi, lo, Ch, nrec, Th, h):  # noqa: P
         return True
     Th[:, :] = 0.0
     gram_upper(Xh, Th)
-    return gram_sum_one(Th, Wh, budget, hi, lo, acc_tr[h:h + 1])
+    return gram_sum_one(Th, Wh, budget, hi, lo, acc_tr[h : h + 1])
 
 
 @jit()
-def _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room):  # noqa: PLR0917  # pragma: no cover
+def _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room):  # pragma: no cover
     """(heads that did not take the block, heads due) after step 2; counts the rows taken and the rows kept."""
     refused = 0
     due = 0
@@ -517,8 +542,30 @@ def _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
 
 
 @jit(parallel=True)
-def heads_screen_gram(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took, rows, limit,  # noqa: PLR0917
-                      kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
+def heads_screen_gram(
+    X,
+    dinv,
+    up,
+    thr,
+    W,
+    budget,
+    acc_tr,
+    hi,
+    lo,
+    C,
+    nrec,
+    T,
+    keep,
+    took,
+    rows,
+    limit,
+    kept,
+    tk,
+    tid,
+    used,
+    ids,
+    id0,
+):  # pragma: no cover - compiled
     """Screen every head's rows of a block and add their Gram matrices to the heads' running sums.
 
     Per head h (``numba.prange``: the heads are split over numba's threads):
@@ -573,8 +620,30 @@ def heads_screen_gram(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, k
 #: disk cache keys compiled code by function, not by the ``parallel`` option, so one Python function compiled
 #: both ways would load one version for both.
 @jit()
-def heads_screen_gram_serial(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nrec, T, keep, took,  # noqa: PLR0917
-                             rows, limit, kept, tk, tid, used, ids, id0):  # pragma: no cover - compiled
+def heads_screen_gram_serial(
+    X,
+    dinv,
+    up,
+    thr,
+    W,
+    budget,
+    acc_tr,
+    hi,
+    lo,
+    C,
+    nrec,
+    T,
+    keep,
+    took,
+    rows,
+    limit,
+    kept,
+    tk,
+    tid,
+    used,
+    ids,
+    id0,
+):  # pragma: no cover - compiled
     """:func:`heads_screen_gram` on the calling thread alone (same arithmetic, same results)."""
     H, m, _d = X.shape
     usum = np.zeros(H)
@@ -590,5 +659,3 @@ def heads_screen_gram_serial(X, dinv, up, thr, W, budget, acc_tr, hi, lo, C, nre
         took[h] = _head_add(X[h], budget, usum[h], W[h], acc_tr, hi[h], lo[h], C[h], nrec, T[h], h)
     refused, due = _heads_verdict(usum, took, rows, limit, acc_tr, budget, m, kept, used, room)
     return 1 + room, kept.sum(), refused, due
-
-

@@ -32,8 +32,16 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["blas_threads", "get_num_threads", "set_num_threads", "split_bounds", "split_run", "parts_for",
-           "parallel_threads", "parallel_region"]
+__all__ = [
+    "blas_threads",
+    "get_num_threads",
+    "set_num_threads",
+    "split_bounds",
+    "split_run",
+    "parts_for",
+    "parallel_threads",
+    "parallel_region",
+]
 
 _LIBS = None
 _USER_THREADS = None
@@ -274,8 +282,9 @@ def parallel_threads() -> int:
 _DIRECT = {}  # BLAS library path -> (get, set) ctypes functions of a pthreads OpenBLAS, or None
 _HOLDS = {}  # BLAS library path -> [holders, count to restore]
 _HOLD_LOCK = threading.Lock()
-_OPENBLAS_NAMES = [(f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}")
-                   for p in ("scipy_", "") for s in ("64_", "")]
+_OPENBLAS_NAMES = [
+    (f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}") for p in ("scipy_", "") for s in ("64_", "")
+]
 
 
 def _direct_calls(lib):

@@ -57,6 +57,7 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
             bad, big = scan_block(X)
             return int(bad), float(big)
         if X.flags.c_contiguous:
+
             def part(a, b):
                 return scan_block(X[a:b])
 
@@ -70,7 +71,7 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
         step = max(1, (1 << 20) // max(1, X.shape[1]))
         top = 0.0
         for a in range(0, X.shape[0], step):
-            bad, big = scan_block(np.ascontiguousarray(X[a:a + step]))
+            bad, big = scan_block(np.ascontiguousarray(X[a : a + step]))
             top = max(top, float(big))
             if bad >= 0:
                 return a + int(bad), top
@@ -101,8 +102,9 @@ def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
     )
 
 
-def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
-            check_finite: bool = True, with_max: bool = False):
+def as_keys(
+    K, *, name: str = "K", ndim: int = 2, dim: int | None = None, check_finite: bool = True, with_max: bool = False
+):
     """Check and convert a key matrix (or a stack of them).
 
     Parameters
@@ -130,13 +132,15 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
         the input (never written to) and may be non-contiguous.
     """
     if isinstance(K, (str, bytes)):
-        raise TypeError(f"{name} must be a numeric array, got a {type(K).__name__}; "
-                        f"load the data first (e.g. np.load(path))")
+        raise TypeError(
+            f"{name} must be a numeric array, got a {type(K).__name__}; load the data first (e.g. np.load(path))"
+        )
     try:
         arr = np.asarray(K)
     except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{name} could not be converted to an array ({exc}); "
-                         f"pass a rectangular numeric array") from None
+        raise ValueError(
+            f"{name} could not be converted to an array ({exc}); pass a rectangular numeric array"
+        ) from None
     if arr.dtype == object:
         raise TypeError(
             f"{name} has dtype object (ragged rows or mixed types?); "
@@ -147,15 +151,18 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
         extra = ""
         if ndim == 2 and arr.ndim == 1:
             extra = f"; for a single key use {name}.reshape(1, -1), for n scalars {name}.reshape(-1, 1)"
-        raise ValueError(f"{name} must be a {ndim}-D array of shape {shape_hint}, "
-                         f"got {arr.ndim}-D with shape {arr.shape}{extra}")
+        raise ValueError(
+            f"{name} must be a {ndim}-D array of shape {shape_hint}, got {arr.ndim}-D with shape {arr.shape}{extra}"
+        )
     arr = _convert_dtype(arr, name)
     d = arr.shape[-1]
     if dim is None and d == 0:
         raise ValueError(f"{name} has d = 0 columns (shape {arr.shape}); keys need at least one feature")
     if dim is not None and d != dim:
-        raise ValueError(f"number of features of {name} has changed: expected {dim}, got {d} "
-                         f"(shape {arr.shape}); every block of a stream must have the same dimension")
+        raise ValueError(
+            f"number of features of {name} has changed: expected {dim}, got {d} "
+            f"(shape {arr.shape}); every block of a stream must have the same dimension"
+        )
     top = 0.0
     if check_finite:
         flat = arr.reshape((int(np.prod(arr.shape[:-2])),) + arr.shape[-2:]) if arr.ndim > 2 else arr[None]
@@ -172,13 +179,17 @@ def as_keys(K, *, name: str = "K", ndim: int = 2, dim: int | None = None,
             top = max(top, big)
             where = f"stream {tuple(int(i) for i in np.unravel_index(h, arr.shape[:-2]))}, " if arr.ndim > 2 else ""
             if bad >= 0:
-                raise ValueError(f"{name} contains NaN or infinity in {where}row {bad}; "
-                                 f"remove or impute non-finite values before computing leverage")
+                raise ValueError(
+                    f"{name} contains NaN or infinity in {where}row {bad}; "
+                    f"remove or impute non-finite values before computing leverage"
+                )
             if big > MAX_MAGNITUDE:
-                raise ValueError(f"{name} has an entry of magnitude {big:.3g} > {MAX_MAGNITUDE:g} in {where}"
-                                 f"rows up to {flat.shape[1] - 1}, too close to the float64 limit to factorise; "
-                                 f"rescale the keys (leverage scores do not change when K is multiplied by a "
-                                 f"constant)")
+                raise ValueError(
+                    f"{name} has an entry of magnitude {big:.3g} > {MAX_MAGNITUDE:g} in {where}"
+                    f"rows up to {flat.shape[1] - 1}, too close to the float64 limit to factorise; "
+                    f"rescale the keys (leverage scores do not change when K is multiplied by a "
+                    f"constant)"
+                )
     elif with_max and arr.size:
         top = float(np.max(np.abs(arr)))
     return (arr, top) if with_max else arr
@@ -194,8 +205,9 @@ def as_block(X, dim: int, *, name: str = "X", with_max: bool = False):
         try:
             arr = np.asarray(X)
         except (ValueError, TypeError) as exc:  # ragged lists and the like
-            raise ValueError(f"{name} could not be converted to an array ({exc}); "
-                             f"pass a rectangular numeric array") from None
+            raise ValueError(
+                f"{name} could not be converted to an array ({exc}); pass a rectangular numeric array"
+            ) from None
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     return as_keys(arr, name=name, dim=dim, with_max=with_max)
@@ -207,8 +219,10 @@ def check_eps(eps) -> float:
         raise TypeError(f"eps must be a real number in (0, 1], got {type(eps).__name__}")
     e = float(eps)
     if not (0.0 < e <= 1.0) or math.isnan(e):
-        raise ValueError(f"eps must lie in (0, 1], got {eps!r}; it is the attention threshold, "
-                         f"e.g. eps=0.01 keeps every key that can receive 1% of some query's attention")
+        raise ValueError(
+            f"eps must lie in (0, 1], got {eps!r}; it is the attention threshold, "
+            f"e.g. eps=0.01 keeps every key that can receive 1% of some query's attention"
+        )
     return e
 
 
@@ -218,8 +232,10 @@ def check_ridge(ridge) -> float:
         raise TypeError(f"ridge must be a real number >= 0, got {type(ridge).__name__}")
     r = float(ridge)
     if not (r >= 0.0) or not math.isfinite(r):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}; "
-                         f"use ridge=0.0 for plain (pseudo-inverse) leverage scores")
+        raise ValueError(
+            f"ridge must be a finite number >= 0, got {ridge!r}; "
+            f"use ridge=0.0 for plain (pseudo-inverse) leverage scores"
+        )
     return r
 
 

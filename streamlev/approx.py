@@ -97,8 +97,10 @@ def _svd_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     # LAPACK's SVD never returns on non-finite input; overflowing squares end up here.
     if not np.isfinite(C).all():
-        raise ValueError("the sketch overflowed: the keys' squared norms exceed the float64 range; "
-                         "rescale the keys (and the ridge by the square of the factor)")
+        raise ValueError(
+            "the sketch overflowed: the keys' squared norms exceed the float64 range; "
+            "rescale the keys (and the ridge by the square of the factor)"
+        )
     # Scale by a power of two first (exact), so that the SVD works on entries of order 1.
     top = float(np.max(np.abs(C))) if C.size else 0.0
     if top == 0.0:
@@ -107,8 +109,7 @@ def _svd_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     C = C * scale
     with _one_blas_thread():
         try:
-            _u, s, vt = sla.svd(C, full_matrices=False, overwrite_a=True, check_finite=False,
-                                lapack_driver="gesdd")
+            _u, s, vt = sla.svd(C, full_matrices=False, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
         except np.linalg.LinAlgError:  # pragma: no cover - gesdd convergence failure is rare
             _u, s, vt = sla.svd(C, full_matrices=False, check_finite=False, lapack_driver="gesvd")
     s = s / scale
@@ -216,12 +217,16 @@ class ApproxLeverage:
         self.eps = check_eps(eps)
         self.ell = check_positive_int(ell, "ell")
         if self.ell > self.dim:
-            raise ValueError(f"ell must be at most dim = {self.dim}, got {self.ell}; "
-                             f"for ell >= dim the exact streamlev.OnlineLeverage uses less memory")
+            raise ValueError(
+                f"ell must be at most dim = {self.dim}, got {self.ell}; "
+                f"for ell >= dim the exact streamlev.OnlineLeverage uses less memory"
+            )
         self.ridge = check_ridge(ridge)
         if self.ridge <= 0.0:
-            raise ValueError("ApproxLeverage needs ridge > 0: the approximation factor is c = 1 + Δ/ridge; "
-                             "choose ridge >= 2·‖K − K_k‖_F²/(ell + 1 − k) for c <= 1.5")
+            raise ValueError(
+                "ApproxLeverage needs ridge > 0: the approximation factor is c = 1 + Δ/ridge; "
+                "choose ridge >= 2·‖K − K_k‖_F²/(ell + 1 − k) for c <= 1.5"
+            )
         if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral):
             raise TypeError(f"start must be an integer, got {type(start).__name__}")
         self.start = int(start)
@@ -302,7 +307,7 @@ class ApproxLeverage:
             take = min(self._cap - r, m - pos)
             C = np.empty((r + take, d), dtype=np.float64, order="F")
             np.multiply(s[:, None], vt, out=C[:r])
-            C[r:] = X[pos:pos + take]
+            C[r:] = X[pos : pos + take]
             s, vt = _svd_rows(C)
             pos += take
         return s, vt, added
@@ -319,13 +324,13 @@ class ApproxLeverage:
         r = self._s.shape[0]
         w = 1.0 / (self._s * self._s + lam)
         for a in range(0, m, _SCORE_CHUNK):
-            Ac = np.asarray(A[a:a + _SCORE_CHUNK], dtype=np.float64)
+            Ac = np.asarray(A[a : a + _SCORE_CHUNK], dtype=np.float64)
             if r == 0:
-                out[a:a + Ac.shape[0]] = np.einsum("ij,ij->i", Ac, Ac) / lam
+                out[a : a + Ac.shape[0]] = np.einsum("ij,ij->i", Ac, Ac) / lam
                 continue
             Y = Ac @ self._vt.T
             R = Ac - Y @ self._vt
-            out[a:a + Ac.shape[0]] = np.einsum("ij,ij->i", R, R) / lam + (Y * Y) @ w
+            out[a : a + Ac.shape[0]] = np.einsum("ij,ij->i", R, R) / lam + (Y * Y) @ w
         return out
 
     # -- candidates -----------------------------------------------------------------------------------
@@ -341,11 +346,11 @@ class ApproxLeverage:
             cap = max(need, 2 * self._ckeys.shape[0], 16)
             nk = np.empty((cap, self.dim), dtype=self._kdtype)
             ni = np.empty(cap, dtype=np.int64)
-            nk[:self._nc] = self._ckeys[:self._nc]
-            ni[:self._nc] = self._cids[:self._nc]
+            nk[: self._nc] = self._ckeys[: self._nc]
+            ni[: self._nc] = self._cids[: self._nc]
             self._ckeys, self._cids = nk, ni
-        self._ckeys[self._nc:need] = keys
-        self._cids[self._nc:need] = ids
+        self._ckeys[self._nc : need] = keys
+        self._cids[self._nc : need] = ids
         self._nc = need
 
     def _evict(self) -> np.ndarray:
@@ -364,7 +369,7 @@ class ApproxLeverage:
                 self._ckeys = self._ckeys[:cap].copy()
                 self._cids = self._cids[:cap].copy()
         self._limit = max(self._base_limit(), 2 * self._nc)
-        return self._cids[:self._nc]
+        return self._cids[: self._nc]
 
     # -- public API -----------------------------------------------------------------------------------
     def update(self, X, ids=None) -> ApproxLeverage:
@@ -387,9 +392,11 @@ class ApproxLeverage:
         X = as_block(X, self.dim)
         big = scan_keys(X)[1]
         if big > _MAX_FD_MAGNITUDE:
-            raise ValueError(f"X has an entry of magnitude {big:.3g} > {_MAX_FD_MAGNITUDE:g}: Frequent Directions "
-                             f"squares singular values, which would overflow; rescale the keys (and the ridge by "
-                             f"the square of the factor)")
+            raise ValueError(
+                f"X has an entry of magnitude {big:.3g} > {_MAX_FD_MAGNITUDE:g}: Frequent Directions "
+                f"squares singular values, which would overflow; rescale the keys (and the ridge by "
+                f"the square of the factor)"
+            )
         m = X.shape[0]
         if ids is None:
             id_arr = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
@@ -426,7 +433,9 @@ class ApproxLeverage:
                 f"{self.c:.4g} > max_c = {self.max_c:g}; the set still contains every key with ridge "
                 f"score >= eps but may also hold keys with scores down to eps/c. For c <= max_c on "
                 f"this stream use ridge >= {need:.4g}, or a larger ell.",
-                ApproxGuaranteeWarning, stacklevel=2)
+                ApproxGuaranteeWarning,
+                stacklevel=2,
+            )
         return np.sort(ids)
 
     def scores(self) -> tuple[np.ndarray, np.ndarray]:
@@ -461,10 +470,12 @@ class ApproxLeverage:
             if a != b:
                 raise ValueError(f"cannot merge sketches with different {name}: {a!r} != {b!r}")
         if self._nc and other._nc:
-            common = np.intersect1d(self._cids[:self._nc], other._cids[:other._nc])
+            common = np.intersect1d(self._cids[: self._nc], other._cids[: other._nc])
             if common.size:
-                raise ValueError(f"cannot merge: both sketches hold rows with ids {common[:5].tolist()}; "
-                                 f"merge requires disjoint rows (give each shard its own start or ids)")
+                raise ValueError(
+                    f"cannot merge: both sketches hold rows with ids {common[:5].tolist()}; "
+                    f"merge requires disjoint rows (give each shard its own start or ids)"
+                )
         if other._s.shape[0] == 0:
             s, vt, added = self._s, self._vt, 0.0
         elif self._s.shape[0] == 0:
@@ -480,20 +491,33 @@ class ApproxLeverage:
         self._delta += other._delta + added
         self._n += other._n
         self._next_id = max(self._next_id, other._next_id)
-        self._append_candidates(other._ckeys[:other._nc], other._cids[:other._nc])
+        self._append_candidates(other._ckeys[: other._nc], other._cids[: other._nc])
         self._evict()
         return self
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise (exact round trip) with :func:`streamlev.serialize.pack`."""
-        meta = {"state_version": _STATE_VERSION, "dim": self.dim, "eps": self.eps, "ell": self.ell,
-                "ridge": self.ridge, "start": self.start,
-                "max_c": -1.0 if self.max_c is None else self.max_c,
-                "delta": self._delta, "n_seen": self._n, "next_id": self._next_id, "limit": self._limit,
-                "key_dtype": self._kdtype.name}
-        arrays = {"s": self._s, "vt": self._vt, "cand_keys": self._ckeys[:self._nc],
-                  "cand_ids": self._cids[:self._nc]}
+        meta = {
+            "state_version": _STATE_VERSION,
+            "dim": self.dim,
+            "eps": self.eps,
+            "ell": self.ell,
+            "ridge": self.ridge,
+            "start": self.start,
+            "max_c": -1.0 if self.max_c is None else self.max_c,
+            "delta": self._delta,
+            "n_seen": self._n,
+            "next_id": self._next_id,
+            "limit": self._limit,
+            "key_dtype": self._kdtype.name,
+        }
+        arrays = {
+            "s": self._s,
+            "vt": self._vt,
+            "cand_keys": self._ckeys[: self._nc],
+            "cand_ids": self._cids[: self._nc],
+        }
         return pack(_FAMILY, meta, arrays)
 
     @classmethod
@@ -504,8 +528,20 @@ class ApproxLeverage:
         def bad(msg):
             return ValueError(f"not a valid ApproxLeverage state: {msg}")
 
-        spec = {"state_version": int, "dim": int, "eps": float, "ell": int, "ridge": float, "start": int,
-                "max_c": float, "delta": float, "n_seen": int, "next_id": int, "limit": int, "key_dtype": str}
+        spec = {
+            "state_version": int,
+            "dim": int,
+            "eps": float,
+            "ell": int,
+            "ridge": float,
+            "start": int,
+            "max_c": float,
+            "delta": float,
+            "n_seen": int,
+            "next_id": int,
+            "limit": int,
+            "key_dtype": str,
+        }
         if set(meta) != set(spec) or set(arrays) != {"s", "vt", "cand_keys", "cand_ids"}:
             raise bad("unexpected fields")
         for k, typ in spec.items():
@@ -521,8 +557,14 @@ class ApproxLeverage:
         if meta["state_version"] != _STATE_VERSION:
             raise bad(f"state version {meta['state_version']} is not supported")
         try:
-            sk = cls(meta["dim"], meta["eps"], ell=meta["ell"], ridge=meta["ridge"], start=meta["start"],
-                     max_c=None if meta["max_c"] == -1.0 else meta["max_c"])
+            sk = cls(
+                meta["dim"],
+                meta["eps"],
+                ell=meta["ell"],
+                ridge=meta["ridge"],
+                start=meta["start"],
+                max_c=None if meta["max_c"] == -1.0 else meta["max_c"],
+            )
         except (TypeError, ValueError) as exc:
             raise bad(str(exc)) from None
         d = sk.dim
@@ -530,8 +572,12 @@ class ApproxLeverage:
         r = s.shape[0] if s.ndim == 1 else -1
         if meta["key_dtype"] not in ("float32", "float64"):
             raise bad(f"unknown key dtype {meta['key_dtype']!r}")
-        if (s.dtype != np.float64 or vt.dtype != np.float64 or ck.dtype != np.dtype(meta["key_dtype"])
-                or ci.dtype != np.int64):
+        if (
+            s.dtype != np.float64
+            or vt.dtype != np.float64
+            or ck.dtype != np.dtype(meta["key_dtype"])
+            or ci.dtype != np.int64
+        ):
             raise bad("wrong array dtypes")
         if r < 0 or r > min(sk._cap, d) or vt.shape != (r, d):
             raise bad(f"sketch shapes {s.shape}, {vt.shape} do not fit dim={d}, ell={sk.ell}")
@@ -569,8 +615,10 @@ class ApproxLeverage:
     __hash__ = None
 
     def __repr__(self) -> str:
-        return (f"ApproxLeverage(dim={self.dim}, eps={self.eps}, ell={self.ell}, ridge={self.ridge}, "
-                f"n_seen={self._n}, n_candidates={self._nc}, c={self.c:.4g})")
+        return (
+            f"ApproxLeverage(dim={self.dim}, eps={self.eps}, ell={self.ell}, ridge={self.ridge}, "
+            f"n_seen={self._n}, n_candidates={self._nc}, c={self.c:.4g})"
+        )
 
 
 def _restore(data):

@@ -51,6 +51,7 @@ class _Parser(argparse.ArgumentParser):
 # demo
 # ------------------------------------------------------------------------------------------------
 
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -61,6 +62,7 @@ def _cmd_demo(args) -> int:
 # ------------------------------------------------------------------------------------------------
 # select
 # ------------------------------------------------------------------------------------------------
+
 
 class _Progress:
     """Counts rows; shows a tqdm bar on stderr when asked to and tqdm is installed."""
@@ -74,8 +76,16 @@ class _Progress:
             from tqdm import tqdm
         except ImportError:  # tqdm is optional: no bar
             return
-        self.bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
-                        delay=_BAR_DELAY, leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=" rows",
+            unit_scale=True,
+            file=sys.stderr,
+            delay=_BAR_DELAY,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def wrap(self, blocks):
         for B in blocks:
@@ -133,18 +143,24 @@ def _check_select_args(args):
         if args.key is not None:
             raise UsageError("--key NAME applies to .npz files only, not to stdin")
         if sys.stdin is None or (sys.stdin.isatty() if hasattr(sys.stdin, "isatty") else False):
-            raise UsageError("'-' reads raw key rows from stdin, but nothing is piped in; e.g. "
-                             "python make_keys.py | streamlev select - --dim 64 --dtype float32 --eps 0.01")
+            raise UsageError(
+                "'-' reads raw key rows from stdin, but nothing is piped in; e.g. "
+                "python make_keys.py | streamlev select - --dim 64 --dtype float32 --eps 0.01"
+            )
     elif args.key is not None and not args.path.lower().endswith(".npz"):
         raise UsageError(f"--key NAME applies to .npz files only, not to {args.path!r}")
     if args.method is None:
         args.method = "online" if stdin else "two-pass"
     if args.p != 2.0 and args.method != "exact":
-        raise UsageError(f"--p {args.p:g} is supported by --method exact only (the streaming methods "
-                         f"compute p = 2 leverage scores); add --method exact")
+        raise UsageError(
+            f"--p {args.p:g} is supported by --method exact only (the streaming methods "
+            f"compute p = 2 leverage scores); add --method exact"
+        )
     if stdin and args.method == "two-pass":
-        raise UsageError("--method two-pass reads its input twice, but stdin can be read once; "
-                         "use --method online (the default for stdin) or save the keys to a .npy file")
+        raise UsageError(
+            "--method two-pass reads its input twice, but stdin can be read once; "
+            "use --method online (the default for stdin) or save the keys to a .npy file"
+        )
 
 
 def _select(args, prog: _Progress):
@@ -172,13 +188,13 @@ def _select(args, prog: _Progress):
             try:
                 U = streamlev.universal_set(K, args.eps, p=args.p, ridge=args.ridge)
             except ImportError as exc:
-                raise UsageError(f"--p {args.p:g} needs streamlev.lewis, which is not available ({exc})") \
-                    from None
+                raise UsageError(f"--p {args.p:g} needs streamlev.lewis, which is not available ({exc})") from None
         else:
             U = streamlev.universal_set(K, args.eps, ridge=args.ridge)
         return U, n, d, None, None
 
     if args.method == "two-pass":
+
         def fresh():
             return prog.wrap(iter_blocks(src, args.block_size, **kw))
 
@@ -212,8 +228,7 @@ def _cmd_select(args) -> int:
 
     n0, _ = source_shape(args.path, key=args.key, dim=args.dim)  # errors (missing file...) before any work
     total = None if n0 is None else (2 * n0 if args.method == "two-pass" else n0)
-    show_bar = (not args.quiet and sys.stderr is not None and sys.stderr.isatty()
-                and (n0 is None or n0 >= _LONG_ROWS))
+    show_bar = not args.quiet and sys.stderr is not None and sys.stderr.isatty() and (n0 is None or n0 >= _LONG_ROWS)
     prog = _Progress(total, f"streamlev {args.method}", show_bar)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
@@ -247,7 +262,7 @@ def _cmd_select(args) -> int:
             "rank": rank,
             "memory_bytes": int(peak),
             "memory_measure": "tracemalloc peak: Python and numpy heap allocated during the selection "
-                              "(excludes memory-mapped file pages and the interpreter)",
+            "(excludes memory-mapped file pages and the interpreter)",
             "max_rss_delta_bytes": int(max(rss1 - rss0, 0) * 1024),
             "sketch_bytes": sketch_bytes,
             "seconds": seconds,
@@ -257,8 +272,11 @@ def _cmd_select(args) -> int:
         print(json.dumps(out))
         return 0
     shown = ", ".join(str(int(i)) for i in U[:10]) + (", ..." if U.size > 10 else "")
-    print(f"streamlev select: {args.path} (n={n:,}, d={d}), method {args.method}, eps={args.eps:g}"
-          + (f", p={args.p:g}" if args.p != 2.0 else "") + (f", ridge={args.ridge:g}" if args.ridge else ""))
+    print(
+        f"streamlev select: {args.path} (n={n:,}, d={d}), method {args.method}, eps={args.eps:g}"
+        + (f", p={args.p:g}" if args.p != 2.0 else "")
+        + (f", ridge={args.ridge:g}" if args.ridge else "")
+    )
     listing = f": {shown}" if U.size else ""
     print(f"universal set: {U.size:,} keys (bound {bound_kind} = {bound:,}){listing}")
     extra = f", sketch {sketch_bytes / 2**20:.2f} MiB" if sketch_bytes is not None else ""
@@ -272,6 +290,7 @@ def _cmd_select(args) -> int:
 # bench
 # ------------------------------------------------------------------------------------------------
 
+
 def _find_bench_script() -> Path | None:
     here = Path(__file__).resolve().parent
     for cand in (here.parent / "benchmarks" / "run.py", Path.cwd() / "benchmarks" / "run.py"):
@@ -283,9 +302,11 @@ def _find_bench_script() -> Path | None:
 def _cmd_bench(args) -> int:
     script = _find_bench_script()
     if script is None:
-        raise UsageError("benchmarks/run.py not found next to the package or in the current directory; "
-                         "'streamlev bench' needs the source tree: run it from a clone of the repository "
-                         "(pip install -e .)")
+        raise UsageError(
+            "benchmarks/run.py not found next to the package or in the current directory; "
+            "'streamlev bench' needs the source tree: run it from a clone of the repository "
+            "(pip install -e .)"
+        )
     spec = importlib.util.spec_from_file_location("streamlev_benchmarks_run", script)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(script.parent))
@@ -333,33 +354,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--block", type=int, default=64, help="tokens per streamed block (default 64)")
     demo.set_defaults(func=_cmd_demo)
 
-    sel = sub.add_parser("select", help="the eps-universal set of the keys in a file or on stdin",
-                         description="Print the eps-universal set (keys with leverage >= eps) "
-                                     "of the keys in PATH.",
-                         epilog=_SELECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sel.add_argument("path", metavar="PATH",
-                     help="keys: .npy, .npz, .csv/.tsv/.txt, or '-' for raw rows on stdin")
+    sel = sub.add_parser(
+        "select",
+        help="the eps-universal set of the keys in a file or on stdin",
+        description="Print the eps-universal set (keys with leverage >= eps) of the keys in PATH.",
+        epilog=_SELECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sel.add_argument("path", metavar="PATH", help="keys: .npy, .npz, .csv/.tsv/.txt, or '-' for raw rows on stdin")
     sel.add_argument("--eps", type=float, required=True, help="attention threshold in (0, 1]")
-    sel.add_argument("--method", choices=["exact", "two-pass", "online"], default=None,
-                     help="algorithm (default: two-pass for files, online for stdin)")
+    sel.add_argument(
+        "--method",
+        choices=["exact", "two-pass", "online"],
+        default=None,
+        help="algorithm (default: two-pass for files, online for stdin)",
+    )
     sel.add_argument("--ridge", type=float, default=0.0, help="ridge lambda >= 0 (default 0: plain leverage)")
-    sel.add_argument("--p", type=float, default=2.0, help="attention f(x) = |x|^p (default 2; p != 2 needs "
-                     "--method exact)")
-    sel.add_argument("--block-size", type=int, default=None, metavar="B",
-                     help="rows per block (default 4096)")
+    sel.add_argument(
+        "--p", type=float, default=2.0, help="attention f(x) = |x|^p (default 2; p != 2 needs --method exact)"
+    )
+    sel.add_argument("--block-size", type=int, default=None, metavar="B", help="rows per block (default 4096)")
     sel.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-    sel.add_argument("--output", metavar="FILE", default=None,
-                     help="write the indices to FILE (.npy, .json, or one per line)")
+    sel.add_argument(
+        "--output", metavar="FILE", default=None, help="write the indices to FILE (.npy, .json, or one per line)"
+    )
     sel.add_argument("--key", metavar="NAME", default=None, help="array name inside an .npz archive")
     sel.add_argument("--dim", type=int, default=None, metavar="D", help="key dimension (required for '-')")
-    sel.add_argument("--dtype", choices=["float32", "float64"], default=None,
-                     help="value type of raw rows on stdin (required for '-'); for files, convert blocks")
+    sel.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="value type of raw rows on stdin (required for '-'); for files, convert blocks",
+    )
     sel.add_argument("--quiet", action="store_true", help="no progress bar")
     sel.set_defaults(func=_cmd_select)
 
-    bench = sub.add_parser("bench", help="run the benchmark table (benchmarks/run.py; needs the source tree)",
-                           description="Run benchmarks/run.py; options other than --quick are passed to it "
-                                       "(e.g. --n 100000 --no-svd).")
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark table (benchmarks/run.py; needs the source tree)",
+        description="Run benchmarks/run.py; options other than --quick are passed to it (e.g. --n 100000 --no-svd).",
+    )
     bench.add_argument("--quick", action="store_true", help="small sizes, finishes in about a minute")
     bench.set_defaults(func=_cmd_bench)
     return p

@@ -69,21 +69,25 @@ def _sizeof_sketch(sk) -> int:
 def _as_dask(x, ndim: int, name: str = "x"):
     """Check x (a dask array, or anything numpy can read) and return a dask array, d in one chunk."""
     if isinstance(x, (str, bytes)):
-        raise TypeError(f"{name} must be a dask array of keys, got a {type(x).__name__}; open the file "
-                        f"first, e.g. streamlev.dask.from_npy(path) or dask.array.from_npy_stack(path)")
+        raise TypeError(
+            f"{name} must be a dask array of keys, got a {type(x).__name__}; open the file "
+            f"first, e.g. streamlev.dask.from_npy(path) or dask.array.from_npy_stack(path)"
+        )
     if not isinstance(x, da.Array):
         # numpy arrays (and array-likes): one chunk along each axis except the rows.
         x = as_keys(x, name=name, ndim=ndim, check_finite=False)
         x = da.from_array(x, chunks=(1,) * (ndim - 2) + (DEFAULT_BLOCK * 16, -1))
     if x.ndim != ndim:
         shape = "(n, d)" if ndim == 2 else "(H, n, d)"
-        hint = ("; for H independent streams use streamlev.dask.universal_sets"
-                if ndim == 2 and x.ndim == 3 else "")
-        raise ValueError(f"{name} must be a {ndim}-D dask array of shape {shape}, "
-                         f"got {x.ndim}-D with shape {x.shape}{hint}")
+        hint = "; for H independent streams use streamlev.dask.universal_sets" if ndim == 2 and x.ndim == 3 else ""
+        raise ValueError(
+            f"{name} must be a {ndim}-D dask array of shape {shape}, got {x.ndim}-D with shape {x.shape}{hint}"
+        )
     if any(np.isnan(c) for axis in x.chunks for c in axis):
-        raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}), so rows cannot be given "
-                         f"global ids; call {name}.compute_chunk_sizes() first")
+        raise ValueError(
+            f"{name} has unknown chunk sizes (shape {x.shape}), so rows cannot be given "
+            f"global ids; call {name}.compute_chunk_sizes() first"
+        )
     # Checks the dtype (real numbers only) and d >= 1 with the library's messages.
     as_keys(np.zeros((0, x.shape[-1]), dtype=x.dtype), name=name)
     if x.numblocks[-1] > 1:
@@ -101,9 +105,11 @@ def _check_common(eps, ridge, p, split_every, block_size):
             f"For p != 2 no d x d summary of the rows determines the ℓ_p sensitivities (they depend on "
             f"every row through a non-quadratic objective), so chunks cannot be merged exactly.  Use "
             f"streamlev.dask.power_candidates(x, eps, p=p) for a certified superset of the set, or "
-            f"streamlev.universal_set(x.compute(), eps, p=p) in memory")
-    split_every = DEFAULT_SPLIT_EVERY if split_every is None else check_positive_int(
-        split_every, "split_every", minimum=2)
+            f"streamlev.universal_set(x.compute(), eps, p=p) in memory"
+        )
+    split_every = (
+        DEFAULT_SPLIT_EVERY if split_every is None else check_positive_int(split_every, "split_every", minimum=2)
+    )
     block_size = DEFAULT_BLOCK if block_size is None else check_positive_int(block_size, "block_size")
     return eps, ridge, p, split_every, block_size
 
@@ -119,11 +125,13 @@ def _sketch_rows(block, start, *, dim, eps, ridge, block_size, label="x"):
     """Sketch of one chunk's rows, ids ``start, start + 1, ...``; no candidate beyond the chunk's set."""
     bad = first_nonfinite_row(block)
     if bad >= 0:
-        raise ValueError(f"{label} contains NaN or infinity in row {start + bad}; "
-                         f"remove or impute non-finite values before computing leverage")
+        raise ValueError(
+            f"{label} contains NaN or infinity in row {start + bad}; "
+            f"remove or impute non-finite values before computing leverage"
+        )
     sk = OnlineLeverage(dim, eps, ridge=ridge, start=start)
     for a in range(0, block.shape[0], block_size):
-        sk.update(block[a:a + block_size])
+        sk.update(block[a : a + block_size])
     sk.universal_set()  # evicts every candidate below eps w.r.t. the chunk: the smallest sketch
     return sk
 
@@ -132,16 +140,18 @@ def _chunk_task(block, *, dim, eps, ridge, block_size, label, block_info=None):
     # Returns the sketch itself, not an array: the map_blocks "array" built on this
     # task is private and only ever read block by block through to_delayed.
     start = int(block_info[0]["array-location"][0][0])
-    return _sketch_rows(np.asarray(block), start, dim=dim, eps=eps, ridge=ridge, block_size=block_size,
-                        label=label)
+    return _sketch_rows(np.asarray(block), start, dim=dim, eps=eps, ridge=ridge, block_size=block_size, label=label)
 
 
 def _chunk_task_many(block, *, dim, eps, ridge, block_size, block_info=None):
     (h0, _h1), (start, _stop), _cols = block_info[0]["array-location"]
     block = np.asarray(block)
-    return [_sketch_rows(block[h], int(start), dim=dim, eps=eps, ridge=ridge, block_size=block_size,
-                         label=f"stream {h0 + h} of x")
-            for h in range(block.shape[0])]
+    return [
+        _sketch_rows(
+            block[h], int(start), dim=dim, eps=eps, ridge=ridge, block_size=block_size, label=f"stream {h0 + h} of x"
+        )
+        for h in range(block.shape[0])
+    ]
 
 
 def _merge_sketches(parts):
@@ -175,8 +185,10 @@ def _tree(parts, split_every, token):
     merge = dask.delayed(_merge_task, pure=True)
     level = 0
     while len(parts) > 1:
-        parts = [merge(*parts[i:i + split_every], dask_key_name=f"streamlev-merge-{token}-{level}-{j}")
-                 for j, i in enumerate(range(0, len(parts), split_every))]
+        parts = [
+            merge(*parts[i : i + split_every], dask_key_name=f"streamlev-merge-{token}-{level}-{j}")
+            for j, i in enumerate(range(0, len(parts), split_every))
+        ]
         level += 1
     return parts[0]
 
@@ -190,10 +202,19 @@ def _reduced(x, eps, ridge, split_every, block_size, *, label="x"):
     n, d = x.shape
     if n == 0 or x.numblocks[0] == 0:
         return dask.delayed(_empty_sketch, pure=True)(d, eps, ridge)
-    sk = x.map_blocks(_chunk_task, dim=d, eps=eps, ridge=ridge, block_size=block_size, label=label,
-                      drop_axis=1,
-                      chunks=((1,) * x.numblocks[0],), dtype=object,
-                      meta=np.empty((0,), dtype=object), token="streamlev-sketch")
+    sk = x.map_blocks(
+        _chunk_task,
+        dim=d,
+        eps=eps,
+        ridge=ridge,
+        block_size=block_size,
+        label=label,
+        drop_axis=1,
+        chunks=((1,) * x.numblocks[0],),
+        dtype=object,
+        meta=np.empty((0,), dtype=object),
+        token="streamlev-sketch",
+    )
     parts = list(sk.to_delayed(optimize_graph=True).ravel())
     return _tree(parts, split_every, dask.base.tokenize(sk.name, split_every))
 
@@ -329,19 +350,29 @@ def universal_sets(x, eps, *, ridge=0.0, p=2.0, split_every=None, block_size=Non
         return _finish(dask.delayed(list, pure=True)(()), compute)
     if n == 0 or x.numblocks[1] == 0:
         return _finish(dask.delayed(_empty_lists, pure=True)(H), compute)
-    sk = x.map_blocks(_chunk_task_many, dim=d, eps=eps, ridge=ridge, block_size=block_size, drop_axis=2,
-                      chunks=(x.chunks[0], (1,) * x.numblocks[1]), dtype=object,
-                      meta=np.empty((0, 0), dtype=object), token="streamlev-sketches")
+    sk = x.map_blocks(
+        _chunk_task_many,
+        dim=d,
+        eps=eps,
+        ridge=ridge,
+        block_size=block_size,
+        drop_axis=2,
+        chunks=(x.chunks[0], (1,) * x.numblocks[1]),
+        dtype=object,
+        meta=np.empty((0, 0), dtype=object),
+        token="streamlev-sketches",
+    )
     grid = sk.to_delayed(optimize_graph=True)  # (H blocks, n blocks)
     token = dask.base.tokenize(sk.name, split_every)
-    roots = [dask.delayed(_ids_task, pure=True)(_tree(list(grid[i]), split_every, f"{token}-{i}"))
-             for i in range(grid.shape[0])]
+    roots = [
+        dask.delayed(_ids_task, pure=True)(_tree(list(grid[i]), split_every, f"{token}-{i}"))
+        for i in range(grid.shape[0])
+    ]
     return _finish(dask.delayed(_concat_lists, pure=True)(*roots), compute)
 
 
 def _empty_lists(H):
     return [np.zeros(0, dtype=np.int64) for _ in range(H)]
-
 
 
 # -- p != 2: a certified superset -----------------------------------------------------------------
@@ -352,8 +383,7 @@ def _power_chunk_task(block, *, eps, p, refine, block_info=None):
     rows = np.asarray(block, dtype=np.float64)
     bad = first_nonfinite_row(rows)
     if bad >= 0:
-        raise ValueError(f"x contains NaN or infinity in row {start + bad}; "
-                         f"remove or impute non-finite values first")
+        raise ValueError(f"x contains NaN or infinity in row {start + bad}; remove or impute non-finite values first")
     keep = universal_set_p(rows, eps, p=p, refine=refine)
     return start + keep, np.ascontiguousarray(rows[keep])
 
@@ -424,25 +454,35 @@ def power_candidates(x, eps, *, p, refine=True, split_every=None, compute=True):
         return universal_set(x, eps, split_every=split_every, compute=compute)
     if not isinstance(refine, (bool, np.bool_)):
         raise TypeError(f"refine must be True or False, got {type(refine).__name__}")
-    split_every = DEFAULT_SPLIT_EVERY if split_every is None else check_positive_int(
-        split_every, "split_every", minimum=2)
+    split_every = (
+        DEFAULT_SPLIT_EVERY if split_every is None else check_positive_int(split_every, "split_every", minimum=2)
+    )
     x = _as_dask(x, 2)
     n, d = x.shape
     if n == 0 or x.numblocks[0] == 0:
         return _finish(dask.delayed(np.zeros, pure=True)(0, dtype=np.int64), compute)
     kw = {"eps": eps, "p": p, "refine": bool(refine)}
-    parts = x.map_blocks(_power_chunk_task, **kw, drop_axis=1, chunks=((1,) * x.numblocks[0],),
-                         dtype=object, meta=np.empty((0,), dtype=object), token="streamlev-lp")
+    parts = x.map_blocks(
+        _power_chunk_task,
+        **kw,
+        drop_axis=1,
+        chunks=((1,) * x.numblocks[0],),
+        dtype=object,
+        meta=np.empty((0,), dtype=object),
+        token="streamlev-lp",
+    )
     parts = list(parts.to_delayed(optimize_graph=True).ravel())
     merge = dask.delayed(_power_merge_task, pure=True)
     level = 0
     token = dask.base.tokenize(parts[0].key, len(parts), split_every)
     while len(parts) > 1:
-        parts = [merge(*parts[i:i + split_every], **kw,
-                       dask_key_name=f"streamlev-lp-merge-{token}-{level}-{j}")
-                 for j, i in enumerate(range(0, len(parts), split_every))]
+        parts = [
+            merge(*parts[i : i + split_every], **kw, dask_key_name=f"streamlev-lp-merge-{token}-{level}-{j}")
+            for j, i in enumerate(range(0, len(parts), split_every))
+        ]
         level += 1
     return _finish(dask.delayed(_power_ids_task, pure=True)(parts[0]), compute)
+
 
 # -- reading keys from .npy files on the workers --------------------------------------------------
 def _read_npy_rows(*, path, block_info=None):
@@ -478,8 +518,9 @@ def from_npy(path, *, chunk_rows=None):
     try:
         mm = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot memory-map {path!r} as a .npy file ({exc}); "
-                         f"write the keys with np.save(path, K)") from None
+        raise ValueError(
+            f"cannot memory-map {path!r} as a .npy file ({exc}); write the keys with np.save(path, K)"
+        ) from None
     if not isinstance(mm, np.ndarray) or mm.ndim != 2:
         raise ValueError(f"{path!r} must hold a 2-D (n, d) array, got shape {getattr(mm, 'shape', None)}")
     as_keys(np.zeros((0, mm.shape[1]), dtype=mm.dtype), name="the keys in " + repr(path))
@@ -490,5 +531,6 @@ def from_npy(path, *, chunk_rows=None):
     chunks = da.core.normalize_chunks((chunk_rows, d), (n, d))
     stat = os.stat(path)
     name = "streamlev-npy-" + dask.base.tokenize(path, stat.st_mtime_ns, stat.st_size, chunks)
-    return da.map_blocks(_read_npy_rows, path=path, chunks=chunks, dtype=mm.dtype,
-                         meta=np.empty((0, 0), dtype=mm.dtype), name=name)
+    return da.map_blocks(
+        _read_npy_rows, path=path, chunks=chunks, dtype=mm.dtype, meta=np.empty((0, 0), dtype=mm.dtype), name=name
+    )

@@ -150,13 +150,18 @@ def load_minilm_keys(*, dtype=np.float32, verify: bool = False) -> AttentionSamp
     shape = provenance["shape"]
     expect = (shape["layers"], shape["heads"], shape["tokens"], shape["head_dim"])
     if K16.shape != expect or Q16.shape != expect or len(tokens) != expect[2]:
-        raise ValueError(f"bundled sample has K {K16.shape}, Q {Q16.shape}, {len(tokens)} tokens; "
-                         f"its provenance records {expect}: regenerate it with --export-sample")
+        raise ValueError(
+            f"bundled sample has K {K16.shape}, Q {Q16.shape}, {len(tokens)} tokens; "
+            f"its provenance records {expect}: regenerate it with --export-sample"
+        )
     if verify:
         for name, arr in (("K", K16), ("Q", Q16)):
             got = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
             if got != provenance["sha256"][name]:
-                raise ValueError(f"sha256 of the bundled {name} is {got}, provenance says "
-                                 f"{provenance['sha256'][name]}: the file is corrupted; reinstall streamlev")
-    return AttentionSample(K=K16.astype(dt), Q=Q16.astype(dt), tokens=tokens,
-                           token_ids=token_ids, provenance=provenance)
+                raise ValueError(
+                    f"sha256 of the bundled {name} is {got}, provenance says "
+                    f"{provenance['sha256'][name]}: the file is corrupted; reinstall streamlev"
+                )
+    return AttentionSample(
+        K=K16.astype(dt), Q=Q16.astype(dt), tokens=tokens, token_ids=token_ids, provenance=provenance
+    )

@@ -60,11 +60,15 @@ def run_demo(eps: float = 0.1, block: int = 64, out=print) -> dict:
     src = sample.provenance.get("source", {}).get("path", "bundled text")
     out(f"streamlev demo: real attention keys of {sample.provenance.get('model', 'MiniLM')}")
     out(f"  {n} tokens of {src}, {L} layers x {H} heads, head dim {d} (bundled sample, float16)")
-    out(f"  eps = {eps:g}: every key that any query can give >= eps of its x^2-attention is kept;"
-        f" bound |U| <= d/eps = {d / eps:.0f}")
+    out(
+        f"  eps = {eps:g}: every key that any query can give >= eps of its x^2-attention is kept;"
+        f" bound |U| <= d/eps = {d / eps:.0f}"
+    )
     out(f"  streamed in blocks of {block} tokens through MultiHeadLeverage({H} heads)\n")
-    out(f"{'layer':>5}  {'|U| per head (h0..h' + str(H - 1) + ')':<{4 * H + 2}}{'mean':>6}{'max':>5}"
-        f"{'bound':>7}{'sketch mem':>12}{'exact':>7}{'max A on excluded':>19}")
+    out(
+        f"{'layer':>5}  {'|U| per head (h0..h' + str(H - 1) + ')':<{4 * H + 2}}{'mean':>6}{'max':>5}"
+        f"{'bound':>7}{'sketch mem':>12}{'exact':>7}{'max A on excluded':>19}"
+    )
     sizes = np.zeros((L, H), dtype=int)
     max_excl = np.zeros(L)
     t0 = time.perf_counter()
@@ -74,7 +78,7 @@ def run_demo(eps: float = 0.1, block: int = 64, out=print) -> dict:
         mh = MultiHeadLeverage(H, d, eps)
         mem = 0
         for a in range(0, n, block):
-            mh.update(K[:, a:a + block])
+            mh.update(K[:, a : a + block])
             mem = max(mem, mh.nbytes)
         U = mh.universal_set()
         peak_mem = max(peak_mem, mem)
@@ -92,16 +96,24 @@ def run_demo(eps: float = 0.1, block: int = 64, out=print) -> dict:
                 worst = max(worst, float(A[:, excluded].max()))
         max_excl[layer] = worst
         row = " ".join(f"{s:>3}" for s in sizes[layer])
-        out(f"{layer:>5}  {row:<{4 * H + 2}}{sizes[layer].mean():>6.1f}{sizes[layer].max():>5}{d / eps:>7.0f}"
-            f"{_fmt_bytes(mem):>12}{'yes' if exact_ok else 'NO':>7}{worst:>19.4f}")
+        out(
+            f"{layer:>5}  {row:<{4 * H + 2}}{sizes[layer].mean():>6.1f}{sizes[layer].max():>5}{d / eps:>7.0f}"
+            f"{_fmt_bytes(mem):>12}{'yes' if exact_ok else 'NO':>7}{worst:>19.4f}"
+        )
     dt = time.perf_counter() - t0
-    out(f"\nall {L * H} heads: mean |U| = {sizes.mean():.1f} of {n} tokens "
+    out(
+        f"\nall {L * H} heads: mean |U| = {sizes.mean():.1f} of {n} tokens "
         f"({100 * sizes.mean() / n:.1f}%), max {sizes.max()} (bound {d / eps:.0f}); "
-        f"peak sketch memory per layer {_fmt_bytes(peak_mem)} vs {_fmt_bytes(H * n * d * 4)} of keys")
-    out("  (on a 512-token passage the sketch is about as large as the keys; it stops growing once the stream "
-        "is longer than ~d/eps rows, while the keys keep growing — see benchmarks/run.py for 10^7 rows)")
+        f"peak sketch memory per layer {_fmt_bytes(peak_mem)} vs {_fmt_bytes(H * n * d * 4)} of keys"
+    )
+    out(
+        "  (on a 512-token passage the sketch is about as large as the keys; it stops growing once the stream "
+        "is longer than ~d/eps rows, while the keys keep growing — see benchmarks/run.py for 10^7 rows)"
+    )
     ok = bool((max_excl < eps).all())
-    out(f"guarantee on the model's own queries: largest x^2-attention on an excluded key = "
-        f"{max_excl.max():.4f} {'<' if ok else '>='} eps = {eps:g}")
+    out(
+        f"guarantee on the model's own queries: largest x^2-attention on an excluded key = "
+        f"{max_excl.max():.4f} {'<' if ok else '>='} eps = {eps:g}"
+    )
     out(f"time: {dt:.2f} s")
     return {"sizes": sizes, "bound": d / eps, "max_excluded": max_excl, "seconds": dt}

@@ -67,6 +67,7 @@ def _one_blas_thread(func):
     machine (an n = 2000, d = 16 QR: 0.3-0.5 s vs 6 ms under load).  The controller is created
     once, on first use.
     """
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with blas_threads(1):  # the library's one thread controller (streamlev._factor)
@@ -82,6 +83,7 @@ class ConvergenceError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 # Row-space basis
 # ----------------------------------------------------------------------------------------------
+
 
 def _row_basis(K: np.ndarray):
     """Orthonormal basis U (m x r) of the column space of the nonzero rows of K.
@@ -139,6 +141,7 @@ def _log_det_weighted(U: np.ndarray, log_s: np.ndarray) -> float:
 # Lewis weights
 # ----------------------------------------------------------------------------------------------
 
+
 def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
     """Lewis weights of the full-column-rank U (all rows nonzero).
 
@@ -160,14 +163,16 @@ def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
             if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
                 raise ConvergenceError(
                     f"Lewis weights for p={p}: weights left the floating-point range; "
-                    f"p this far from 2 needs better-scaled keys")
+                    f"p this far from 2 needs better-scaled keys"
+                )
             res = np.log(tau) - v
             if float(np.max(np.abs(res))) <= tol:
                 return tau, v
             v = 0.5 * p * (np.log(tau) - a * v)
         raise ConvergenceError(
             f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} "
-            f"Cohen-Peng iterations (rate |1-p/2| = {abs(1 - p / 2):.3g}); raise max_iter or tol")
+            f"Cohen-Peng iterations (rate |1-p/2| = {abs(1 - p / 2):.3g}); raise max_iter or tol"
+        )
 
     # p > 3 (necessarily for p >= 4): F(w) = -log det(Uᵀ W^a U) + a Σ w is convex in w (W^a is
     # concave for 0 < a < 1, log det is concave and increasing); its stationary point is
@@ -200,7 +205,8 @@ def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
             raise ConvergenceError(f"Lewis weights for p={p}: weights left the floating-point range")
     raise ConvergenceError(
         f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} iterations "
-        f"(asymptotic rate (p-2)/(p+2) = {(p - 2) / (p + 2):.3g}); raise max_iter or tol")
+        f"(asymptotic rate (p-2)/(p+2) = {(p - 2) / (p + 2):.3g}); raise max_iter or tol"
+    )
 
 
 def _check_tol_iter(tol, max_iter):
@@ -342,6 +348,7 @@ def lewis_bound(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX
 # Exact sensitivities with certificates (p >= 1)
 # ----------------------------------------------------------------------------------------------
 
+
 def _dual_upper(U: np.ndarray, y: np.ndarray, uj: np.ndarray, p: float) -> float:
     """Certified upper bound ‖y'‖_{p'}^p (+ a feasibility correction) on α_j.
 
@@ -391,8 +398,9 @@ def _primal_lower(z: np.ndarray, p: float) -> float:
     return math.exp(-p * math.log(zmax) - math.log(s))
 
 
-def _certify_one(U: np.ndarray, j: int, p: float, *, eps: float | None, max_newton: int,
-                 q_init: np.ndarray | None = None):
+def _certify_one(
+    U: np.ndarray, j: int, p: float, *, eps: float | None, max_newton: int, q_init: np.ndarray | None = None
+):
     """Bounds (lower, upper, q) on α_j for row j of U (orthonormal columns), p >= 1.
 
     Newton's method on the smoothed convex problem min_c Σ (z_i² + δ²)^{p/2}, z = U(q0 + N c),
@@ -516,8 +524,10 @@ def sensitivity_bounds(K, p, *, indices=None, max_newton: int = 200):
     K = as_keys(K)
     p = check_p(p)
     if p < 1.0:
-        raise ValueError(f"exact l_p sensitivities need p >= 1 (a convex problem), got p={p}; "
-                         f"use lewis_bound(K, p) for an upper bound when p < 1")
+        raise ValueError(
+            f"exact l_p sensitivities need p >= 1 (a convex problem), got p={p}; "
+            f"use lewis_bound(K, p) for an upper bound when p < 1"
+        )
     n = K.shape[0]
     idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
     lo = np.zeros(idx.size)
@@ -542,6 +552,7 @@ def lp_sensitivities(K, p, *, max_newton: int = 200) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Universal sets
 # ----------------------------------------------------------------------------------------------
+
 
 def _lower_general(z: np.ndarray, j: int, p: float) -> float:
     """|z_j|^p / Σ_i |z_i|^p (the attention a query with Uq = z gives row j)."""
@@ -575,12 +586,12 @@ def _cheap_bounds(U: np.ndarray, p: float, v: np.ndarray, cand: np.ndarray):
     hi = np.empty(cand.size)
     Zs = np.empty((U.shape[0], cand.size))
     for start in range(0, cand.size, 256):
-        J = cand[start:start + 256]
+        J = cand[start : start + 256]
         G = Q @ Q[J].T
         Y1 = (s[:, None] * G) / s[J]
         Z = G / s[:, None] / s[J]
         Y2 = U @ U[J].T
-        Zs[:, start:start + J.size] = Z
+        Zs[:, start : start + J.size] = Z
         for t, j in enumerate(J):
             z = Z[:, t]
             az = np.abs(z)
@@ -594,8 +605,9 @@ def _cheap_bounds(U: np.ndarray, p: float, v: np.ndarray, cand: np.ndarray):
     return lo, hi, Zs
 
 
-def _universal_active(U: np.ndarray, eps: float, p: float, *, refine: bool, tol: float,
-                      max_iter: int, max_newton: int) -> np.ndarray:
+def _universal_active(
+    U: np.ndarray, eps: float, p: float, *, refine: bool, tol: float, max_iter: int, max_newton: int
+) -> np.ndarray:
     """Boolean keep-mask over the rows of U (orthonormal basis of the nonzero keys)."""
     m = U.shape[0]
     if m == 0 or U.shape[1] == 0:
@@ -612,19 +624,26 @@ def _universal_active(U: np.ndarray, eps: float, p: float, *, refine: bool, tol:
         return keep
     lo, hi, Z = _cheap_bounds(U, p, v, cand)
     for t, j in enumerate(cand):
-        if not at_least(hi[t:t + 1], eps)[0]:
+        if not at_least(hi[t : t + 1], eps)[0]:
             keep[j] = False
         elif lo[t] < eps:  # undecided: Newton, warm-started at the Lewis-ellipsoid query
-            _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton,
-                                       q_init=U.T @ Z[:, t])
+            _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton, q_init=U.T @ Z[:, t])
             keep[j] = bool(at_least(np.array([ub]), eps)[0])
     return keep
 
 
 @_one_blas_thread
-def universal_set_p(K, eps, *, p, ridge: float = 0.0, refine: bool = True,
-                    tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER,
-                    max_newton: int = 200) -> np.ndarray:
+def universal_set_p(
+    K,
+    eps,
+    *,
+    p,
+    ridge: float = 0.0,
+    refine: bool = True,
+    tol: float = _DEFAULT_TOL,
+    max_iter: int = _DEFAULT_MAX_ITER,
+    max_newton: int = 200,
+) -> np.ndarray:
     """ε-universal set of power attention f(x) = |x|^p: keys some query can give weight >= eps.
 
     Parameters
@@ -667,8 +686,7 @@ def universal_set_p(K, eps, *, p, ridge: float = 0.0, refine: bool = True,
     if p == 2.0:
         return _leverage_universal_set(K, eps, ridge=ridge)
     if ridge > 0:
-        raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); "
-                         f"for p={p} use ridge=0.0")
+        raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); for p={p} use ridge=0.0")
     K = as_keys(K)
     tol, max_iter = _check_tol_iter(tol, max_iter)
     n = K.shape[0]
@@ -676,14 +694,14 @@ def universal_set_p(K, eps, *, p, ridge: float = 0.0, refine: bool = True,
         return np.zeros(0, dtype=np.int64)
     U, active = _row_basis(K)
     keep = np.zeros(n, dtype=bool)
-    keep[active] = _universal_active(U, eps, p, refine=bool(refine), tol=tol,
-                                     max_iter=max_iter, max_newton=max_newton)
+    keep[active] = _universal_active(U, eps, p, refine=bool(refine), tol=tol, max_iter=max_iter, max_newton=max_newton)
     return np.flatnonzero(keep).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
 # One pass
 # ----------------------------------------------------------------------------------------------
+
 
 class OnlinePowerSet:
     """One pass over key blocks for power attention with memory independent of n.
@@ -757,11 +775,17 @@ class OnlinePowerSet:
         return int(self.keys_.nbytes + self.index_.nbytes)
 
 
-def _subset_keep(rows: np.ndarray, eps: float, p: float, *, refine: bool,
-                 tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+def _subset_keep(
+    rows: np.ndarray,
+    eps: float,
+    p: float,
+    *,
+    refine: bool,
+    tol: float = _DEFAULT_TOL,
+    max_iter: int = _DEFAULT_MAX_ITER,
+) -> np.ndarray:
     """Keep-mask of the universal set of ``rows`` alone (validated float64 input)."""
     keep = np.zeros(rows.shape[0], dtype=bool)
     U, active = _row_basis(rows)
-    keep[active] = _universal_active(U, eps, p, refine=refine, tol=tol, max_iter=max_iter,
-                                     max_newton=200)
+    keep[active] = _universal_active(U, eps, p, refine=refine, tol=tol, max_iter=max_iter, max_newton=200)
     return keep

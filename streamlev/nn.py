@@ -75,11 +75,15 @@ def _check_rule(rule) -> str:
 
 def _check_keys(K, name: str = "K") -> torch.Tensor:
     if not isinstance(K, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (..., n, d), got {type(K).__name__}; "
-                        f"convert with torch.as_tensor({name})")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (..., n, d), got {type(K).__name__}; "
+            f"convert with torch.as_tensor({name})"
+        )
     if K.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., n, d) with at least 2 dimensions, got shape "
-                         f"{tuple(K.shape)}; add a key axis with {name}.unsqueeze(0)")
+        raise ValueError(
+            f"{name} must have shape (..., n, d) with at least 2 dimensions, got shape "
+            f"{tuple(K.shape)}; add a key axis with {name}.unsqueeze(0)"
+        )
     if not K.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {K.dtype}; use {name}.float()")
     return K
@@ -134,8 +138,7 @@ def leverage_scores(K: torch.Tensor, *, dtype: torch.dtype | None = torch.float6
         return (Y * Y * keep.unsqueeze(-2)).sum(-1).clamp_(0.0, 1.0)
 
 
-def kmeans_select(K: torch.Tensor, k: int, *, iters: int = 5,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def kmeans_select(K: torch.Tensor, k: int, *, iters: int = 5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Select k distinct keys nearest the centroids of a k-means clustering, per matrix.
 
     Parameters
@@ -201,8 +204,9 @@ def kmeans_select(K: torch.Tensor, k: int, *, iters: int = 5,
         return out.reshape(*batch, k).to(K.device)
 
 
-def select_keys(K: torch.Tensor, k: int, rule: str = "leverage", *, kmeans_iters: int = 5,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def select_keys(
+    K: torch.Tensor, k: int, rule: str = "leverage", *, kmeans_iters: int = 5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Select k keys per key matrix in a batch by a selection rule; returns their indices.
 
     Parameters
@@ -299,14 +303,25 @@ class LevAttention(nn.Module):
     (``None`` after a full-attention call).
     """
 
-    def __init__(self, dim: int, num_heads: int = 4, k_keep: int = 8, *, rule: str = "leverage",
-                 full: bool = False, qkv_bias: bool = True, kmeans_iters: int = 5):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 4,
+        k_keep: int = 8,
+        *,
+        rule: str = "leverage",
+        full: bool = False,
+        qkv_bias: bool = True,
+        kmeans_iters: int = 5,
+    ):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         num_heads = check_positive_int(num_heads, "num_heads")
         if dim % num_heads:
-            raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}; "
-                             f"pick e.g. dim={num_heads * max(1, round(dim / num_heads))}")
+            raise ValueError(
+                f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}; "
+                f"pick e.g. dim={num_heads * max(1, round(dim / num_heads))}"
+            )
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -386,16 +401,28 @@ class TinyViT(nn.Module):
     linear head on the class token.
     """
 
-    def __init__(self, image_size: int = 8, patch: int = 1, *, in_chans: int = 1, num_classes: int = 10,
-                 dim: int = 64, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0, k_keep: int = 8,
-                 rule: str = "leverage", full: bool = True, embed_kernel: int | None = None):
+    def __init__(
+        self,
+        image_size: int = 8,
+        patch: int = 1,
+        *,
+        in_chans: int = 1,
+        num_classes: int = 10,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        k_keep: int = 8,
+        rule: str = "leverage",
+        full: bool = True,
+        embed_kernel: int | None = None,
+    ):
         super().__init__()
         if image_size % patch:
             raise ValueError(f"image_size ({image_size}) must be a multiple of patch ({patch})")
         kernel = patch if embed_kernel is None else check_positive_int(embed_kernel, "embed_kernel")
         if kernel < patch or (kernel - patch) % 2:
-            raise ValueError(f"embed_kernel must be patch plus an even number >= 0, got {kernel} "
-                             f"with patch {patch}")
+            raise ValueError(f"embed_kernel must be patch plus an even number >= 0, got {kernel} with patch {patch}")
         self.n_tokens = (image_size // patch) ** 2 + 1
         self.embed = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=patch, padding=(kernel - patch) // 2)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
@@ -417,8 +444,9 @@ class TinyViT(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-def set_attention(model: nn.Module, *, full: bool | None = None, rule: str | None = None,
-                  k_keep: int | None = None) -> nn.Module:
+def set_attention(
+    model: nn.Module, *, full: bool | None = None, rule: str | None = None, k_keep: int | None = None
+) -> nn.Module:
     """Switch every :class:`LevAttention` inside ``model`` (mode, rule, keys kept); returns ``model``."""
     if rule is not None:
         rule = _check_rule(rule)

@@ -268,15 +268,19 @@ class OnlineLeverage:
         return self._factor.logdet_ridge()
 
     def __repr__(self) -> str:
-        return (f"OnlineLeverage(dim={self.dim}, eps={self.eps:g}, ridge={self.ridge:g}, "
-                f"n_seen={self.n_seen}, n_candidates={self.n_candidates})")
+        return (
+            f"OnlineLeverage(dim={self.dim}, eps={self.eps:g}, ridge={self.ridge:g}, "
+            f"n_seen={self.n_seen}, n_candidates={self.n_candidates})"
+        )
 
     # -- input checks (no mutation) --------------------------------------------------------------
     def _check_ids(self, ids, m: int) -> np.ndarray:
         if ids is None:
             if self._next_id + m > _ID_MAX:
-                raise ValueError(f"consecutive ids would pass the int64 limit ({self._next_id} + {m} rows); "
-                                 f"give explicit ids or a smaller start")
+                raise ValueError(
+                    f"consecutive ids would pass the int64 limit ({self._next_id} + {m} rows); "
+                    f"give explicit ids or a smaller start"
+                )
             return np.arange(self._next_id, self._next_id + m, dtype=np.int64)
         arr = np.asarray(ids)
         if arr.ndim == 0:
@@ -327,20 +331,24 @@ class OnlineLeverage:
             if self._tail is None:
                 if k - a >= cap:  # a long run of rows is a part of its own
                     rest_k, rest_i = B[a:], ids[a:]
-                    self._parts.append((np.array(rest_k) if copy or a else rest_k,
-                                        np.array(rest_i) if copy or a else rest_i))
+                    self._parts.append(
+                        (np.array(rest_k) if copy or a else rest_k, np.array(rest_i) if copy or a else rest_i)
+                    )
                     break
                 start = min(cap, max(64, k - a))  # grows up to cap: a few candidates hold a small chunk
                 self._tail = [np.empty((start, self.dim), dtype=dt), np.empty(start, dtype=np.int64), 0]
             buf, ib, used = self._tail
             if used == buf.shape[0]:  # full but below cap: grow geometrically
                 size = min(cap, 2 * used)
-                self._tail = [_grow(buf, used, size, cap=cap, dtype=dt, tail=(self.dim,)),
-                              _grow(ib, used, size, cap=cap, dtype=np.int64, tail=()), used]
+                self._tail = [
+                    _grow(buf, used, size, cap=cap, dtype=dt, tail=(self.dim,)),
+                    _grow(ib, used, size, cap=cap, dtype=np.int64, tail=()),
+                    used,
+                ]
                 buf, ib, used = self._tail
             take = min(k - a, buf.shape[0] - used)
-            buf[used:used + take] = B[a:a + take]
-            ib[used:used + take] = ids[a:a + take]
+            buf[used : used + take] = B[a : a + take]
+            ib[used : used + take] = ids[a : a + take]
             self._tail[2] = used + take
             a += take
             if used + take == cap:
@@ -448,7 +456,7 @@ class OnlineLeverage:
         if self._npend == 0:
             self._pend_big = 0.0
         self._pend_big = None if big is None or self._pend_big is None else max(self._pend_big, big)
-        self._pend[self._npend:self._npend + m] = B
+        self._pend[self._npend : self._npend + m] = B
         self._npend += m
 
     def _flush(self):
@@ -564,8 +572,10 @@ class OnlineLeverage:
         numpy.ndarray of float64, shape (m,)
         """
         if self.ridge <= 0:
-            raise ValueError("online ridge leverage scores need ridge > 0 "
-                             "(with λ = 0 the first rows' scores are undefined); create the sketch with ridge=λ")
+            raise ValueError(
+                "online ridge leverage scores need ridge > 0 "
+                "(with λ = 0 the first rows' scores are undefined); create the sketch with ridge=λ"
+            )
         B, ids, big = self._prepare(X, ids)
         self._flush()
         m = B.shape[0]
@@ -579,7 +589,7 @@ class OnlineLeverage:
             Yt = whiten(sub, self._factor._scoring_inv(Rl))  # (s, d) = sub R⁻¹
             A = np.zeros((self.dim + s, s), order="F")
             A[: self.dim] = Yt.T
-            A[self.dim:] = np.eye(s)
+            A[self.dim :] = np.eye(s)
             piv = np.diag(qr_r(A)) ** 2
             u[a:b] = np.maximum(piv - 1.0, 0.0)
             self._ingest(sub, ids[a:b], online_u=u[a:b], big=big)
@@ -617,14 +627,16 @@ class OnlineLeverage:
         for name in ("dim", "eps", "ridge"):
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
-                raise ValueError(f"cannot merge sketches with different {name}: {a!r} vs {b!r}; "
-                                 f"create both with the same {name}")
+                raise ValueError(
+                    f"cannot merge sketches with different {name}: {a!r} vs {b!r}; create both with the same {name}"
+                )
         if other is self:
             raise ValueError("cannot merge a sketch with itself (its rows would count twice)")
-        if (self._ranges.tracked and other._ranges.tracked
-                and _IdRanges.overlaps(self._ranges.iv, other._ranges.iv)):
-            raise ValueError("cannot merge sketches whose row ids overlap; give each shard its own "
-                             "id range (start=...) or explicit ids")
+        if self._ranges.tracked and other._ranges.tracked and _IdRanges.overlaps(self._ranges.iv, other._ranges.iv):
+            raise ValueError(
+                "cannot merge sketches whose row ids overlap; give each shard its own "
+                "id range (start=...) or explicit ids"
+            )
         mine = self._all_ids()
         theirs = other._all_ids()
         if np.intersect1d(mine, theirs).size:
@@ -669,9 +681,15 @@ class OnlineLeverage:
         keys, ids = self._joined()
         dt = "float32" if self._dtype == np.float32 else "float64"
         meta = {
-            "dim": self.dim, "eps": self.eps, "ridge": self.ridge, "start": self.start,
-            "next_id": self._next_id, "n_seen": self._factor.n, "clean": self._clean,
-            "key_dtype": dt, "has_dtype": self._dtype is not None,
+            "dim": self.dim,
+            "eps": self.eps,
+            "ridge": self.ridge,
+            "start": self.start,
+            "next_id": self._next_id,
+            "n_seen": self._factor.n,
+            "clean": self._clean,
+            "key_dtype": dt,
+            "has_dtype": self._dtype is not None,
             "ranges_tracked": self._ranges.tracked,
         }
         arrays = {
@@ -696,8 +714,18 @@ class OnlineLeverage:
         def bad(msg):
             return ValueError(f"not a valid streamlev sketch: {msg}")
 
-        expected = {"dim", "eps", "ridge", "start", "next_id", "n_seen", "clean", "key_dtype",
-                    "has_dtype", "ranges_tracked"}
+        expected = {
+            "dim",
+            "eps",
+            "ridge",
+            "start",
+            "next_id",
+            "n_seen",
+            "clean",
+            "key_dtype",
+            "has_dtype",
+            "ranges_tracked",
+        }
         if set(meta) != expected or set(arrays) != {"R", "keys", "ids", "ranges"}:
             raise bad("unexpected fields")
         for k in ("dim", "start", "next_id", "n_seen", "clean"):
@@ -842,9 +870,30 @@ class _GramSums:
         if self.keep.shape[1] < m:
             self.keep = np.zeros((X.shape[0], max(m, 2 * self.keep.shape[1])), dtype=bool)
         tk, tid, used = tail
-        args = (X, dinv, up, thr, W, budget, self.tr, self.hi, self.lo, self.C, self.nrec, self.T,
-                self.keep[:, :m], self.took, self.rows, limit, self.kept, tk, tid, used,
-                _NO_IDS if ids is None else ids, id0)
+        args = (
+            X,
+            dinv,
+            up,
+            thr,
+            W,
+            budget,
+            self.tr,
+            self.hi,
+            self.lo,
+            self.C,
+            self.nrec,
+            self.T,
+            self.keep[:, :m],
+            self.took,
+            self.rows,
+            limit,
+            self.kept,
+            tk,
+            tid,
+            used,
+            _NO_IDS if ids is None else ids,
+            id0,
+        )
         threads = _k.parallel_threads() if X.size >= _PARALLEL_MIN_ENTRIES else 1
         if threads > 1:
             with _k.parallel_region(threads):
@@ -856,8 +905,11 @@ class _GramSums:
         tail = self._no_tails.get(dtype)
         if tail is None:
             H, d = self.hi.shape[:2]
-            tail = self._no_tails[dtype] = (np.zeros((H, 0, d), dtype=dtype), np.zeros((H, 0), dtype=np.int64),
-                                           np.zeros(H, dtype=np.int64))
+            tail = self._no_tails[dtype] = (
+                np.zeros((H, 0, d), dtype=dtype),
+                np.zeros((H, 0), dtype=np.int64),
+                np.zeros(H, dtype=np.int64),
+            )
         return tail
 
     def grams(self, heads) -> np.ndarray:
@@ -966,8 +1018,10 @@ class MultiHeadLeverage:
         return self._heads[h]
 
     def __repr__(self) -> str:
-        return (f"MultiHeadLeverage(heads={self.heads}, dim={self.dim}, eps={self.eps:g}, "
-                f"ridge={self.ridge:g}, n_seen={self.n_seen})")
+        return (
+            f"MultiHeadLeverage(heads={self.heads}, dim={self.dim}, eps={self.eps:g}, "
+            f"ridge={self.ridge:g}, n_seen={self.n_seen})"
+        )
 
     def update(self, X, ids=None):
         """Feed a block of shape (H, m, dim) (or (H, dim) for one row per head).
@@ -996,8 +1050,10 @@ class MultiHeadLeverage:
                 X = np.ascontiguousarray(X)  # one pass for validation and screening below
             B, big = as_keys(X, name="X", ndim=3, dim=self.dim, with_max=True)
             if B.shape[0] != self.heads:
-                raise ValueError(f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
-                                 f"the first axis indexes the heads")
+                raise ValueError(
+                    f"X must have shape (heads={self.heads}, m, {self.dim}), got {B.shape}; "
+                    f"the first axis indexes the heads"
+                )
             m = B.shape[1]
             ids = lead._check_ids(ids, m)
             if m == 0:
@@ -1049,8 +1105,10 @@ class MultiHeadLeverage:
         from ._threads import parts_for, split_run  # noqa: PLC0415
 
         # the bounds Factor.classify_parts will use (fewer candidates than 8·d are scored without one)
-        bounds_many([self._heads[h]._factor for h in heads
-                     if self._heads[h]._count >= BOUND_MIN_ROWS_PER_DIM * self.dim], fresh=True)
+        bounds_many(
+            [self._heads[h]._factor for h in heads if self._heads[h]._count >= BOUND_MIN_ROWS_PER_DIM * self.dim],
+            fresh=True,
+        )
 
         def part(a, b):
             for h in heads[a:b]:
@@ -1075,8 +1133,9 @@ class MultiHeadLeverage:
 
             facs = [sk._factor for sk in self._heads]
             fast_ok_many(facs)
-            if (not all(f.gram_tier(0.0) and f.n >= _ACC_MIN_ROWS_PER_DIM * self.dim for f in facs)
-                    or any(sk._npend for sk in self._heads)):
+            if not all(f.gram_tier(0.0) and f.n >= _ACC_MIN_ROWS_PER_DIM * self.dim for f in facs) or any(
+                sk._npend for sk in self._heads
+            ):
                 self._kstate = False
                 return None
             bounds = bounds_many(facs, fresh=self._fresh)
@@ -1119,8 +1178,14 @@ class MultiHeadLeverage:
         for other input) the general path handles the block and names any
         problem.
         """
-        if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype in (np.float64, np.float32)
-                and X.shape[0] == self.heads and X.shape[2] == self.dim and X.shape[1] >= _ACC_MIN_ROWS):
+        if not (
+            type(X) is np.ndarray
+            and X.ndim == 3
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] == self.heads
+            and X.shape[2] == self.dim
+            and X.shape[1] >= _ACC_MIN_ROWS
+        ):
             return False
         state = self._kstate if self._kstate is not None else self._kernel_state()
         if not state:
@@ -1157,8 +1222,11 @@ class MultiHeadLeverage:
                 self._keep_rows(X, ids, sums.keep[:, :m])
                 cap = candidate_chunk_rows(self.dim, self.eps)
                 if m <= cap // 4:  # rows are being kept: a tail for the next blocks' kept rows
-                    self._ktail = [np.empty((self.heads, cap, self.dim), dtype=X.dtype),
-                                   np.empty((self.heads, cap), dtype=np.int64), np.zeros(self.heads, dtype=np.int64)]
+                    self._ktail = [
+                        np.empty((self.heads, cap, self.dim), dtype=X.dtype),
+                        np.empty((self.heads, cap), dtype=np.int64),
+                        np.zeros(self.heads, dtype=np.int64),
+                    ]
         if refused:
             for h in np.flatnonzero(~sums.took):  # the block would pass this head's trace budget
                 self._flush_sums([h])
@@ -1169,8 +1237,11 @@ class MultiHeadLeverage:
             sums.admitted += kept
         if due:
             self._flush_sums()  # all heads at once: one stacked update (the heads fill up at similar rates)
-        elif (sums.admitted >= _ADMITTED_FLUSH and np.all(sums.rows * _ADMITTED_FLUSH_FRACTION >= state[5])
-              and np.all(state[5] * self.eps >= self.dim)):
+        elif (
+            sums.admitted >= _ADMITTED_FLUSH
+            and np.all(sums.rows * _ADMITTED_FLUSH_FRACTION >= state[5])
+            and np.all(state[5] * self.eps >= self.dim)
+        ):
             # Past the first rank/eps rows (before, nearly every row is in the universal set of the rows so
             # far), many rows passing the bound mean that it is stale: update the factors and bound early
             # rather than store and later score them all.
@@ -1188,7 +1259,7 @@ class MultiHeadLeverage:
         from ._kernels import gram_sum_one  # noqa: PLC0415
 
         sums = self._sums
-        if not gram_sum_one(sums.T[h], state[2][h], state[4], sums.hi[h], sums.lo[h], sums.tr[h:h + 1]):
+        if not gram_sum_one(sums.T[h], state[2][h], state[4], sums.hi[h], sums.lo[h], sums.tr[h : h + 1]):
             return False
         sums.rows[h] += m
         return True
@@ -1215,7 +1286,6 @@ class MultiHeadLeverage:
         sums.clear(todo)
         self._changed()
 
-
     # -- candidates every head keeps ---------------------------------------------------------------
     def _append_all(self, B, ids):
         """Blocks whose rows every head admits go into one stacked (H, rows, dim) chunk, copied once.
@@ -1233,8 +1303,8 @@ class MultiHeadLeverage:
                 self._mtail = [np.empty((self.heads, cap, self.dim), dtype=B.dtype), np.empty(cap, dtype=np.int64), 0]
             buf, ib, used = self._mtail
             take = min(m - a, cap - used)
-            buf[:, used:used + take] = B[:, a:a + take]
-            ib[used:used + take] = ids[a:a + take]
+            buf[:, used : used + take] = B[:, a : a + take]
+            ib[used : used + take] = ids[a : a + take]
             self._mtail[2] = used + take
             a += take
             if used + take == cap:
@@ -1311,8 +1381,14 @@ class MultiHeadLeverage:
         names the problem.
         """
         P, n0 = self._pend, self._npend
-        if not (isinstance(X, np.ndarray) and X.ndim == 3 and P is not None and X.dtype == P.dtype
-                and X.shape[0] == self.heads and X.shape[2] == self.dim):
+        if not (
+            isinstance(X, np.ndarray)
+            and X.ndim == 3
+            and P is not None
+            and X.dtype == P.dtype
+            and X.shape[0] == self.heads
+            and X.shape[2] == self.dim
+        ):
             return None
         m = X.shape[1]
         if m == 0 or m >= self._pcap or n0 + m > P.shape[1]:
@@ -1321,12 +1397,12 @@ class MultiHeadLeverage:
         from ._validate import MAX_MAGNITUDE  # noqa: PLC0415
 
         ids = self._heads[0]._check_ids(ids, m)
-        P[:, n0:n0 + m] = X
+        P[:, n0 : n0 + m] = X
         norms = np.empty((self.heads, m))
         bad, big = scan_screen_rows(P, n0, n0 + m, self._stacked_bounds()[0], norms)
         if bad >= 0 or not big <= MAX_MAGNITUDE:
             return None
-        return P[:, n0:n0 + m], ids, self._admission(norms), float(big)
+        return P[:, n0 : n0 + m], ids, self._admission(norms), float(big)
 
     def _screen(self, B):
         """The admission mask (H, m) of a validated block's rows."""
@@ -1343,9 +1419,16 @@ class MultiHeadLeverage:
             return
         if self._pend is not None and (self._npend + m > self._pcap or self._pend.dtype != B.dtype):
             self._flush_all()
-        self._pend = _grow(self._pend, self._npend, self._npend + m, cap=self._pcap, dtype=B.dtype,
-                           tail=(self.dim,), lead=(self.heads,))
-        self._pend[:, self._npend:self._npend + m] = B
+        self._pend = _grow(
+            self._pend,
+            self._npend,
+            self._npend + m,
+            cap=self._pcap,
+            dtype=B.dtype,
+            tail=(self.dim,),
+            lead=(self.heads,),
+        )
+        self._pend[:, self._npend : self._npend + m] = B
         self._count_pending(m, big)
 
     def _count_pending(self, m, big):
@@ -1473,8 +1556,14 @@ class MultiHeadLeverage:
         """Restore from :meth:`to_bytes`; ``ValueError`` on any corruption."""
         meta, arrays = serialize.unpack(data, cls._FAMILY)
         heads = meta.get("heads")
-        if (set(meta) != {"heads"} or not isinstance(heads, int) or isinstance(heads, bool) or heads < 1
-                or heads != len(arrays) or set(arrays) != {f"head{h}" for h in range(heads)}):
+        if (
+            set(meta) != {"heads"}
+            or not isinstance(heads, int)
+            or isinstance(heads, bool)
+            or heads < 1
+            or heads != len(arrays)
+            or set(arrays) != {f"head{h}" for h in range(heads)}
+        ):
             raise ValueError("not a valid streamlev sketch: inconsistent multi-head header")
         subs = [OnlineLeverage.from_bytes(arrays[f"head{h}"].tobytes()) for h in range(heads)]
         first = subs[0]

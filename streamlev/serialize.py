@@ -115,12 +115,14 @@ def unpack(data, family: str) -> tuple[dict, dict[str, np.ndarray]]:
     if magic != MAGIC:
         raise _bad("wrong magic number (foreign or corrupted bytes)")
     if version != FORMAT_VERSION:
-        raise _bad(f"format version {version} is not supported by this streamlev "
-                   f"(it reads version {FORMAT_VERSION}); upgrade streamlev")
+        raise _bad(
+            f"format version {version} is not supported by this streamlev "
+            f"(it reads version {FORMAT_VERSION}); upgrade streamlev"
+        )
     expected = _PREFIX.size + flen + hlen + plen
     if expected != len(buf):
         raise _bad(f"length fields announce {expected} bytes but {len(buf)} are present (truncated or padded)")
-    body = memoryview(buf)[_PREFIX.size:]
+    body = memoryview(buf)[_PREFIX.size :]
     if zlib.crc32(body) & 0xFFFFFFFF != crc:
         raise _bad("checksum mismatch (corrupted bytes)")
     try:
@@ -130,7 +132,7 @@ def unpack(data, family: str) -> tuple[dict, dict[str, np.ndarray]]:
     if fam != family:
         raise _bad(f"this is a {fam!r} sketch, not a {family!r}; load it with {fam}.from_bytes")
     try:
-        header = json.loads(bytes(body[flen:flen + hlen]).decode("utf-8"))
+        header = json.loads(bytes(body[flen : flen + hlen]).decode("utf-8"))
     except (ValueError, RecursionError):
         raise _bad("header is not valid JSON") from None
     if not isinstance(header, dict) or set(header) != {"meta", "arrays"}:
@@ -143,16 +145,20 @@ def unpack(data, family: str) -> tuple[dict, dict[str, np.ndarray]]:
             raise _bad(f"meta field {k!r} has an unsupported type")
     arrays = {}
     offset = 0
-    payload = body[flen + hlen:]
+    payload = body[flen + hlen :]
     for item in descr:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                and isinstance(item[1], str) and isinstance(item[2], list)):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], str)
+            and isinstance(item[1], str)
+            and isinstance(item[2], list)
+        ):
             raise _bad("array descriptor has the wrong structure")
         name, dt, shape = item
         if dt not in _DTYPES:
             raise _bad(f"array {name!r} has unsupported dtype {dt!r}")
-        if len(shape) > _MAX_NDIM or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                              for s in shape):
+        if len(shape) > _MAX_NDIM or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
             raise _bad(f"array {name!r} has an invalid shape {shape!r}")
         dtype = _DTYPES[dt]
         nbytes = dtype.itemsize
@@ -164,7 +170,7 @@ def unpack(data, family: str) -> tuple[dict, dict[str, np.ndarray]]:
             raise _bad(f"array {name!r} claims more bytes than the payload holds")
         if name in arrays:
             raise _bad(f"array {name!r} appears twice")
-        arr = np.frombuffer(payload[offset:offset + nbytes], dtype=dtype).reshape(shape)
+        arr = np.frombuffer(payload[offset : offset + nbytes], dtype=dtype).reshape(shape)
         arrays[name] = arr.astype(dtype.newbyteorder("="), copy=True)
         offset += nbytes
     if offset != plen:

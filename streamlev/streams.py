@@ -76,6 +76,7 @@ _NAN_FIX = "remove or impute non-finite values before computing leverage"
 # source classification
 # ------------------------------------------------------------------------------------------------
 
+
 def _is_path(source) -> bool:
     return isinstance(source, (str, os.PathLike))
 
@@ -86,8 +87,8 @@ def _is_stdin(source) -> bool:
 
 def _is_arraylike(source) -> bool:
     return isinstance(source, np.ndarray) or (
-        not isinstance(source, (list, tuple)) and
-        (hasattr(source, "__array__") or hasattr(source, "__array_interface__"))
+        not isinstance(source, (list, tuple))
+        and (hasattr(source, "__array__") or hasattr(source, "__array_interface__"))
     )
 
 
@@ -98,8 +99,9 @@ def _is_binary_stream(source) -> bool:
 def _file_kind(path: str) -> str:
     """'npy', 'npz' or 'text', by suffix, checked against the file's first bytes."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path!r}; check the path "
-                                f"(use '-' to read raw rows from standard input)")
+        raise FileNotFoundError(
+            f"no such file: {path!r}; check the path (use '-' to read raw rows from standard input)"
+        )
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory; pass a .npy, .npz, .csv or .txt file")
     with open(path, "rb") as f:
@@ -107,13 +109,14 @@ def _file_kind(path: str) -> str:
     lower = path.lower()
     if lower.endswith(".npy"):
         if not head.startswith(_NPY_MAGIC):
-            raise ValueError(f"{path!r} is not a .npy file (it does not start with the NumPy magic "
-                             f"string); write keys with np.save(path, K)")
+            raise ValueError(
+                f"{path!r} is not a .npy file (it does not start with the NumPy magic "
+                f"string); write keys with np.save(path, K)"
+            )
         return "npy"
     if lower.endswith(".npz"):
         if not head.startswith(_ZIP_MAGIC):
-            raise ValueError(f"{path!r} is not a .npz file (not a zip archive); "
-                             f"write keys with np.savez(path, K=K)")
+            raise ValueError(f"{path!r} is not a .npz file (not a zip archive); write keys with np.savez(path, K=K)")
         return "npz"
     if lower.endswith(_TEXT_SUFFIXES):
         return "text"
@@ -121,8 +124,10 @@ def _file_kind(path: str) -> str:
         return "npy"
     if head.startswith(_ZIP_MAGIC):
         return "npz"
-    raise ValueError(f"cannot tell the format of {path!r}: expected a .npy, .npz, .csv, .tsv or .txt file "
-                     f"(rename it with the right extension)")
+    raise ValueError(
+        f"cannot tell the format of {path!r}: expected a .npy, .npz, .csv, .tsv or .txt file "
+        f"(rename it with the right extension)"
+    )
 
 
 def rereadable(source) -> bool:
@@ -147,6 +152,7 @@ def rereadable(source) -> bool:
 # ------------------------------------------------------------------------------------------------
 # validation with global row numbers
 # ------------------------------------------------------------------------------------------------
+
 
 def _check(item, dim, offset: int, name: str, where=None) -> np.ndarray:
     """Validate one block through _validate; NaN rows are reported as global row indices."""
@@ -186,8 +192,9 @@ def _norm_dtype(dtype):
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in _RAW_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dt}; "
-                         f"convert the keys first (e.g. K.astype(np.float32))")
+        raise ValueError(
+            f"dtype must be float32 or float64, got {dt}; convert the keys first (e.g. K.astype(np.float32))"
+        )
     return dt
 
 
@@ -195,13 +202,13 @@ def _norm_dtype(dtype):
 # arrays and .npy
 # ------------------------------------------------------------------------------------------------
 
+
 def _check_2d(arr_shape, what: str):
     if len(arr_shape) != 2:
         extra = ""
         if len(arr_shape) == 1:
             extra = "; for n scalars save K.reshape(-1, 1), for a single key K.reshape(1, -1)"
-        raise ValueError(f"{what} holds an array of shape {tuple(arr_shape)}; expected 2-D keys of shape "
-                         f"(n, d){extra}")
+        raise ValueError(f"{what} holds an array of shape {tuple(arr_shape)}; expected 2-D keys of shape (n, d){extra}")
 
 
 def _iter_array(K: np.ndarray, block_size: int, dim, dtype, name: str):
@@ -212,7 +219,7 @@ def _iter_array(K: np.ndarray, block_size: int, dim, dtype, name: str):
 
     def gen():
         for a in range(0, K.shape[0], block_size):
-            B = _check(K[a:a + block_size], dim, a, name)
+            B = _check(K[a : a + block_size], dim, a, name)
             yield _cast(B, dtype)
 
     return gen()
@@ -223,8 +230,7 @@ def _read_npy_header(f, what: str):
     try:
         version = np.lib.format.read_magic(f)
     except ValueError:
-        raise ValueError(f"{what} is not a .npy file (bad magic string); write keys with "
-                         f"np.save(path, K)") from None
+        raise ValueError(f"{what} is not a .npy file (bad magic string); write keys with np.save(path, K)") from None
     try:
         if version == (1, 0):
             shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
@@ -234,11 +240,12 @@ def _read_npy_header(f, what: str):
             reader = np.lib.format._read_array_header  # version 3.0 has no public reader
             shape, fortran, dt = reader(f, version)
     except (ValueError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"{what} has a corrupt .npy header ({exc}); re-create it with "
-                         f"np.save(path, K)") from None
+        raise ValueError(f"{what} has a corrupt .npy header ({exc}); re-create it with np.save(path, K)") from None
     if dt.hasobject:
-        raise TypeError(f"{what} holds Python objects (dtype {dt}); save a numeric array instead, "
-                        f"e.g. np.save(path, np.asarray(K, dtype=np.float32))")
+        raise TypeError(
+            f"{what} holds Python objects (dtype {dt}); save a numeric array instead, "
+            f"e.g. np.save(path, np.asarray(K, dtype=np.float32))"
+        )
     return tuple(int(s) for s in shape), bool(fortran), dt
 
 
@@ -251,18 +258,20 @@ def _open_npy(path: str) -> np.ndarray:
     need = offset + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     have = os.path.getsize(path)
     if have < need:
-        raise ValueError(f"{path!r} is truncated: its header promises shape {shape} of {dt} "
-                         f"({need - offset:,} data bytes) but only {max(have - offset, 0):,} are present; "
-                         f"re-create the file (np.save) or check that the copy completed")
+        raise ValueError(
+            f"{path!r} is truncated: its header promises shape {shape} of {dt} "
+            f"({need - offset:,} data bytes) but only {max(have - offset, 0):,} are present; "
+            f"re-create the file (np.save) or check that the copy completed"
+        )
     if shape[0] * shape[1] == 0:
         return np.empty(shape, dtype=dt)
-    return np.memmap(path, dtype=dt, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+    return np.memmap(path, dtype=dt, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 # ------------------------------------------------------------------------------------------------
 # .npz
 # ------------------------------------------------------------------------------------------------
+
 
 def _npz_member(zf: zipfile.ZipFile, path: str, key):
     names = [n for n in zf.namelist() if n.endswith(".npy")]
@@ -272,8 +281,10 @@ def _npz_member(zf: zipfile.ZipFile, path: str, key):
             return names[0]
         if not names:
             raise ValueError(f"{path!r} holds no arrays; write keys with np.savez(path, K=K)")
-        raise ValueError(f"{path!r} holds several arrays ({', '.join(keys)}); choose one with key=NAME "
-                         f"(--key NAME on the command line)")
+        raise ValueError(
+            f"{path!r} holds several arrays ({', '.join(keys)}); choose one with key=NAME "
+            f"(--key NAME on the command line)"
+        )
     member = key if key.endswith(".npy") else key + ".npy"
     if member not in names:
         raise ValueError(f"{path!r} has no array named {key!r}; it holds: {', '.join(keys) or 'nothing'}")
@@ -291,8 +302,7 @@ def _open_zip(path: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path!r} is not a valid .npz (zip) archive; write keys with "
-                         f"np.savez(path, K=K)") from None
+        raise ValueError(f"{path!r} is not a valid .npz (zip) archive; write keys with np.savez(path, K=K)") from None
 
 
 def _iter_npz(path: str, key, block_size: int, dim, dtype):
@@ -300,8 +310,10 @@ def _iter_npz(path: str, key, block_size: int, dim, dtype):
     what = f"{path!r}[{key!r}]" if key is not None else repr(path)
     _check_2d(shape, what)
     if fortran and shape[0] > 1 and shape[1] > 1:
-        raise ValueError(f"{what} is stored in Fortran (column-major) order, which cannot be "
-                         f"streamed by rows; re-save it with np.savez(path, K=np.ascontiguousarray(K))")
+        raise ValueError(
+            f"{what} is stored in Fortran (column-major) order, which cannot be "
+            f"streamed by rows; re-save it with np.savez(path, K=np.ascontiguousarray(K))"
+        )
     as_keys(np.empty((0, shape[1]), dtype=dt), name=what, dim=dim)
     return _gen_npz(path, key, block_size, dim, dtype)
 
@@ -321,8 +333,10 @@ def _gen_npz(path: str, key, block_size: int, dim, dtype):
                 except (zipfile.BadZipFile, EOFError, OSError) as exc:
                     raise ValueError(f"{what} is corrupt ({exc}); re-create the archive") from None
                 if len(data) < m * row_bytes:
-                    raise ValueError(f"{what} is truncated: expected {n:,} rows of {d} x {dt}, the data "
-                                     f"end inside row {a + len(data) // row_bytes:,}; re-create the archive")
+                    raise ValueError(
+                        f"{what} is truncated: expected {n:,} rows of {d} x {dt}, the data "
+                        f"end inside row {a + len(data) // row_bytes:,}; re-create the archive"
+                    )
                 B = np.frombuffer(data, dtype=dt).reshape(m, d)
                 yield _cast(_check(B, dim if dim is not None else d, a, what), dtype)
 
@@ -330,6 +344,7 @@ def _gen_npz(path: str, key, block_size: int, dim, dtype):
 # ------------------------------------------------------------------------------------------------
 # text
 # ------------------------------------------------------------------------------------------------
+
 
 def _split_fields(line: str, delim):
     body = line.split("#", 1)[0].strip()
@@ -354,11 +369,14 @@ def _diagnose_text(lines, first_lineno: int, delim, d, path: str, *, d_line):
                 shown = s if len(s) <= 30 else s[:27] + "..."
                 raise ValueError(
                     f"{path!r}, line {lineno}: {shown!r} is not a number; text input must hold numbers "
-                    f"only, one key per line (delete a header line or start it with '#')") from None
+                    f"only, one key per line (delete a header line or start it with '#')"
+                ) from None
         if len(fields) != d:
             ref = f"line {d_line} has {d}" if d_line is not None else f"dim={d} was requested"
-            raise ValueError(f"{path!r}, line {lineno}: {len(fields)} values, but {ref}; "
-                             f"every line must hold the same number of values (ragged rows)")
+            raise ValueError(
+                f"{path!r}, line {lineno}: {len(fields)} values, but {ref}; "
+                f"every line must hold the same number of values (ragged rows)"
+            )
     return d, d_line
 
 
@@ -382,8 +400,9 @@ def _text_delim(path: str):
                     delim = "," if "," in body else None
                     return delim, len(_split_fields(body, delim))
         except UnicodeDecodeError:
-            raise ValueError(f"{path!r} is not a text file (not UTF-8); pass .npy/.npz binary "
-                             f"arrays with the matching extension") from None
+            raise ValueError(
+                f"{path!r} is not a text file (not UTF-8); pass .npy/.npz binary arrays with the matching extension"
+            ) from None
     return None
 
 
@@ -403,8 +422,10 @@ def _gen_text(path: str, delim, block_size: int, dim, dtype):
             try:
                 lines = list(itertools.islice(f, block_size))
             except UnicodeDecodeError:
-                raise ValueError(f"{path!r} is not a text file (not UTF-8) near line {lineno}; "
-                                 f"pass .npy/.npz binary arrays with the matching extension") from None
+                raise ValueError(
+                    f"{path!r} is not a text file (not UTF-8) near line {lineno}; "
+                    f"pass .npy/.npz binary arrays with the matching extension"
+                ) from None
             if not lines:
                 return
             with warnings.catch_warnings():
@@ -420,8 +441,7 @@ def _gen_text(path: str, delim, block_size: int, dim, dtype):
             if B.shape[0]:
                 if d is None:
                     d = B.shape[1]
-                    d_line = lineno + next(i for i, s in enumerate(lines)
-                                           if _split_fields(s, delim) is not None)
+                    d_line = lineno + next(i for i, s in enumerate(lines) if _split_fields(s, delim) is not None)
 
                 def where(r, _l=lines, _f=lineno):
                     return f"line {_data_lineno(_l, _f, r)}"
@@ -436,6 +456,7 @@ def _gen_text(path: str, delim, block_size: int, dim, dtype):
 # raw binary rows (stdin)
 # ------------------------------------------------------------------------------------------------
 
+
 def _read_up_to(f, nbytes: int) -> bytearray:
     buf = bytearray(nbytes)
     view = memoryview(buf)
@@ -447,10 +468,12 @@ def _read_up_to(f, nbytes: int) -> bytearray:
         else:
             chunk = f.read(nbytes - pos)
             if isinstance(chunk, str):
-                raise TypeError("raw key rows must come from a binary stream; open the file with "
-                                "mode 'rb' (or use sys.stdin.buffer)")
+                raise TypeError(
+                    "raw key rows must come from a binary stream; open the file with "
+                    "mode 'rb' (or use sys.stdin.buffer)"
+                )
             k = len(chunk)
-            view[pos:pos + k] = chunk
+            view[pos : pos + k] = chunk
         if not k:
             break
         pos += k
@@ -461,8 +484,10 @@ def _read_up_to(f, nbytes: int) -> bytearray:
 
 def _iter_binary(f, block_size: int, dim, dtype, name: str):
     if dim is None or dtype is None:
-        raise ValueError(f"reading raw rows from {name} needs the row length and the value type: pass "
-                         f"dim=D and dtype='float32' or 'float64' (--dim D --dtype T on the command line)")
+        raise ValueError(
+            f"reading raw rows from {name} needs the row length and the value type: pass "
+            f"dim=D and dtype='float32' or 'float64' (--dim D --dtype T on the command line)"
+        )
     return _gen_binary(f, block_size, check_positive_int(dim, "dim"), _RAW_DTYPES[_norm_dtype(dtype)], name)
 
 
@@ -475,9 +500,11 @@ def _gen_binary(f, block_size: int, dim: int, raw, name: str):
         got = len(data)
         if got % row_bytes:
             total = offset * row_bytes + got
-            raise ValueError(f"{name} ended inside a row: {total:,} bytes is not a multiple "
-                             f"of the row size {row_bytes} (dim={dim} x {raw.itemsize}-byte {raw.name}); "
-                             f"check --dim and --dtype")
+            raise ValueError(
+                f"{name} ended inside a row: {total:,} bytes is not a multiple "
+                f"of the row size {row_bytes} (dim={dim} x {raw.itemsize}-byte {raw.name}); "
+                f"check --dim and --dtype"
+            )
         if got:
             B = np.frombuffer(data, dtype=raw).reshape(-1, dim)
             B = _check(B, dim, offset, name)
@@ -490,6 +517,7 @@ def _gen_binary(f, block_size: int, dim: int, raw, name: str):
 # ------------------------------------------------------------------------------------------------
 # iterables
 # ------------------------------------------------------------------------------------------------
+
 
 def _iter_iterable(it: Iterable, block_size, dim, dtype, name: str):
     offset = 0
@@ -520,6 +548,7 @@ def _iter_iterable(it: Iterable, block_size, dim, dtype, name: str):
 # ------------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------------
+
 
 def iter_blocks(source, block_size=None, *, key=None, dim=None, dtype=None) -> Iterator[np.ndarray]:  # noqa: PLR0911
     """Stream the keys of ``source`` as validated ``(m, d)`` blocks, with bounded memory.
@@ -593,14 +622,18 @@ def iter_blocks(source, block_size=None, *, key=None, dim=None, dtype=None) -> I
     if callable(source):
         fresh = source()
         if callable(fresh) and not isinstance(fresh, Iterable):
-            raise TypeError("a callable source must return the keys (an iterable of blocks, an array or a "
-                            "path), not another callable")
+            raise TypeError(
+                "a callable source must return the keys (an iterable of blocks, an array or a "
+                "path), not another callable"
+            )
         return iter_blocks(fresh, block_size, key=key, dim=dim, dtype=dtype)
     if isinstance(source, Iterable):
         return _iter_iterable(source, block_size, dim, dtype, "block")
-    raise TypeError(f"cannot read keys from a {type(source).__name__}; pass an (n, d) array, a path to a "
-                    f".npy/.npz/.csv/.txt file, '-' for raw rows on stdin, an iterable of blocks, or a "
-                    f"zero-argument callable returning one")
+    raise TypeError(
+        f"cannot read keys from a {type(source).__name__}; pass an (n, d) array, a path to a "
+        f".npy/.npz/.csv/.txt file, '-' for raw rows on stdin, an iterable of blocks, or a "
+        f"zero-argument callable returning one"
+    )
 
 
 def block_source(source, block_size=None, *, key=None, dim=None, dtype=None):
@@ -618,9 +651,11 @@ def block_source(source, block_size=None, *, key=None, dim=None, dtype=None):
     """
     if not rereadable(source):
         what = "stdin" if _is_stdin(source) else type(source).__name__
-        raise ValueError(f"this source ({what}) can be read "
-                         f"only once; pass an array, a file path, or a zero-argument function that returns "
-                         f"a fresh iterable of blocks")
+        raise ValueError(
+            f"this source ({what}) can be read "
+            f"only once; pass an array, a file path, or a zero-argument function that returns "
+            f"a fresh iterable of blocks"
+        )
     # Check the source now (missing file, bad format) rather than on the first pass.
     if _is_path(source):
         _file_kind(os.fspath(source))

@@ -87,6 +87,8 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
             found.append(np.flatnonzero(keep) + offset)
         offset += B.shape[0]
     if offset != n1:
-        raise ValueError(f"the source yielded {n1} rows in pass 1 but {offset} in pass 2; "
-                         f"a two-pass source must yield the same rows each time")
+        raise ValueError(
+            f"the source yielded {n1} rows in pass 1 but {offset} in pass 2; "
+            f"a two-pass source must yield the same rows each time"
+        )
     return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)

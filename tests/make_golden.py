@@ -107,10 +107,10 @@ def _build(name, d, eps, ridge, start, pre, pre_ids):
         return a.merge(b)
     if name == "untracked":
         for a in range(0, pre.shape[0], 700):
-            sk.update(pre[a:a + 700], ids=pre_ids[a:a + 700])
+            sk.update(pre[a : a + 700], ids=pre_ids[a : a + 700])
         return sk
     for a in range(0, pre.shape[0], 37):
-        sk.update(pre[a:a + 37])
+        sk.update(pre[a : a + 37])
     return sk
 
 
@@ -138,17 +138,25 @@ def main(argv=None):
         fname = f"online_v1_{name}.bin"
         (GOLDEN / fname).write_bytes(data)
         all_ids = np.concatenate([pre_ids, rest_ids]).astype(np.int64)
-        exp_pre = (pre_ids[np.flatnonzero(_oracle_scores(pre, ridge) >= eps)] if pre.shape[0]
-                   else np.zeros(0, dtype=np.int64))
+        exp_pre = (
+            pre_ids[np.flatnonzero(_oracle_scores(pre, ridge) >= eps)] if pre.shape[0] else np.zeros(0, dtype=np.int64)
+        )
         exp_full = all_ids[np.flatnonzero(_oracle_scores(full, ridge) >= eps)]
         rows[f"{name}_prefix"] = pre
         rows[f"{name}_prefix_ids"] = pre_ids.astype(np.int64)
         rows[f"{name}_rest"] = rest
         rows[f"{name}_rest_ids"] = rest_ids.astype(np.int64)
         manifest["cases"][name] = {
-            "file": fname, "seed": seed, "dim": d, "eps": eps, "ridge": ridge, "start": start,
-            "key_dtype": str(pre.dtype), "rest_default_ids": default_ids,
-            "n_prefix": int(pre.shape[0]), "n_rest": int(rest.shape[0]),
+            "file": fname,
+            "seed": seed,
+            "dim": d,
+            "eps": eps,
+            "ridge": ridge,
+            "start": start,
+            "key_dtype": str(pre.dtype),
+            "rest_default_ids": default_ids,
+            "n_prefix": int(pre.shape[0]),
+            "n_rest": int(rest.shape[0]),
             "expected_prefix": sorted(int(i) for i in exp_pre),
             "expected_full": sorted(int(i) for i in exp_full),
             "sha256": hashlib.sha256(data).hexdigest(),

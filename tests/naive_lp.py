@@ -47,7 +47,7 @@ def lewis_cohen_peng(K, p, iters=3000):
     w = np.ones(act.sum())
     a = 1.0 - 2.0 / p
     for _ in range(iters):
-        M = Ka.T @ (Ka * (w ** a)[:, None])
+        M = Ka.T @ (Ka * (w**a)[:, None])
         t = np.einsum("ij,jk,ik->i", Ka, np.linalg.pinv(M, hermitian=True), Ka)
         w_new = t ** (p / 2)
         if np.max(np.abs(np.log(w_new / w))) < 1e-13:
@@ -106,8 +106,9 @@ def sensitivity(K, j, p, starts=4, seed=0):
         A_ub = np.block([[K, -np.eye(n)], [-K, -np.eye(n)]])
         b_ub = np.zeros(2 * n)
         A_eq = np.concatenate([kj, np.zeros(n)])[None, :]
-        res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[1.0],
-                      bounds=[(None, None)] * d + [(0, None)] * n, method="highs")
+        res = linprog(
+            c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[1.0], bounds=[(None, None)] * d + [(0, None)] * n, method="highs"
+        )
         q = res.x[:d]
         return 1.0 / np.sum(np.abs(K @ q)), q
     # affine parameterisation q = q0 + N c

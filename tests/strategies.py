@@ -3,8 +3,17 @@
 import numpy as np
 from hypothesis import strategies as st
 
-KINDS = ("gaussian", "rank_deficient", "duplicates", "zero_rows", "outlier_rows",
-         "outlier_channels", "vandermonde", "heavy_first", "heavy_last")
+KINDS = (
+    "gaussian",
+    "rank_deficient",
+    "duplicates",
+    "zero_rows",
+    "outlier_rows",
+    "outlier_channels",
+    "vandermonde",
+    "heavy_first",
+    "heavy_last",
+)
 
 
 @st.composite
@@ -34,7 +43,7 @@ def key_matrices(draw, *, min_n=1, max_n=80, min_d=1, max_d=8, kinds=KINDS, floa
     elif kind == "heavy_first":
         K[: min(n, d)] *= 1e3
     elif kind == "heavy_last":
-        K[-min(n, d):] *= 1e3
+        K[-min(n, d) :] *= 1e3
     if float32 and draw(st.booleans()) and kind not in ("vandermonde",):
         K = K.astype(np.float32)
     return K

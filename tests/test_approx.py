@@ -42,7 +42,7 @@ def key_problems(draw, *, max_n=240, max_d=64):
     if kind == "decaying":
         # Singular spectrum decaying like j^-a or exponentially, in a random basis.
         j = np.arange(1, d + 1)
-        spec = j ** -draw(st.sampled_from([0.5, 1.0, 2.0])) if draw(st.booleans()) else 0.7 ** j
+        spec = j ** -draw(st.sampled_from([0.5, 1.0, 2.0])) if draw(st.booleans()) else 0.7**j
         K = (rng.standard_normal((n, d)) * spec) @ _random_rotation(rng, d)
     elif kind == "heavy_rare":
         # Small isotropic background plus a few rows pointing in directions nobody else uses.
@@ -80,6 +80,7 @@ def fd_bound(K, ell):
 
 
 # --- checks ------------------------------------------------------------------------------------------
+
 
 def check_guarantee(sk, K, eps, ridge):
     """Both inclusions, the FD sandwich (1), the shrinkage bound (2) and the candidate bound."""
@@ -122,7 +123,7 @@ def check_guarantee(sk, K, eps, ridge):
 def blocks_of(K, sizes):
     out, a = [], 0
     for s in sizes:
-        out.append(K[a:a + s])
+        out.append(K[a : a + s])
         a += s
     if a < len(K):
         out.append(K[a:])
@@ -130,6 +131,7 @@ def blocks_of(K, sizes):
 
 
 # --- properties --------------------------------------------------------------------------------------
+
 
 @given(key_problems(), st.lists(st.integers(1, 90), min_size=1, max_size=8))
 def test_both_inclusions_any_blocks(problem, sizes):
@@ -197,6 +199,7 @@ def test_serialise_mid_stream_restore_continue(problem, cut):
 
 # --- deterministic cases -----------------------------------------------------------------------------
 
+
 def test_no_shrink_means_exact_ridge_set():
     rng = np.random.default_rng(0)
     K = rng.standard_normal((50, 30))
@@ -223,7 +226,7 @@ def test_heavy_rare_direction_is_found_after_long_background():
     ridge = 2 * fd_bound(K, ell)
     sk = ApproxLeverage(d, 0.2, ell=ell, ridge=ridge)
     for a in range(0, n, 256):
-        sk.update(K[a:a + 256])
+        sk.update(K[a : a + 256])
     assert sk.c <= 1.5
     U = check_guarantee(sk, K, 0.2, ridge)
     assert {1234, 4321} <= set(U.tolist())
@@ -302,15 +305,19 @@ def test_candidate_store_stays_bounded_over_a_long_stream():
 
 # --- bad input ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad, exc, match", [
-    (np.full((3, 6), np.nan), ValueError, "NaN"),
-    (np.vstack([np.ones((2, 6)), [[np.inf] * 6]]), ValueError, "row 2"),
-    (np.ones((3, 5)), ValueError, "expected 6"),
-    (np.ones((3, 6), dtype=complex), TypeError, "complex"),
-    (np.array([["a"] * 6]), TypeError, "dtype"),
-    (np.ones((2, 3, 6)), ValueError, "2-D"),
-    ("keys", TypeError, "numeric"),
-])
+
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (np.full((3, 6), np.nan), ValueError, "NaN"),
+        (np.vstack([np.ones((2, 6)), [[np.inf] * 6]]), ValueError, "row 2"),
+        (np.ones((3, 5)), ValueError, "expected 6"),
+        (np.ones((3, 6), dtype=complex), TypeError, "complex"),
+        (np.array([["a"] * 6]), TypeError, "dtype"),
+        (np.ones((2, 3, 6)), ValueError, "2-D"),
+        ("keys", TypeError, "numeric"),
+    ],
+)
 def test_refused_block_leaves_state_identical(bad, exc, match):
     rng = np.random.default_rng(7)
     sk = ApproxLeverage(6, 0.1, ell=2, ridge=1.0).update(rng.standard_normal((20, 6)))
@@ -320,12 +327,15 @@ def test_refused_block_leaves_state_identical(bad, exc, match):
     assert sk.to_bytes() == before
 
 
-@pytest.mark.parametrize("ids, exc", [
-    (np.arange(4), ValueError),  # wrong length
-    (np.arange(5).reshape(5, 1), ValueError),
-    (np.linspace(0, 1, 5), TypeError),
-    (["a"] * 5, TypeError),
-])
+@pytest.mark.parametrize(
+    "ids, exc",
+    [
+        (np.arange(4), ValueError),  # wrong length
+        (np.arange(5).reshape(5, 1), ValueError),
+        (np.linspace(0, 1, 5), TypeError),
+        (["a"] * 5, TypeError),
+    ],
+)
 def test_bad_ids_refused_without_change(ids, exc):
     sk = ApproxLeverage(6, 0.1, ell=2, ridge=1.0).update(np.ones((3, 6)))
     before = sk.to_bytes()
@@ -334,18 +344,21 @@ def test_bad_ids_refused_without_change(ids, exc):
     assert sk.to_bytes() == before
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(dim=0, eps=0.1, ell=1, ridge=1.0), ValueError, "dim"),
-    (dict(dim=8, eps=0.0, ell=2, ridge=1.0), ValueError, "eps"),
-    (dict(dim=8, eps=1.5, ell=2, ridge=1.0), ValueError, "eps"),
-    (dict(dim=8, eps=0.1, ell=0, ridge=1.0), ValueError, "ell"),
-    (dict(dim=8, eps=0.1, ell=9, ridge=1.0), ValueError, "ell must be at most"),
-    (dict(dim=8, eps=0.1, ell=2.5, ridge=1.0), TypeError, "ell"),
-    (dict(dim=8, eps=0.1, ell=2, ridge=0.0), ValueError, "ridge > 0"),
-    (dict(dim=8, eps=0.1, ell=2, ridge=-1.0), ValueError, "ridge"),
-    (dict(dim=8, eps=0.1, ell=2, ridge=1.0, start=1.5), TypeError, "start"),
-    (dict(dim=8, eps=0.1, ell=2, ridge=1.0, max_c=0.5), ValueError, "max_c"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(dim=0, eps=0.1, ell=1, ridge=1.0), ValueError, "dim"),
+        (dict(dim=8, eps=0.0, ell=2, ridge=1.0), ValueError, "eps"),
+        (dict(dim=8, eps=1.5, ell=2, ridge=1.0), ValueError, "eps"),
+        (dict(dim=8, eps=0.1, ell=0, ridge=1.0), ValueError, "ell"),
+        (dict(dim=8, eps=0.1, ell=9, ridge=1.0), ValueError, "ell must be at most"),
+        (dict(dim=8, eps=0.1, ell=2.5, ridge=1.0), TypeError, "ell"),
+        (dict(dim=8, eps=0.1, ell=2, ridge=0.0), ValueError, "ridge > 0"),
+        (dict(dim=8, eps=0.1, ell=2, ridge=-1.0), ValueError, "ridge"),
+        (dict(dim=8, eps=0.1, ell=2, ridge=1.0, start=1.5), TypeError, "start"),
+        (dict(dim=8, eps=0.1, ell=2, ridge=1.0, max_c=0.5), ValueError, "max_c"),
+    ],
+)
 def test_bad_parameters(kwargs, exc, match):
     dim = kwargs.pop("dim")
     eps = kwargs.pop("eps")
@@ -371,6 +384,7 @@ def test_bad_merges():
 
 
 # --- serialisation -----------------------------------------------------------------------------------
+
 
 def _sketch_with_state():
     rng = np.random.default_rng(8)

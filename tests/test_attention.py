@@ -28,31 +28,43 @@ def keys(seed, n=24, d=3, heavy=2):
 
 # --- attention() against direct dense computation --------------------------------------------
 
+
 def test_softmax_attention_matches_dense():
     rng = np.random.default_rng(0)
     Q, K, V = rng.standard_normal((7, 4)), rng.standard_normal((11, 4)), rng.standard_normal((11, 5))
-    np.testing.assert_allclose(att.attention(Q, K, V), naive_lp.softmax_attention_output(Q, K, V),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        att.attention(Q, K, V), naive_lp.softmax_attention_output(Q, K, V), rtol=1e-12, atol=1e-14
+    )
     key_mask = rng.random(11) < 0.5
-    np.testing.assert_allclose(att.attention(Q, K, V, mask=key_mask, scale=0.7),
-                               naive_lp.softmax_attention_output(Q, K, V, key_mask, scale=0.7),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        att.attention(Q, K, V, mask=key_mask, scale=0.7),
+        naive_lp.softmax_attention_output(Q, K, V, key_mask, scale=0.7),
+        rtol=1e-12,
+        atol=1e-14,
+    )
     qmask = rng.random((7, 11)) < 0.5
-    np.testing.assert_allclose(att.attention(Q, K, V, mask=qmask),
-                               naive_lp.softmax_attention_output(Q, K, V, qmask), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        att.attention(Q, K, V, mask=qmask), naive_lp.softmax_attention_output(Q, K, V, qmask), rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("p", (0.5, 1.0, 2.0, 3.0, 6.0))
 def test_power_attention_matches_dense(p):
     rng = np.random.default_rng(1)
     Q, K, V = rng.standard_normal((6, 3)), rng.standard_normal((9, 3)), rng.standard_normal((9, 2))
-    np.testing.assert_allclose(att.attention(Q, K, V, kind="power", p=p),
-                               naive_lp.power_attention_output(Q, K, V, p), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        att.attention(Q, K, V, kind="power", p=p), naive_lp.power_attention_output(Q, K, V, p), rtol=1e-12, atol=1e-14
+    )
     mask = rng.random((6, 9)) < 0.6
-    np.testing.assert_allclose(att.attention(Q, K, V, mask=mask, kind="power", p=p),
-                               naive_lp.power_attention_output(Q, K, V, p, mask), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(att.attention_weights(Q, K, kind="power", p=p),
-                               naive.power_attention(Q, K, p), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        att.attention(Q, K, V, mask=mask, kind="power", p=p),
+        naive_lp.power_attention_output(Q, K, V, p, mask),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    np.testing.assert_allclose(
+        att.attention_weights(Q, K, kind="power", p=p), naive.power_attention(Q, K, p), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_batched_heads_broadcast_and_match_per_head():
@@ -63,13 +75,15 @@ def test_batched_heads_broadcast_and_match_per_head():
     out = att.attention(Q, K, V, mask=mask)
     assert out.shape == (H, nq, 2)
     for h in range(H):
-        np.testing.assert_allclose(out[h], naive_lp.softmax_attention_output(Q[h], K[h], V[h], mask[h]),
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            out[h], naive_lp.softmax_attention_output(Q[h], K[h], V[h], mask[h]), rtol=1e-12, atol=1e-14
+        )
     # one query set shared by all heads broadcasts
     out2 = att.attention(Q[0], K, V, kind="power", p=3.0)
     for h in range(H):
-        np.testing.assert_allclose(out2[h], naive_lp.power_attention_output(Q[0], K[h], V[h], 3.0),
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            out2[h], naive_lp.power_attention_output(Q[0], K[h], V[h], 3.0), rtol=1e-12, atol=1e-14
+        )
 
 
 def test_softmax_is_stable_for_huge_logits():
@@ -99,6 +113,7 @@ def test_rows_without_keys_give_zeros_not_nan():
 
 # --- select_keys -----------------------------------------------------------------------------
 
+
 @given(K=key_matrices(max_n=40, max_d=5), eps=eps_values)
 def test_select_keys_eps_is_universal_set(K, eps):
     mask = att.select_keys(K, eps=eps)
@@ -122,20 +137,21 @@ def test_select_keys_heads_and_top_k():
     assert att.select_keys(K, top_k=50).all()
     # ties go to the lower index
     # leverage (0.5, 0.5, 1, 1/3, 1/3, 1/3): the tie at 1/3 goes to index 3
-    np.testing.assert_array_equal(att.select_keys(np.eye(3)[[0, 0, 1, 2, 2, 2]], top_k=4),
-                                  [True, True, True, True, False, False])
+    np.testing.assert_array_equal(
+        att.select_keys(np.eye(3)[[0, 0, 1, 2, 2, 2]], top_k=4), [True, True, True, True, False, False]
+    )
 
 
 @pytest.mark.parametrize("p", (1.5, 3.0))
 def test_select_keys_p_and_top_k_lewis(p):
     K = keys(6)
-    np.testing.assert_array_equal(np.flatnonzero(att.select_keys(K, eps=0.1, p=p)),
-                                  sl.universal_set(K, 0.1, p=p))
+    np.testing.assert_array_equal(np.flatnonzero(att.select_keys(K, eps=0.1, p=p)), sl.universal_set(K, 0.1, p=p))
     w = naive_lp.lewis_cohen_peng(K, p)
     assert set(np.flatnonzero(att.select_keys(K, top_k=4, p=p))) == set(np.argsort(-w)[:4])
 
 
 # --- guarantee: every heavy entry is kept -----------------------------------------------------
+
 
 @pytest.mark.parametrize("p", P_GUARANTEE)
 def test_mask_keeps_every_heavy_entry_random_and_worst_case(p):
@@ -158,8 +174,8 @@ def test_mask_keeps_every_heavy_entry_random_and_worst_case(p):
 
 # --- causal masks ----------------------------------------------------------------------------
 
-@given(K=key_matrices(max_n=30, max_d=4), eps=st.sampled_from([0.5, 0.2, 0.1]),
-       ridge=st.sampled_from([0.0, 0.0, 0.5]))
+
+@given(K=key_matrices(max_n=30, max_d=4), eps=st.sampled_from([0.5, 0.2, 0.1]), ridge=st.sampled_from([0.0, 0.0, 0.5]))
 def test_causal_rows_are_prefix_universal_sets_p2(K, eps, ridge):
     M = att.select_keys(K, eps=eps, ridge=ridge, causal=True)
     n = K.shape[0]
@@ -174,7 +190,7 @@ def test_causal_rows_are_prefix_universal_sets_p2(K, eps, ridge):
     for j in range(n):
         col = M[j:, j]
         if not col.all():
-            assert not col[np.argmin(col):].any()
+            assert not col[np.argmin(col) :].any()
     del first_out
 
 
@@ -213,6 +229,7 @@ def test_causal_top_k():
 
 # --- metrics ---------------------------------------------------------------------------------
 
+
 def test_metrics_on_hand_built_example():
     A = np.array([[0.6, 0.3, 0.1], [0.05, 0.05, 0.9]])
     mask = np.array([True, False, True])
@@ -238,12 +255,14 @@ def test_selected_power_attention_error_is_small():
     kept = att.attention_mass_kept(A, mask)
     assert np.all(kept <= 1 + 1e-12)
     assert np.all(A[:, ~mask] < 0.05)
-    err = att.relative_output_error(att.attention(Q, K, V, mask=mask, kind="power"),
-                                    att.attention(Q, K, V, kind="power"))
+    err = att.relative_output_error(
+        att.attention(Q, K, V, mask=mask, kind="power"), att.attention(Q, K, V, kind="power")
+    )
     assert 0 <= err < 10
 
 
 # --- KV cache --------------------------------------------------------------------------------
+
 
 def test_kv_cache_p2_holds_prefix_set_sinks_window_and_is_lossless():
     rng = np.random.default_rng(14)
@@ -261,8 +280,11 @@ def test_kv_cache_p2_holds_prefix_set_sinks_window_and_is_lossless():
             evicted_at[j] = t
         prefix = K[: t + 1]
         lev = naive.leverage(prefix)
-        must = set(np.flatnonzero(lev >= eps * (1 + 1e-8))) | set(range(min(sinks, t + 1))) \
+        must = (
+            set(np.flatnonzero(lev >= eps * (1 + 1e-8)))
+            | set(range(min(sinks, t + 1)))
             | set(range(max(0, t + 1 - window), t + 1))
+        )
         may = must | set(np.flatnonzero(lev >= eps * (1 - 1e-8)))
         assert must <= held <= may
         assert len(cache) <= d / eps + sinks + window
@@ -316,6 +338,7 @@ def test_kv_cache_bad_input():
 
 # --- bad input -------------------------------------------------------------------------------
 
+
 def test_select_keys_bad_input():
     K = keys(16)
     with pytest.raises(ValueError, match="exactly one of eps"):
@@ -366,5 +389,6 @@ def test_empty_inputs():
     assert att.select_keys(np.zeros((2, 0, 3)), eps=0.1, causal=True).shape == (2, 0, 0)
     assert att.select_keys(np.zeros((4, 3)), eps=0.1, p=3.0).sum() == 0  # zero keys get no attention
     for kind in ("softmax", "power"):
-        np.testing.assert_array_equal(att.attention(np.ones((2, 3)), np.zeros((0, 3)), np.zeros((0, 2)),
-                                                    kind=kind), np.zeros((2, 2)))
+        np.testing.assert_array_equal(
+            att.attention(np.ones((2, 3)), np.zeros((0, 3)), np.zeros((0, 2)), kind=kind), np.zeros((2, 2))
+        )

@@ -21,8 +21,15 @@ EPS = 0.05
 def run(args, *, cwd, stdin=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "streamlev", *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "streamlev", *map(str, args)],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 def heavy_keys(n=400, d=6, seed=0):
@@ -75,6 +82,7 @@ def check_result(res, K, eps, method, *, ridge=0.0):
 
 # --- results against the oracle ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["exact", "two-pass", "online"])
 def test_npy_every_method_matches_oracle(data, method):
     tmp, K = data
@@ -89,12 +97,15 @@ def test_default_method_for_files_is_two_pass(data):
     check_result(res, K.astype(np.float32), EPS, "two-pass")
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("k.csv", []),
-    ("k.txt", ["--method", "online"]),
-    ("k.npz", ["--key", "K"]),
-    ("k.npz", ["--key", "K", "--method", "exact"]),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("k.csv", []),
+        ("k.txt", ["--method", "online"]),
+        ("k.npz", ["--key", "K"]),
+        ("k.npz", ["--key", "K", "--method", "exact"]),
+    ],
+)
 def test_text_and_npz(data, name, extra):
     tmp, K = data
     res = select_json([name, "--eps", EPS, "--block-size", 100, *extra], cwd=tmp)
@@ -172,6 +183,7 @@ def test_demo_runs_on_bundled_real_keys(tmp_path):
 
 # --- bad input: exit status 2, one line on stderr, no traceback -----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad")
@@ -227,10 +239,12 @@ BAD = [
     (["-", "--eps", "0.1"], b"", ["--dim", "--dtype"]),
     (["-", "--eps", "0.1", "--dim", "4", "--dtype", "int8"], b"", ["--dtype", "invalid choice"]),
     (["-", "--eps", "0.1", "--dim", "4", "--dtype", "float32"], b"\x00" * 30, ["ended inside a row"]),
-    (["-", "--eps", "0.1", "--dim", "4", "--dtype", "float32", "--method", "two-pass"], b"",
-     ["stdin", "once"]),
-    (["-", "--eps", "0.1", "--dim", "2", "--dtype", "float64"],
-     np.array([[1.0, 2.0], [3.0, np.inf]]).tobytes(), ["NaN or infinity", "row 1"]),
+    (["-", "--eps", "0.1", "--dim", "4", "--dtype", "float32", "--method", "two-pass"], b"", ["stdin", "once"]),
+    (
+        ["-", "--eps", "0.1", "--dim", "2", "--dtype", "float64"],
+        np.array([[1.0, 2.0], [3.0, np.inf]]).tobytes(),
+        ["NaN or infinity", "row 1"],
+    ),
 ]
 
 
@@ -241,8 +255,10 @@ BAD_IDS = [" ".join(a) for a, _, _ in BAD]
 def bad_runs(bad):
     """Run every bad-input case up front, three processes at a time (interpreter start-up dominates)."""
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {i: pool.submit(run, ["select", *args], cwd=bad, stdin=stdin if stdin is not None else b"")
-                   for i, (args, stdin, _) in zip(BAD_IDS, BAD, strict=True)}
+        futures = {
+            i: pool.submit(run, ["select", *args], cwd=bad, stdin=stdin if stdin is not None else b"")
+            for i, (args, stdin, _) in zip(BAD_IDS, BAD, strict=True)
+        }
         return {i: f.result() for i, f in futures.items()}
 
 
@@ -265,6 +281,7 @@ def test_unknown_command_exits_2(tmp_path):
 
 
 # --- bench -------------------------------------------------------------------------------------------------
+
 
 def test_bench_without_source_tree(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_find_bench_script", lambda: None)
@@ -292,6 +309,7 @@ def test_bench_script_is_found_in_the_source_tree():
 
 # --- progress bar and imports -----------------------------------------------------------------------------
 
+
 def test_progress_counts_rows_and_uses_tqdm_only_when_enabled():
     blocks = [np.zeros((3, 2)), np.zeros((5, 2))]
     p = cli._Progress(None, "x", enabled=False)
@@ -304,9 +322,11 @@ def test_progress_counts_rows_and_uses_tqdm_only_when_enabled():
 
 
 def test_import_does_not_pull_optional_dependencies():
-    code = ("import sys, streamlev, streamlev.streams, streamlev.cli; "
-            "bad = [m for m in ('tqdm', 'matplotlib', 'torch', 'nbformat') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, streamlev, streamlev.streams, streamlev.cli; "
+        "bad = [m for m in ('tqdm', 'matplotlib', 'torch', 'nbformat') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=60, check=False)

@@ -139,7 +139,7 @@ def test_block_sizes_rows_and_single_block_agree(kind, K, eps, ridge, seed):
     blocks = S(d, eps, ridge)
     a = 0
     for s in random_sizes(rng, n):
-        blocks.update(K[a:a + s])
+        blocks.update(K[a : a + s])
         a += s
     tau = oracle_tau(K, ridge)
     naive.assert_same_set(rows.universal_set(), one, tau, eps)
@@ -191,8 +191,15 @@ def test_refused_blocks_leave_state_byte_identical(kind):
     before = sk.to_bytes()
     nan = np.ones((3, 4))
     nan[2, 1] = np.nan
-    bad = [nan, np.full((2, 4), np.inf), np.full((2, 4), -np.inf), np.ones((2, 5)),
-           np.ones((2, 4), dtype=complex), np.array([["x"] * 4]), np.ones((2, 3, 4, 1))]
+    bad = [
+        nan,
+        np.full((2, 4), np.inf),
+        np.full((2, 4), -np.inf),
+        np.ones((2, 5)),
+        np.ones((2, 4), dtype=complex),
+        np.array([["x"] * 4]),
+        np.ones((2, 3, 4, 1)),
+    ]
     for X in bad:
         with pytest.raises((ValueError, TypeError)):
             if kind == "multihead":  # the adapter would transform X; feed every head the bad block
@@ -202,15 +209,18 @@ def test_refused_blocks_leave_state_byte_identical(kind):
         assert sk.to_bytes() == before
 
 
-@given(key_matrices(max_n=70, kinds=("gaussian", "duplicates", "outlier_rows", "zero_rows")),
-       st.floats(1e-3, 1e2), st.integers(0, 2**31))
+@given(
+    key_matrices(max_n=70, kinds=("gaussian", "duplicates", "outlier_rows", "zero_rows")),
+    st.floats(1e-3, 1e2),
+    st.integers(0, 2**31),
+)
 def test_online_scores_bound_final_and_logdet_checksum(K, lam, seed):
     rng = np.random.default_rng(seed)
     n, d = K.shape
     sk = sl.OnlineLeverage(d, 0.2, ridge=lam)
     on, us, a = [], [], 0
     for s in random_sizes(rng, n):
-        on.append(sk.update_scores(K[a:a + s]))
+        on.append(sk.update_scores(K[a : a + s]))
         us.append(sk.last_online_u_)
         a += s
     on = np.concatenate(on)

@@ -44,8 +44,7 @@ def _gen_keys(*, d, seed, block_info=None):
 
 def generated_keys(n, d, chunks, seed=0):
     """(n, d) keys produced chunk by chunk on the workers (one fusable task per chunk)."""
-    return da.map_blocks(_gen_keys, d=d, seed=seed, chunks=(chunks, (d,)), dtype=np.float64,
-                         meta=np.empty((0, 0)))
+    return da.map_blocks(_gen_keys, d=d, seed=seed, chunks=(chunks, (d,)), dtype=np.float64, meta=np.empty((0, 0)))
 
 
 def _die_once(block, *, marker, target, block_info=None):
@@ -84,17 +83,17 @@ def check_exact(U, K, eps, ridge=0.0):
 @pytest.fixture(scope="module")
 def client():
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env=env) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env=env) as cluster,
+        Client(cluster) as c,
+    ):
         c.wait_for_workers(2)
         yield c
 
 
 def test_import_streamlev_does_not_import_dask():
-    code = ("import streamlev, sys; "
-            "assert 'dask' not in sys.modules, sorted(m for m in sys.modules if 'dask' in m)")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = "import streamlev, sys; assert 'dask' not in sys.modules, sorted(m for m in sys.modules if 'dask' in m)"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 @pytest.mark.parametrize(("ridge", "dtype"), [(0.0, np.float64), (0.0, np.float32), (5.0, np.float64)])
@@ -229,8 +228,13 @@ def test_exact_after_a_worker_is_killed_mid_computation(client, tmp_path):
 
 
 # -- synchronous scheduler: exactness over random chunkings ---------------------------------------
-@given(key_matrices(max_n=90, max_d=6), eps_values, st.integers(0, 2**31), st.integers(2, 5),
-       st.sampled_from([0.0, 0.0, 1.5]))
+@given(
+    key_matrices(max_n=90, max_d=6),
+    eps_values,
+    st.integers(0, 2**31),
+    st.integers(2, 5),
+    st.sampled_from([0.0, 0.0, 1.5]),
+)
 def test_random_chunkings_are_exact_sync(K, eps, seed, split_every, ridge):
     rng = np.random.default_rng(seed)
     n = K.shape[0]
@@ -272,7 +276,7 @@ def test_power_candidates_on_cluster(client):
     x = da.from_array(K, chunks=(uneven_chunks(600, rng, 3), 3))
     S = sd.power_candidates(x, 0.05, p=3.0)
     assert np.isin(sl.universal_set(K, 0.05, p=3.0), S).all()
-    assert S.size <= 3 ** 0.5 * 3 / 0.05
+    assert S.size <= 3**0.5 * 3 / 0.05
     np.testing.assert_array_equal(sd.power_candidates(x, 0.05, p=2.0), sl.universal_set(K, 0.05))
 
 

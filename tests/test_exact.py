@@ -19,6 +19,7 @@ def rel_err(a, b, floor=1e-12):
 
 # --- accuracy targets of issue 2 -------------------------------------------------------------------
 
+
 def test_well_conditioned_relative_error_1e8():
     K = np.random.default_rng(0).standard_normal((20000, 16))
     assert rel_err(sl.leverage_scores(K), naive.leverage(K)) <= 1e-8
@@ -104,6 +105,7 @@ def test_extreme_magnitudes():
 
 # --- properties --------------------------------------------------------------------------------------
 
+
 @given(key_matrices())
 def test_scores_equal_oracle(K):
     t = sl.leverage_scores(K)
@@ -121,13 +123,15 @@ def test_row_permutation_equivariance(K, data):
     np.testing.assert_allclose(sl.leverage_scores(K[perm]), sl.leverage_scores(K)[perm], rtol=1e-9, atol=1e-12)
 
 
-@given(key_matrices(kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows", "heavy_first"), float32=False),
-       st.integers(0, 2**31))
+@given(
+    key_matrices(kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows", "heavy_first"), float32=False),
+    st.integers(0, 2**31),
+)
 def test_invariance_under_invertible_transform(K, seed):
     rng = np.random.default_rng(seed)
     d = K.shape[1]
     B = rng.standard_normal((d, d)) + 3 * np.eye(d)  # invertible, moderate condition
-    B *= 10.0 ** rng.uniform(-3, 3, size=d)           # and column scaling on top
+    B *= 10.0 ** rng.uniform(-3, 3, size=d)  # and column scaling on top
     np.testing.assert_allclose(sl.leverage_scores(K @ B), sl.leverage_scores(K), rtol=1e-6, atol=1e-9)
 
 
@@ -140,9 +144,15 @@ def test_ridge_scores_decrease_in_lambda(K, lam):
     np.testing.assert_allclose(t1, naive.ridge_leverage(K, lam), rtol=1e-7, atol=1e-12)
 
 
-@given(key_matrices(max_n=60, max_d=6, kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows",
-                                               "heavy_first", "heavy_last", "rank_deficient")),
-       eps_values, st.integers(0, 2**31))
+@given(
+    key_matrices(
+        max_n=60,
+        max_d=6,
+        kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows", "heavy_first", "heavy_last", "rank_deficient"),
+    ),
+    eps_values,
+    st.integers(0, 2**31),
+)
 def test_universal_set_guarantee(K, eps, seed):
     K = np.asarray(K, dtype=np.float64)
     U = sl.universal_set(K, eps)
@@ -173,6 +183,7 @@ def test_universal_set_ridge():
 
 
 # --- bad input -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fn", [sl.leverage_scores, lambda K: sl.universal_set(K, 0.1)])
 def test_bad_input_messages(fn):

@@ -34,7 +34,7 @@ def _factor_of(K, ridge=0.0, block=None):
     fac = Factor(K.shape[1], ridge)
     block = block or K.shape[0]
     for a in range(0, K.shape[0], block):
-        fac.update(K[a:a + block])
+        fac.update(K[a : a + block])
     return fac
 
 
@@ -123,7 +123,7 @@ def test_row_far_outside_the_span_is_admitted():
     K[-1] = 1e200  # its scaled norm squared overflows to inf: must be admitted, not lost as NaN
     sk = sl.OnlineLeverage(8, 0.5)
     for a in range(0, K.shape[0], 5000):
-        sk.update(K[a:a + 5000])
+        sk.update(K[a : a + 5000])
     assert K.shape[0] - 1 in sk.universal_set()
     # the oracle's column norms would overflow; τ does not change when all of K is scaled by a constant
     naive.assert_set_matches(sk.universal_set(), naive.leverage(K * 1e-190), 0.5)
@@ -145,7 +145,7 @@ def test_update_of_big_blocks_matches_the_oracle(kind):
         K = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d))
     else:  # the second half brings directions the first half lacks
         K = rng.standard_normal((n, d))
-        K[: n // 2, d // 2:] *= 1e-9
+        K[: n // 2, d // 2 :] *= 1e-9
     tau = naive.leverage(K)
     for block in (n, 4096, 777):
         got = _factor_of(K, block=block).scores(K)
@@ -167,7 +167,7 @@ def test_block_and_stream_paths_agree_on_the_set():
     for block in (16384, 3000, 256):
         sk = sl.OnlineLeverage(16, eps)
         for a in range(0, K.shape[0], block):
-            sk.update(K[a:a + block])
+            sk.update(K[a : a + block])
         np.testing.assert_array_equal(sk.universal_set(), U)
     np.testing.assert_array_equal(sl.two_pass_universal_set(K, eps), U)
 
@@ -204,15 +204,27 @@ def test_set_num_threads_validates_and_restores(threads):
 
 def test_environment_sets_the_default_thread_count():
     code = "from streamlev import _threads; print(_threads.get_num_threads())"
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("STREAMLEV_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    for extra, want in [({"STREAMLEV_NUM_THREADS": "3"}, "3"), ({"OMP_NUM_THREADS": "1"}, "1"),
-                        ({"OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"}, "1")]:
-        out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
-                             check=True)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STREAMLEV_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    for extra, want in [
+        ({"STREAMLEV_NUM_THREADS": "3"}, "3"),
+        ({"OMP_NUM_THREADS": "1"}, "1"),
+        ({"OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"}, "1"),
+    ]:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == want, (extra, out.stdout, out.stderr)
-    bad = subprocess.run([sys.executable, "-c", code], env={**base, "STREAMLEV_NUM_THREADS": "many"},
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "STREAMLEV_NUM_THREADS": "many"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode != 0 and "STREAMLEV_NUM_THREADS must be a positive integer" in bad.stderr
 
 
@@ -314,7 +326,7 @@ def test_small_blocks_are_absorbed_in_bulk_and_still_exact():
     sizes = rng.integers(1, 300, size=300)  # about 45,000 rows in all
     a = 0
     for s in sizes:
-        sk.update(K[a:a + s])
+        sk.update(K[a : a + s])
         a += s
         assert a <= K.shape[0]
         assert sk.n_seen == a
@@ -334,7 +346,7 @@ def test_wide_keys_buffer_many_small_blocks_within_16_mb_and_stay_exact():
     most, a = 0, 0
     while a < K.shape[0]:
         s = int(rng.integers(1, 600))
-        sk.update(K[a:a + s])
+        sk.update(K[a : a + s])
         a = min(a + s, K.shape[0])
         most = max(most, sk._npend)
         assert sk._npend < sk._pcap
@@ -372,8 +384,9 @@ def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
         np.testing.assert_allclose(np.sum(np.linalg.solve(Rm.T, K.T) ** 2, axis=0), naive.leverage(K), rtol=1e-8)
     lam = 0.3
     Rl = _factor.tp_qr_r(R0, np.sqrt(lam) * np.eye(d), trap=d)
-    np.testing.assert_allclose(np.sum(np.linalg.solve(Rl.T, A0.T) ** 2, axis=0), naive.ridge_leverage(A0, lam),
-                               rtol=1e-8)
+    np.testing.assert_allclose(
+        np.sum(np.linalg.solve(Rl.T, A0.T) ** 2, axis=0), naive.ridge_leverage(A0, lam), rtol=1e-8
+    )
 
 
 def test_wide_factor_takes_householder_until_whitened_updates_pay(monkeypatch):
@@ -393,7 +406,7 @@ def test_wide_factor_takes_householder_until_whitened_updates_pay(monkeypatch):
     K = rng.standard_normal((14_000, d)) * np.logspace(-4, 4, d)
     fac = Factor(d)
     for a in range(0, K.shape[0], 3000):
-        fac.update(K[a:a + 3000])
+        fac.update(K[a : a + 3000])
     assert _factor.FAST_MIN_ROWS_PER_DIM == 4
     assert seen and min(seen) >= 4 * d  # some whitened updates, none of fewer than 4·d rows
     assert fac.n == K.shape[0]
@@ -456,7 +469,7 @@ def test_stream_evictions_run_only_when_candidates_exceed_rank_over_eps(monkeypa
     sk = sl.OnlineLeverage(d, eps)
     monkeypatch.setattr(online.OnlineLeverage, "_evict", spy)
     for a in range(0, K.shape[0], 256):
-        sk.update(K[a:a + 256])
+        sk.update(K[a : a + 256])
     assert useful and all(useful), useful  # some evictions ran, none while every candidate could stay
     monkeypatch.setattr(online.OnlineLeverage, "_evict", orig)
     naive.assert_set_matches(sk.universal_set(), naive.leverage(K), eps)
@@ -465,13 +478,15 @@ def test_stream_evictions_run_only_when_candidates_exceed_rank_over_eps(monkeypa
 # -- multi-head batched updates ------------------------------------------------------------------------
 def _heads_of_every_kind(rng, n, d):
     base = rng.standard_normal((n, d))
-    return np.stack([
-        base,
-        rng.standard_normal((n, d)) * np.logspace(-5, 5, d),          # outlier channels
-        rng.standard_normal((n, 3)) @ rng.standard_normal((3, d)),    # rank 3: never the fast tier
-        base * 1e120,                                                 # squares overflow: no Gram tier
-        np.vander(np.sort(rng.uniform(0, 1, n)), d),                  # ill-conditioned: explicit-Y tier
-    ])
+    return np.stack(
+        [
+            base,
+            rng.standard_normal((n, d)) * np.logspace(-5, 5, d),  # outlier channels
+            rng.standard_normal((n, 3)) @ rng.standard_normal((3, d)),  # rank 3: never the fast tier
+            base * 1e120,  # squares overflow: no Gram tier
+            np.vander(np.sort(rng.uniform(0, 1, n)), d),  # ill-conditioned: explicit-Y tier
+        ]
+    )
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
@@ -483,7 +498,7 @@ def test_multihead_heads_in_different_regimes_match_the_oracle(threads, nthreads
     mh = sl.MultiHeadLeverage(H, d, eps)
     a = 0
     for s in rng.integers(50, 700, size=200):
-        mh.update(KH[:, a:a + s])
+        mh.update(KH[:, a : a + s])
         a += s
         if a >= n:
             break
@@ -559,9 +574,13 @@ def test_batched_triangular_inverse_and_column_norms():
 
     rng = np.random.default_rng(21)
     d = 16
-    U = np.stack([np.triu(rng.standard_normal((d, d))) + 4 * np.eye(d),
-                  np.linalg.qr(np.vander(np.linspace(0, 1, 200), d))[1],       # cond ~1e8
-                  (np.triu(rng.standard_normal((d, d))) + np.eye(d)) * np.logspace(-150, 150, d)])
+    U = np.stack(
+        [
+            np.triu(rng.standard_normal((d, d))) + 4 * np.eye(d),
+            np.linalg.qr(np.vander(np.linspace(0, 1, 200), d))[1],  # cond ~1e8
+            (np.triu(rng.standard_normal((d, d))) + np.eye(d)) * np.logspace(-150, 150, d),
+        ]
+    )
     inv = tri_inv_upper_batched(np.ascontiguousarray(U))
     for k in range(U.shape[0]):
         ref = sla.solve_triangular(U[k], np.eye(d))
@@ -571,12 +590,16 @@ def test_batched_triangular_inverse_and_column_norms():
         assert np.all(np.abs(inv[k] - ref) <= tol + 1e-300)
 
     R = rng.standard_normal((4, 7, 5))
-    R[1] *= 1e-305          # squares underflow
-    R[2] *= 1e250           # squares overflow
-    R[3, :, 2] = 0.0        # a zero column
-    R[3, 0, 3] = 5e-324     # a denormal alone in its column
-    ref = np.array([[float(np.sqrt(np.sum((c / np.abs(c).max()) ** 2)) * np.abs(c).max()) if np.any(c) else 0.0
-                     for c in M.T] for M in R])
+    R[1] *= 1e-305  # squares underflow
+    R[2] *= 1e250  # squares overflow
+    R[3, :, 2] = 0.0  # a zero column
+    R[3, 0, 3] = 5e-324  # a denormal alone in its column
+    ref = np.array(
+        [
+            [float(np.sqrt(np.sum((c / np.abs(c).max()) ** 2)) * np.abs(c).max()) if np.any(c) else 0.0 for c in M.T]
+            for M in R
+        ]
+    )
     got = colnorms(R)
     np.testing.assert_allclose(got, ref, rtol=1e-15, atol=0)
     np.testing.assert_array_equal(colnorms(R[0]), got[0])
@@ -636,7 +659,7 @@ def test_multihead_staged_blocks_of_any_layout_match_the_oracle(monkeypatch):
     for name, lay in layouts.items():
         mh = sl.MultiHeadLeverage(H, d, eps)
         for a in range(0, n, 80):
-            mh.update(lay(KH[:, a:a + 80]))
+            mh.update(lay(KH[:, a : a + 80]))
         out[name] = (mh.to_bytes(), mh.universal_set())
     assert seen["staged"] > 3 * seen["general"]  # the staged path is what these blocks take
     for name in layouts:
@@ -647,7 +670,7 @@ def test_multihead_staged_blocks_of_any_layout_match_the_oracle(monkeypatch):
     monkeypatch.setattr(sl.MultiHeadLeverage, "_stage", lambda self, X, ids: None)  # the general path only
     mh = sl.MultiHeadLeverage(H, d, eps)
     for a in range(0, n, 80):
-        mh.update(KH[:, a:a + 80])
+        mh.update(KH[:, a : a + 80])
     for h, u in enumerate(mh.universal_set()):
         np.testing.assert_array_equal(u, out["views"][1][h])
 
@@ -656,9 +679,11 @@ def _assert_bad_blocks_change_nothing(mh, block, inf):
     """Copies of ``block`` with NaN, ``inf`` or 1e260 planted (stream 2, rows 7 and 30), and repeated ids: each is
     refused with a message naming the problem, and the sketch's bytes do not change."""
     before = mh.to_bytes()
-    for bad, pattern in [(np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (inf, r"NaN or infinity in stream \(2,\), row 7;"),
-                         (1e260, r"magnitude 1e\+260")]:
+    for bad, pattern in [
+        (np.nan, r"NaN or infinity in stream \(2,\), row 7;"),
+        (inf, r"NaN or infinity in stream \(2,\), row 7;"),
+        (1e260, r"magnitude 1e\+260"),
+    ]:
         if block.dtype == np.float32 and bad == 1e260:
             continue  # not representable in float32
         X = block.copy()
@@ -680,13 +705,13 @@ def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
     KH = rng.standard_normal((H, n, d)).astype(dtype)
     mh = sl.MultiHeadLeverage(H, d, eps)
     for a in range(0, 2000, 50):
-        mh.update(KH[:, a:a + 50])
+        mh.update(KH[:, a : a + 50])
     before, staged = mh.to_bytes(), seen["staged"]
     _assert_bad_blocks_change_nothing(mh, KH[:, 2000:2050], -np.inf)
     assert mh.to_bytes() == before
     assert seen["staged"] == staged  # every refused block went to the general path, which named the problem
     for a in range(2000, n, 50):
-        mh.update(KH[:, a:a + 50])
+        mh.update(KH[:, a : a + 50])
     assert seen["staged"] > staged
     for h in range(H):
         np.testing.assert_array_equal(mh.universal_set(h), sl.universal_set(KH[h], eps))
@@ -700,8 +725,13 @@ def test_gram_upper_against_extended_precision(m, d, layout):
 
     rng = np.random.default_rng(m * 1000 + d)
     base = rng.standard_normal((2 * m, d)) * np.logspace(-4, 4, d)
-    X = {"float64": base[:m].copy(), "float32": base[:m].astype(np.float32), "row-view": base[::2],
-         "reversed-columns": np.ascontiguousarray(base[:m, ::-1])[:, ::-1], "read-only": base[:m].copy()}[layout]
+    X = {
+        "float64": base[:m].copy(),
+        "float32": base[:m].astype(np.float32),
+        "row-view": base[::2],
+        "reversed-columns": np.ascontiguousarray(base[:m, ::-1])[:, ::-1],
+        "read-only": base[:m].copy(),
+    }[layout]
     X.setflags(write=layout != "read-only")
     XL = X.astype(np.longdouble)
     ref = XL.T @ XL  # 64-bit mantissa sums, no BLAS
@@ -766,13 +796,30 @@ def _kernel_args(X, rng, budget=1e300, W=None):
     up = rng.random(H) * 0.01
     if W is None:
         W = np.zeros((H, d, d))
-    return dict(X=X, dinv=dinv, up=up, thr=0.003, W=W, budget=budget,
-                acc_tr=np.zeros(H), hi=np.zeros((H, d, d)), lo=np.zeros((H, d, d)), C=np.zeros((H, d, d)),
-                nrec=np.zeros(H, dtype=np.int64), T=np.zeros((H, d, d)), keep=np.zeros((H, m), dtype=bool),
-                took=np.zeros(H, dtype=bool), rows=np.zeros(H, dtype=np.int64), limit=np.full(H, 10**9),
-                kept=np.zeros(H, dtype=np.int64), tk=np.zeros((H, 0, d), dtype=X.dtype),
-                tid=np.zeros((H, 0), dtype=np.int64), used=np.zeros(H, dtype=np.int64),
-                ids=np.zeros(0, dtype=np.int64), id0=0)
+    return dict(
+        X=X,
+        dinv=dinv,
+        up=up,
+        thr=0.003,
+        W=W,
+        budget=budget,
+        acc_tr=np.zeros(H),
+        hi=np.zeros((H, d, d)),
+        lo=np.zeros((H, d, d)),
+        C=np.zeros((H, d, d)),
+        nrec=np.zeros(H, dtype=np.int64),
+        T=np.zeros((H, d, d)),
+        keep=np.zeros((H, m), dtype=bool),
+        took=np.zeros(H, dtype=bool),
+        rows=np.zeros(H, dtype=np.int64),
+        limit=np.full(H, 10**9),
+        kept=np.zeros(H, dtype=np.int64),
+        tk=np.zeros((H, 0, d), dtype=X.dtype),
+        tid=np.zeros((H, 0), dtype=np.int64),
+        used=np.zeros(H, dtype=np.int64),
+        ids=np.zeros(0, dtype=np.int64),
+        id0=0,
+    )
 
 
 def _run_kernel(args, parallel):
@@ -790,11 +837,13 @@ def test_heads_screen_gram_against_numpy(layout):
     rng = np.random.default_rng(31)
     H, m, d = 5, 137, 11
     base = rng.standard_normal((H, 3 * m, d)) * np.logspace(-3, 3, d)
-    X = {"contiguous": np.ascontiguousarray(base[:, :m]),
-         "head-view": base[:, m:2 * m],
-         "token-major": np.ascontiguousarray(base[:, :m].transpose(1, 0, 2)).transpose(1, 0, 2),
-         "reversed-columns": np.ascontiguousarray(base[:, :m, ::-1])[:, :, ::-1],
-         "float32": base[:, :m].astype(np.float32)}[layout]
+    X = {
+        "contiguous": np.ascontiguousarray(base[:, :m]),
+        "head-view": base[:, m : 2 * m],
+        "token-major": np.ascontiguousarray(base[:, :m].transpose(1, 0, 2)).transpose(1, 0, 2),
+        "reversed-columns": np.ascontiguousarray(base[:, :m, ::-1])[:, :, ::-1],
+        "float32": base[:, :m].astype(np.float32),
+    }[layout]
     X64 = X.astype(np.float64)
     out = {}
     for parallel in (False, True):
@@ -865,12 +914,14 @@ def _spy_accumulate(monkeypatch):
 
 def _tier1_heads(rng, n, d):
     base = rng.standard_normal((n, d))
-    return np.stack([
-        base,
-        rng.standard_normal((n, d)) * np.logspace(-5, 5, d),                     # outlier channels
-        base @ (rng.standard_normal((d, d)) + 3 * np.eye(d)),                     # correlated channels
-        rng.standard_t(3, size=(n, d)),                                          # heavy-tailed rows
-    ])
+    return np.stack(
+        [
+            base,
+            rng.standard_normal((n, d)) * np.logspace(-5, 5, d),  # outlier channels
+            base @ (rng.standard_normal((d, d)) + 3 * np.eye(d)),  # correlated channels
+            rng.standard_t(3, size=(n, d)),  # heavy-tailed rows
+        ]
+    )
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
@@ -881,13 +932,13 @@ def test_multihead_kernel_path_matches_the_oracle(monkeypatch, threads, nthreads
     rng = np.random.default_rng(33)
     n, d, eps = 30_000, 8, 0.002
     KH = _tier1_heads(rng, n, d)
-    KH[1, 20_000] *= 1e4      # a row far outside the span in one head: over its trace budget, Householder
+    KH[1, 20_000] *= 1e4  # a row far outside the span in one head: over its trace budget, Householder
     KH[3, 25_000:25_100] = 0  # zero rows
     H = KH.shape[0]
     mh = sl.MultiHeadLeverage(H, d, eps)
     a = 0
     for s in rng.integers(64, 900, size=400):
-        mh.update(KH[:, a:a + s])
+        mh.update(KH[:, a : a + s])
         a += s
         if a >= n:
             break
@@ -917,7 +968,7 @@ def test_multihead_kernel_path_bytes_do_not_depend_on_layout_threads_or_restores
         for name, lay in layouts.items():
             mh = sl.MultiHeadLeverage(KH.shape[0], d, eps)
             for a in range(0, n, 200):
-                mh.update(lay(KH[:, a:a + 200]))
+                mh.update(lay(KH[:, a : a + 200]))
                 if a == 6000:  # serialise mid-stream: the restored sketch continues identically
                     mh = sl.MultiHeadLeverage.from_bytes(mh.to_bytes())
             out[name, nthreads] = mh.to_bytes()
@@ -936,7 +987,7 @@ def test_multihead_kernel_refusals_change_nothing(monkeypatch, dtype):
     KH = rng.standard_normal((H, n, d)).astype(dtype)
     mh = sl.MultiHeadLeverage(H, d, eps)
     for a in range(0, 4000, 100):
-        mh.update(KH[:, a:a + 100])
+        mh.update(KH[:, a : a + 100])
     assert seen["kernel"] > 0
     before = mh.to_bytes()
     _assert_bad_blocks_change_nothing(mh, KH[:, 4000:4100], np.inf)
@@ -944,7 +995,7 @@ def test_multihead_kernel_refusals_change_nothing(monkeypatch, dtype):
         mh.update(KH[:, 4000:4100], ids=np.arange(100))
     assert mh.to_bytes() == before
     for a in range(4000, n, 100):
-        mh.update(KH[:, a:a + 100])
+        mh.update(KH[:, a : a + 100])
     for h in range(H):
         naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
 
@@ -968,7 +1019,7 @@ def test_multihead_kernel_waits_for_32_rows_per_dimension(monkeypatch):
     KH = rng.standard_normal((H, n, d)) * np.logspace(-3, 3, d)
     mh = sl.MultiHeadLeverage(H, d, eps)
     for a in range(0, n, 128):
-        mh.update(KH[:, a:a + 128])
+        mh.update(KH[:, a : a + 128])
     assert all(rows >= 32 * d for rows, done in calls if done)
     assert any(done for _, done in calls) and not calls[0][1]
     for h in range(H):
@@ -984,7 +1035,7 @@ def test_multihead_kernel_takes_finite_large_keys_through_the_general_path(monke
     KH[1, 2500:2600] *= 1e120
     mh = sl.MultiHeadLeverage(H, d, eps)
     for a in range(0, n, 100):
-        mh.update(KH[:, a:a + 100])
+        mh.update(KH[:, a : a + 100])
     assert seen["kernel"] > 0 and seen["other"] > 0
     for h in range(H):
         naive.assert_set_matches(mh.universal_set(h), naive.leverage(KH[h]), eps)
@@ -1043,8 +1094,9 @@ if __name__ == "__main__":
     print("ok")
 """
     env = dict(os.environ, STREAMLEV_NUM_THREADS="2")
-    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
-                         env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300, env=env
+    )
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
@@ -1070,17 +1122,22 @@ def test_heads_screen_gram_copies_kept_rows_to_the_tail():
     for ids in (np.zeros(0, dtype=np.int64), rng.permutation(10**6)[:m].astype(np.int64)):
         args = _kernel_args(X, np.random.default_rng(6))
         args["up"][:] = 0.01 / np.median(np.sum((X * args["dinv"][:, None, :]) ** 2, axis=2))  # about half kept
-        args.update(tk=np.full((H, 120, d), np.nan), tid=np.full((H, 120), -1, dtype=np.int64),
-                    used=np.array([0, 30, 70]), ids=ids, id0=1000)
+        args.update(
+            tk=np.full((H, 120, d), np.nan),
+            tid=np.full((H, 120), -1, dtype=np.int64),
+            used=np.array([0, 30, 70]),
+            ids=ids,
+            id0=1000,
+        )
         done, kept, _, _ = _run_kernel(args, True)
         assert done == 2 and kept == args["keep"].sum() and 0 < kept < H * m
         want_ids = ids if ids.size else 1000 + np.arange(m)
         for h, start in enumerate((0, 30, 70)):
             k = int(args["keep"][h].sum())
             assert args["kept"][h] == k and args["used"][h] == start + k
-            np.testing.assert_array_equal(args["tk"][h, start:start + k], X[h, args["keep"][h]])
-            np.testing.assert_array_equal(args["tid"][h, start:start + k], want_ids[args["keep"][h]])
-            assert np.isnan(args["tk"][h, start + k:]).all()
+            np.testing.assert_array_equal(args["tk"][h, start : start + k], X[h, args["keep"][h]])
+            np.testing.assert_array_equal(args["tid"][h, start : start + k], want_ids[args["keep"][h]])
+            assert np.isnan(args["tk"][h, start + k :]).all()
         args["used"][:] = [0, 30, 71]  # head 2 has no room for 50 more rows: nobody's rows are copied
         args["tk"][:] = np.nan
         done, kept, _, _ = _run_kernel(args, False)
@@ -1119,7 +1176,7 @@ def test_multihead_evictions_split_over_threads_give_the_same_bytes(threads):
         threads.set_num_threads(nthreads)
         mh = sl.MultiHeadLeverage(H, d, eps)
         for a in range(0, n, 500):
-            mh.update(KH[:, a:a + 500])
+            mh.update(KH[:, a : a + 500])
         out.append(mh.to_bytes())
     assert out[0] == out[1]
     sets = sl.MultiHeadLeverage.from_bytes(out[0]).universal_set()

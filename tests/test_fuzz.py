@@ -61,11 +61,17 @@ FUZZ_STATS = {"cases": 0, "refused": 0, "accepted": 0, "overflow_on_use": 0, "ma
 # the byte format, independently
 # ------------------------------------------------------------------------------------------------
 
+
 def split(data: bytes):
     magic, version, flen, hlen, plen, crc = PREFIX.unpack_from(data, 0)
-    body = data[PREFIX.size:]
-    return {"magic": magic, "version": version, "family": body[:flen],
-            "header": body[flen:flen + hlen], "payload": body[flen + hlen:flen + hlen + plen]}
+    body = data[PREFIX.size :]
+    return {
+        "magic": magic,
+        "version": version,
+        "family": body[:flen],
+        "header": body[flen : flen + hlen],
+        "payload": body[flen + hlen : flen + hlen + plen],
+    }
 
 
 def build(family: bytes, header: bytes, payload: bytes, *, version=1, magic=MAGIC, lengths=None) -> bytes:
@@ -79,9 +85,9 @@ def recrc(data: bytes) -> bytes:
     """Recompute the CRC of possibly corrupted bytes (lengths as they are in the data)."""
     if len(data) < PREFIX.size:
         return data
-    head = bytearray(data[:PREFIX.size])
-    struct.pack_into("<I", head, 24, zlib.crc32(data[PREFIX.size:]) & 0xFFFFFFFF)
-    return bytes(head) + data[PREFIX.size:]
+    head = bytearray(data[: PREFIX.size])
+    struct.pack_into("<I", head, 24, zlib.crc32(data[PREFIX.size :]) & 0xFFFFFFFF)
+    return bytes(head) + data[PREFIX.size :]
 
 
 def arrays_of(data: bytes):
@@ -91,7 +97,7 @@ def arrays_of(data: bytes):
     out, off = {}, 0
     for name, dt, shape in header["arrays"]:
         n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
-        out[name] = np.frombuffer(parts["payload"][off:off + n], dtype=dt).reshape(shape).copy()
+        out[name] = np.frombuffer(parts["payload"][off : off + n], dtype=dt).reshape(shape).copy()
         off += n
     return header, out
 
@@ -103,6 +109,7 @@ def payload_of(header, arrays) -> bytes:
 # ------------------------------------------------------------------------------------------------
 # the contract
 # ------------------------------------------------------------------------------------------------
+
 
 def decode(data: bytes, cls=OnlineLeverage):
     """``cls.from_bytes`` under the fuzz contract: a sketch, or None after a ValueError.
@@ -125,7 +132,8 @@ def decode(data: bytes, cls=OnlineLeverage):
     assert (sk is None) == (first[0] is None), "from_bytes is not deterministic"
     FUZZ_STATS["max_mem_ratio"] = max(FUZZ_STATS["max_mem_ratio"], (peak - MEM_CONST) / max(len(data), 1))
     assert peak <= MEM_FACTOR * len(data) + MEM_CONST, (
-        f"from_bytes allocated {peak:,} bytes for {len(data):,} bytes of input")
+        f"from_bytes allocated {peak:,} bytes for {len(data):,} bytes of input"
+    )
     if sk is None:
         FUZZ_STATS["refused"] += 1
         assert msg.startswith("not a valid"), f"the message should say the bytes are not a valid sketch: {msg!r}"
@@ -229,7 +237,8 @@ def test_golden_manifest_is_format_version_1_and_unchanged():
     for case in CASES:
         data = golden_bytes(case)
         assert hashlib.sha256(data).hexdigest() == MANIFEST["cases"][case]["sha256"], (
-            f"golden file of case {case!r} changed; golden files are never regenerated")
+            f"golden file of case {case!r} changed; golden files are never regenerated"
+        )
         parts = split(data)
         assert parts["magic"] == MAGIC and parts["version"] == 1 and parts["family"] == FAMILY
 
@@ -339,8 +348,16 @@ def test_trailing_bytes_and_wrong_lengths_are_refused():
         assert decode(data + tail) is None
         assert decode(recrc(data + tail)) is None
     f, h, pl = len(p["family"]), len(p["header"]), len(p["payload"])
-    for lengths in [(f + 1, h, pl), (f, h - 1, pl), (f, h, pl + 8), (f, h, 2**63), (0, 0, 0),
-                    (2**16 - 1, 2**32 - 1, 2**64 - 1), (f, h + pl, 0), (f + h, 0, pl)]:
+    for lengths in [
+        (f + 1, h, pl),
+        (f, h - 1, pl),
+        (f, h, pl + 8),
+        (f, h, 2**63),
+        (0, 0, 0),
+        (2**16 - 1, 2**32 - 1, 2**64 - 1),
+        (f, h + pl, 0),
+        (f + h, 0, pl),
+    ]:
         assert decode(build(p["family"], p["header"], p["payload"], lengths=lengths)) is None
 
 
@@ -401,16 +418,19 @@ def test_approx_update_with_huge_rows_terminates(scale):
     import subprocess
     import sys
 
-    code = ("import numpy as np, warnings; warnings.simplefilter('ignore');"
-            "from streamlev.approx import ApproxLeverage;"
-            f"K = np.random.default_rng(0).standard_normal((20, 6)); K[3] *= {scale!r};"
-            "sk = ApproxLeverage(6, 0.05, ell=2, ridge=5.0)\n"
-            "try:\n    sk.update(K[:10]).update(K[10:]); print(sk.universal_set())\n"
-            "except ValueError as e:\n    print('ValueError', e)\n")
+    code = (
+        "import numpy as np, warnings; warnings.simplefilter('ignore');"
+        "from streamlev.approx import ApproxLeverage;"
+        f"K = np.random.default_rng(0).standard_normal((20, 6)); K[3] *= {scale!r};"
+        "sk = ApproxLeverage(6, 0.05, ell=2, ridge=5.0)\n"
+        "try:\n    sk.update(K[:10]).update(K[10:]); print(sk.universal_set())\n"
+        "except ValueError as e:\n    print('ValueError', e)\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     try:
-        out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                             timeout=15, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=15, env=env
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"ApproxLeverage.update did not return within 15 s for a row scaled by {scale:g}")
     assert out.returncode == 0, out.stderr
@@ -437,12 +457,29 @@ def test_hostile_integer_fields(field, value):
     decode(_with_meta(golden_bytes("ids"), **{field: value}))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("eps", 0.0), ("eps", 1.5), ("eps", float("nan")), ("eps", -1e300), ("eps", "0.1"), ("eps", None),
-    ("ridge", -1.0), ("ridge", float("inf")), ("ridge", float("nan")), ("ridge", True),
-    ("key_dtype", "float16"), ("key_dtype", "complex128"), ("key_dtype", None),
-    ("has_dtype", 1), ("ranges_tracked", "yes"), ("dim", 0), ("dim", -3), ("dim", 3.0),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("eps", 0.0),
+        ("eps", 1.5),
+        ("eps", float("nan")),
+        ("eps", -1e300),
+        ("eps", "0.1"),
+        ("eps", None),
+        ("ridge", -1.0),
+        ("ridge", float("inf")),
+        ("ridge", float("nan")),
+        ("ridge", True),
+        ("key_dtype", "float16"),
+        ("key_dtype", "complex128"),
+        ("key_dtype", None),
+        ("has_dtype", 1),
+        ("ranges_tracked", "yes"),
+        ("dim", 0),
+        ("dim", -3),
+        ("dim", 3.0),
+    ],
+)
 def test_hostile_meta_values(field, value):
     assert decode(_with_meta(golden_bytes("ids"), **{field: value})) is None
 
@@ -450,11 +487,17 @@ def test_hostile_meta_values(field, value):
 def test_deeply_nested_and_huge_headers():
     data = golden_bytes("ids")
     p = split(data)
-    for header in (b"[" * 100_000 + b"]" * 100_000, b'{"meta": ' * 50_000, b"\xff\xfe\x00",
-                   b"1e999999", b'"' + b"a" * 100_000 + b'"', json.dumps({"meta": {}, "arrays": []}).encode(),
-                   json.dumps({"meta": {}, "arrays": [["R", "<f8", [2**31, 2**31, 2**31, 2**31]]]}).encode(),
-                   json.dumps({"meta": {}, "arrays": [["R", "<f8", [0] * 100_000]]}).encode(),
-                   json.dumps({"meta": {"k" + str(i): i for i in range(5000)}, "arrays": []}).encode()):
+    for header in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"meta": ' * 50_000,
+        b"\xff\xfe\x00",
+        b"1e999999",
+        b'"' + b"a" * 100_000 + b'"',
+        json.dumps({"meta": {}, "arrays": []}).encode(),
+        json.dumps({"meta": {}, "arrays": [["R", "<f8", [2**31, 2**31, 2**31, 2**31]]]}).encode(),
+        json.dumps({"meta": {}, "arrays": [["R", "<f8", [0] * 100_000]]}).encode(),
+        json.dumps({"meta": {"k" + str(i): i for i in range(5000)}, "arrays": []}).encode(),
+    ):
         assert decode(build(p["family"], header, p["payload"])) is None
 
 
@@ -468,6 +511,7 @@ def _with_arrays(data, fn):
 def _set(name, idx, value):
     def fn(header, arrays):
         arrays[name][idx] = value
+
     return fn
 
 
@@ -477,17 +521,29 @@ def _reshape(name, shape, fill=0):
             if item[0] == name:
                 item[2] = list(shape)
                 arrays[name] = np.full(shape, fill, dtype=item[1])
+
     return fn
 
 
-@pytest.mark.parametrize("mutation", [
-    _set("R", (0, 0), np.nan), _set("R", (1, 2), np.inf), _set("R", (2, 0), 1.0),  # non-finite, not triangular
-    _set("keys", (0, 0), np.nan), _set("keys", (1, 1), -np.inf),
-    _set("ids", 1, 5000 + 3 * 17),  # duplicate candidate id? (only if it collides) -> checked below
-    _reshape("R", (2, 2)), _reshape("R", (3, 4)), _reshape("R", (3,)), _reshape("keys", (5, 2)),
-    _reshape("ids", (4,)), _reshape("ranges", (3,)), _reshape("ranges", (1, 3)),
-    _reshape("keys", (100, 3)),  # more candidates than ids
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        _set("R", (0, 0), np.nan),
+        _set("R", (1, 2), np.inf),
+        _set("R", (2, 0), 1.0),  # non-finite, not triangular
+        _set("keys", (0, 0), np.nan),
+        _set("keys", (1, 1), -np.inf),
+        _set("ids", 1, 5000 + 3 * 17),  # duplicate candidate id? (only if it collides) -> checked below
+        _reshape("R", (2, 2)),
+        _reshape("R", (3, 4)),
+        _reshape("R", (3,)),
+        _reshape("keys", (5, 2)),
+        _reshape("ids", (4,)),
+        _reshape("ranges", (3,)),
+        _reshape("ranges", (1, 3)),
+        _reshape("keys", (100, 3)),  # more candidates than ids
+    ],
+)
 def test_semantic_payload_corruptions_with_valid_checksum(mutation):
     decode(_with_arrays(golden_bytes("ids"), mutation))
 
@@ -507,16 +563,19 @@ def test_duplicate_candidate_ids_and_inconsistent_counts_are_refused():
 # hypothesis fuzzing
 # ------------------------------------------------------------------------------------------------
 
+
 def _approx_bases():
     rng = np.random.default_rng(3)
     K = rng.standard_normal((120, 6))
     K[::11] *= 40
     a = ApproxLeverage(6, 0.05, ell=2, ridge=5.0).update(K[:60])
     b = ApproxLeverage(6, 0.05, ell=2, ridge=5.0, start=60).update(K[60:].astype(np.float32))
-    return {"approx-empty": ApproxLeverage(3, 0.5, ell=1, ridge=1.0).to_bytes(),
-            "approx-f64": a.to_bytes(),
-            "approx-f32": b.to_bytes(),
-            "approx-merged": ApproxLeverage.from_bytes(a.to_bytes()).merge(b).to_bytes()}
+    return {
+        "approx-empty": ApproxLeverage(3, 0.5, ell=1, ridge=1.0).to_bytes(),
+        "approx-f64": a.to_bytes(),
+        "approx-f32": b.to_bytes(),
+        "approx-merged": ApproxLeverage.from_bytes(a.to_bytes()).merge(b).to_bytes(),
+    }
 
 
 BASES = {case: (OnlineLeverage, golden_bytes(case)) for case in ("ids", "rankdef", "ridge_f32", "empty", "plain")}
@@ -527,8 +586,10 @@ def _multihead_bases():
     rng = np.random.default_rng(4)
     X = rng.standard_normal((2, 50, 3))
     X[:, 7] *= 30
-    return {"multihead-empty": MultiHeadLeverage(2, 3, 0.2).to_bytes(),
-            "multihead": MultiHeadLeverage(2, 3, 0.2, ridge=0.1).update(X).to_bytes()}
+    return {
+        "multihead-empty": MultiHeadLeverage(2, 3, 0.2).to_bytes(),
+        "multihead": MultiHeadLeverage(2, 3, 0.2, ridge=0.1).update(X).to_bytes(),
+    }
 
 
 BASES.update({k: (MultiHeadLeverage, v) for k, v in _multihead_bases().items()})
@@ -536,7 +597,9 @@ HOSTILE = st.one_of(
     st.sampled_from([0, -1, 1, 2, 3, 2**20, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63), 10**30]),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=6), st.none(), st.booleans(),
+    st.text(max_size=6),
+    st.none(),
+    st.booleans(),
     st.lists(st.integers(-3, 2**40), max_size=5),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
@@ -552,12 +615,28 @@ def corrupted(draw):
 
 @st.composite
 def _corruption(draw, data):
-    kind = draw(st.sampled_from(["truncate", "bitflip", "overwrite", "tail", "random", "magic_random",
-                                 "crc_bitflip", "crc_overwrite", "crc_splice", "meta", "descr",
-                                 "payload", "structure"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "truncate",
+                "bitflip",
+                "overwrite",
+                "tail",
+                "random",
+                "magic_random",
+                "crc_bitflip",
+                "crc_overwrite",
+                "crc_splice",
+                "meta",
+                "descr",
+                "payload",
+                "structure",
+            ]
+        )
+    )
     n = len(data)
     if kind == "truncate":
-        return kind, data[:draw(st.integers(0, n - 1))]
+        return kind, data[: draw(st.integers(0, n - 1))]
     if kind == "tail":
         return kind, data + draw(st.binary(min_size=1, max_size=64))
     if kind == "random":
@@ -575,7 +654,7 @@ def _corruption(draw, data):
         buf = bytearray(data)
         i = draw(st.integers(0, n - 1))
         chunk = draw(st.binary(min_size=1, max_size=16))
-        buf[i:i + len(chunk)] = chunk
+        buf[i : i + len(chunk)] = chunk
         out = bytes(buf)
         return kind, out if kind == "overwrite" else recrc(out)
     if kind == "crc_splice":  # the parts of two different sketches glued together
@@ -604,12 +683,14 @@ def _corruption(draw, data):
             k = draw(st.integers(0, flat.size - 1))
             if arr.dtype.kind == "f":
                 with np.errstate(over="ignore"):  # 1e308 -> float32 is inf: wanted
-                    flat[k] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, 1e-320, -1.0,
-                                                    1e150]))
+                    flat[k] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, 1e-320, -1.0, 1e150]))
             else:
                 info = np.iinfo(arr.dtype)
-                flat[k] = draw(st.sampled_from([v for v in (0, -1, 1, 2**62, info.min, info.max, int(flat[0]))
-                                                if info.min <= v <= info.max]))
+                flat[k] = draw(
+                    st.sampled_from(
+                        [v for v in (0, -1, 1, 2**62, info.min, info.max, int(flat[0])) if info.min <= v <= info.max]
+                    )
+                )
         return kind, build(p["family"], json.dumps(header).encode(), payload_of(header, arrays))
     # structure: drop, duplicate, rename or reorder array descriptors, or swap the header for other JSON
     op = draw(st.sampled_from(["drop", "dup", "rename", "reorder", "json"]))
@@ -623,9 +704,13 @@ def _corruption(draw, data):
     elif op == "reorder":
         header["arrays"] = draw(st.permutations(items))
     else:
-        header = draw(st.recursive(HOSTILE, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c,
-                                                                                                 max_size=3),
-                                   max_leaves=8))
+        header = draw(
+            st.recursive(
+                HOSTILE,
+                lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+                max_leaves=8,
+            )
+        )
     return kind, build(p["family"], json.dumps(header).encode(), payload_of_safe(header, arrays))
 
 
@@ -636,9 +721,12 @@ def payload_of_safe(header, arrays):
         return b"".join(a.tobytes() for a in arrays.values())
 
 
-_FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                             HealthCheck.filter_too_much])
+_FUZZ_SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 
 @settings(max_examples=300, **_FUZZ_SETTINGS)

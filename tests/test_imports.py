@@ -7,9 +7,11 @@ HEAVY = ("torch", "transformers", "dask", "distributed", "matplotlib", "tqdm", "
 
 
 def test_core_import_is_light():
-    code = ("import streamlev, streamlev.exact, streamlev.online, streamlev.twopass, streamlev.serialize, "
-            "streamlev.streams, streamlev.cli, sys; "
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import streamlev, streamlev.exact, streamlev.online, streamlev.twopass, streamlev.serialize, "
+        "streamlev.streams, streamlev.cli, sys; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at core import time: {out.stdout.strip()}"
 
@@ -19,6 +21,5 @@ def test_public_api():
 
     for name in streamlev.__all__:
         assert hasattr(streamlev, name), name
-    for name in ("leverage_scores", "universal_set", "OnlineLeverage", "two_pass_universal_set",
-                 "MultiHeadLeverage"):
+    for name in ("leverage_scores", "universal_set", "OnlineLeverage", "two_pass_universal_set", "MultiHeadLeverage"):
         assert name in streamlev.__all__

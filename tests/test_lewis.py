@@ -40,6 +40,7 @@ def oracle_alpha(seed, p):
 
 # --- Lewis weights --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("p", P_ALL)
 def test_lewis_weights_satisfy_definition_and_sum_to_rank(p):
     rng = np.random.default_rng(10)
@@ -85,8 +86,7 @@ def test_large_p_hard_keys_converge(p):
     assert naive_lp.lewis_residual(K, w, p) < 1e-6
 
 
-@given(K=key_matrices(max_n=30, max_d=5), p=st.sampled_from([0.7, 1.0, 1.5, 3.0, 4.0, 6.0]),
-       seed=st.integers(0, 2**31))
+@given(K=key_matrices(max_n=30, max_d=5), p=st.sampled_from([0.7, 1.0, 1.5, 3.0, 4.0, 6.0]), seed=st.integers(0, 2**31))
 def test_lewis_properties(K, p, seed):
     """Σ w = rank; definition; invariance K -> K·B; permutation equivariance; zero rows get 0."""
     w = sl_lewis(K, p)
@@ -158,6 +158,7 @@ def test_bad_inputs():
 
 # --- sensitivities and bounds ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("p", P_GUARANTEE)
 def test_sensitivity_certificates_bracket_oracle(p):
     K = keys(20)
@@ -182,6 +183,7 @@ def test_lewis_bound_dominates_sensitivity(p):
 
 
 # --- universal sets --------------------------------------------------------------------------
+
 
 def optimised_queries(K, p, js):
     """For each key j, the query maximising A_jj (from the oracle's convex solve)."""
@@ -230,8 +232,7 @@ def test_p2_universal_set_equals_leverage_set():
     K = keys(22, n=60, d=4)
     for eps in (0.05, 0.1, 0.5):
         naive.assert_set_matches(lewis.universal_set_p(K, eps, p=2.0), naive.leverage(K), eps)
-        naive.assert_set_matches(lewis.universal_set_p(K, eps, p=2.0, ridge=0.3),
-                                 naive.ridge_leverage(K, 0.3), eps)
+        naive.assert_set_matches(lewis.universal_set_p(K, eps, p=2.0, ridge=0.3), naive.ridge_leverage(K, 0.3), eps)
 
 
 def test_p_below_one_set_holds_heavy_entries():
@@ -246,14 +247,16 @@ def test_p_below_one_set_holds_heavy_entries():
     A = naive_lp.power_attention(Q, K, p)
     assert np.all(np.isin(np.nonzero(A >= eps)[1], U))
     for j in np.setdiff1d(np.arange(K.shape[0]), U):
+
         def neg(q, j=j):
             return -naive_lp.power_attention(q[None, :], K, p)[0, j]
-        best = min(minimize(neg, rng.standard_normal(K.shape[1]), method="Nelder-Mead").fun
-                   for _ in range(3))
+
+        best = min(minimize(neg, rng.standard_normal(K.shape[1]), method="Nelder-Mead").fun for _ in range(3))
         assert -best < eps
 
 
 # --- one pass --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("p", (1.0, 1.5, 3.0))
 def test_online_power_set_never_misses_and_stays_bounded(p):
@@ -266,7 +269,7 @@ def test_online_power_set_never_misses_and_stays_bounded(p):
     ops = lewis.OnlinePowerSet(3, eps, p=p)
     sizes = []
     for start in range(0, 120, 10):
-        ops.update(K[start:start + 10])
+        ops.update(K[start : start + 10])
         sizes.append(len(ops.index_))
     assert max(sizes) <= bound
     exact = sl.universal_set(K, eps, p=p)

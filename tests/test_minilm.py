@@ -144,8 +144,9 @@ def test_leverage_rules_against_oracle(sample):
     K = sample.keys(1, 7)
     n = K.shape[0]
     for k in (8, 32):
-        np.testing.assert_array_equal(M.choose_keys("leverage", K, k),
-                                      np.sort(np.argsort(-naive.leverage(K), kind="stable")[:k]))
+        np.testing.assert_array_equal(
+            M.choose_keys("leverage", K, k), np.sort(np.argsort(-naive.leverage(K), kind="stable")[:k])
+        )
     aff = M.rule_scores("leverage_affine", K)
     np.testing.assert_allclose(aff, naive.leverage(np.hstack([K, np.ones((n, 1))])), rtol=1e-8)
     # kvpress's centring is the same ranking: tau([K, 1]) = 1/n + tau(K - mean K)
@@ -229,7 +230,7 @@ def test_forward_matches_model_and_hooks(mm, passages):
     mine = mm.forward(ids, valid)
     for b, p in enumerate(passages):
         assert cap[b]["K"].shape == (6, 12, p.n, 32)
-        np.testing.assert_allclose(mine[b, :p.n].numpy(), cap[b]["hidden"], atol=2e-4)
+        np.testing.assert_allclose(mine[b, : p.n].numpy(), cap[b]["hidden"], atol=2e-4)
     # a selector that keeps every real key is the full model
     keep_all = mm.forward(ids, valid, mm.selector("leverage", 10_000))
     np.testing.assert_allclose(keep_all.numpy(), mine.numpy(), atol=1e-5)
@@ -242,7 +243,7 @@ def test_forward_matches_model_and_hooks(mm, passages):
 
     mm.forward(ids, valid, spy)
     for b, p in enumerate(passages):
-        np.testing.assert_allclose(seen[0][b, :, :p.n].numpy(), cap[b]["K"][0], atol=1e-5)
+        np.testing.assert_allclose(seen[0][b, :, : p.n].numpy(), cap[b]["K"][0], atol=1e-5)
     assert torch.is_tensor(mine)
 
 
@@ -262,7 +263,7 @@ def test_selection_respects_padding(mm, passages):
         for b, p in enumerate(passages):
             i1, v1 = mm.pad([p])
             alone = mm.forward(i1, v1, mm.selector(rule, 8))
-            np.testing.assert_allclose(batched[b, :p.n].numpy(), alone[0].numpy(), atol=2e-4)
+            np.testing.assert_allclose(batched[b, : p.n].numpy(), alone[0].numpy(), atol=2e-4)
 
 
 @pytest.mark.skipif(not M.LICENSE_DIR.is_dir(), reason="needs Debian/Ubuntu's /usr/share/common-licenses")
@@ -282,8 +283,21 @@ def test_bundled_sample_recaptures(mm):
 
 def test_quick_study_end_to_end(tmp_path, capsys):
     out = tmp_path / "study.json"
-    rc = M.main(["--quick", "--passages", "4", "--lengths", "48,80", "--budgets", "8,16",
-                 "--universal-eps", "0.3", "--out", str(out)])
+    rc = M.main(
+        [
+            "--quick",
+            "--passages",
+            "4",
+            "--lengths",
+            "48,80",
+            "--budgets",
+            "8,16",
+            "--universal-eps",
+            "0.3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| rule | k |" in printed

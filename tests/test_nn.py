@@ -29,6 +29,7 @@ def close(a, b, rtol=1e-6, atol=1e-9):
 
 # --- leverage scores ---------------------------------------------------------------------------------
 
+
 @settings(max_examples=40)
 @given(key_matrices(max_n=70, max_d=16))
 def test_leverage_scores_match_numpy(K):
@@ -48,8 +49,7 @@ def test_leverage_scores_badly_scaled_and_outliers():
         "rank 5": rng.standard_normal((n, 5)) @ rng.standard_normal((5, d)),
         "rank 5 with scaled columns": (rng.standard_normal((n, 5)) @ rng.standard_normal((5, d)))
         * np.logspace(-4, 4, d),
-        "zero column and duplicate rows": np.c_[np.zeros(n), rng.standard_normal((n, d - 1))][
-            rng.integers(0, 20, n)],
+        "zero column and duplicate rows": np.c_[np.zeros(n), rng.standard_normal((n, d - 1))][rng.integers(0, 20, n)],
         "n < d": rng.standard_normal((10, d)),
         "all zero": np.zeros((n, d)),
         "vandermonde, cond 2e6 after column scaling": np.vander(np.linspace(0, 1, n), 10),
@@ -82,6 +82,7 @@ def test_leverage_scores_no_grad():
 
 
 # --- selection rules ---------------------------------------------------------------------------------
+
 
 def test_select_keys_deterministic_rules_match_oracle():
     rng = np.random.default_rng(3)
@@ -145,6 +146,7 @@ def test_kmeans_distinct_even_with_duplicates():
 
 # --- the attention layer -----------------------------------------------------------------------------
 
+
 def _numpy_params(layer):
     g = lambda t: t.detach().numpy()  # noqa: E731
     return g(layer.qkv.weight), g(layer.qkv.bias), g(layer.proj.weight), g(layer.proj.bias)
@@ -194,9 +196,10 @@ def test_gradients_flow_through_kept_entries_only():
     assert (q.grad.abs().sum(-1) > 0).all()
     # the gradient through the kept entries is the true derivative (selection held fixed)
     fixed = idx[:1, :1].clone()
-    assert torch.autograd.gradcheck(lambda a, b, c: lnn.attend_kept(a, b, c, fixed),
-                                    (q[:1, :1].detach().requires_grad_(), k[:1, :1].detach().requires_grad_(),
-                                     v[:1, :1].detach().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: lnn.attend_kept(a, b, c, fixed),
+        (q[:1, :1].detach().requires_grad_(), k[:1, :1].detach().requires_grad_(), v[:1, :1].detach().requires_grad_()),
+    )
 
 
 def test_tiny_vit_all_parameters_get_finite_gradients():
@@ -213,6 +216,7 @@ def test_tiny_vit_all_parameters_get_finite_gradients():
 
 # --- training script ---------------------------------------------------------------------------------
 
+
 def test_train_quick_end_to_end(tmp_path, capsys):
     from streamlev.eval import train
 
@@ -223,8 +227,7 @@ def test_train_quick_end_to_end(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["complete"] and res["config"]["steps"] == 4 and res["config"]["n_tokens"] == 65
     table = res["summary"]["k=8"]
-    expected = {"full softmax (a)", "leverage, inference only (d)", "leverage, scratch (b)",
-                "leverage, warm (c)"}
+    expected = {"full softmax (a)", "leverage, inference only (d)", "leverage, scratch (b)", "leverage, warm (c)"}
     expected |= {f"{r}, scratch" for r in train.OTHER_RULES}
     expected |= {f"{r}, inference only" for r in train.OTHER_RULES}
     assert set(table) == expected

@@ -20,8 +20,8 @@ def test_notebook_runs(path, tmp_path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert not any(c.get("outputs") for c in code), "strip outputs before committing"
     assert all(c.get("execution_count") is None for c in code), "strip execution counts before committing"
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors

@@ -15,7 +15,7 @@ from .strategies import eps_values, key_matrices
 def feed(sk, K, sizes):
     a = 0
     for s in sizes:
-        sk.update(K[a:a + s])
+        sk.update(K[a : a + s])
         a += s
     assert a == K.shape[0]
     return sk
@@ -92,8 +92,11 @@ def test_serialize_mid_stream_then_continue(K, eps, seed):
     np.testing.assert_array_equal(b.universal_set(), sl.universal_set(K, eps))
 
 
-@given(key_matrices(max_n=80, kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows")),
-       st.floats(1e-3, 1e2), st.integers(0, 2**31))
+@given(
+    key_matrices(max_n=80, kinds=("gaussian", "outlier_rows", "duplicates", "zero_rows")),
+    st.floats(1e-3, 1e2),
+    st.integers(0, 2**31),
+)
 def test_online_ridge_scores_sequential_and_logdet(K, lam, seed):
     rng = np.random.default_rng(seed)
     K64 = np.asarray(K, float)
@@ -102,7 +105,7 @@ def test_online_ridge_scores_sequential_and_logdet(K, lam, seed):
     got = []
     a = 0
     for s in random_sizes(rng, n):
-        got.append(sk.update_scores(K[a:a + s]))
+        got.append(sk.update_scores(K[a : a + s]))
         a += s
     got = np.concatenate(got)
     u = naive.online_ridge_u(K64, lam)
@@ -185,9 +188,12 @@ def test_bad_updates_leave_state_identical():
 
 def test_merge_refusals():
     a = OnlineLeverage(3, 0.1).update(np.eye(3))
-    for other, msg in [(OnlineLeverage(4, 0.1), "dim"), (OnlineLeverage(3, 0.2), "eps"),
-                       (OnlineLeverage(3, 0.1, ridge=1.0), "ridge"),
-                       (OnlineLeverage(3, 0.1).update(np.eye(3)), "overlap")]:
+    for other, msg in [
+        (OnlineLeverage(4, 0.1), "dim"),
+        (OnlineLeverage(3, 0.2), "eps"),
+        (OnlineLeverage(3, 0.1, ridge=1.0), "ridge"),
+        (OnlineLeverage(3, 0.1).update(np.eye(3)), "overlap"),
+    ]:
         before = a.to_bytes()
         with pytest.raises(ValueError, match=msg):
             a.merge(other)

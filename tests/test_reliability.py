@@ -129,10 +129,12 @@ def _snapshot(*arrays):
 @pytest.mark.parametrize("fn", ["leverage_scores", "universal_set", "universal_set_ridge", "universal_set_p1.5"])
 def test_functions_refuse_bad_keys(fn, case):
     _, make, exc, pattern = case
-    call = {"leverage_scores": leverage_scores,
-            "universal_set": lambda K: universal_set(K, 0.1),
-            "universal_set_ridge": lambda K: universal_set(K, 0.1, ridge=1.0),
-            "universal_set_p1.5": lambda K: universal_set(K, 0.1, p=1.5)}[fn]
+    call = {
+        "leverage_scores": leverage_scores,
+        "universal_set": lambda K: universal_set(K, 0.1),
+        "universal_set_ridge": lambda K: universal_set(K, 0.1, ridge=1.0),
+        "universal_set_p1.5": lambda K: universal_set(K, 0.1, p=1.5),
+    }[fn]
     with pytest.raises(exc, match=pattern):
         call(make())
 
@@ -152,16 +154,50 @@ def test_functions_accept_unusual_valid_keys(case, ridge):
         np.testing.assert_array_equal(np.asarray(K), before)
 
 
-EPS_BAD = [(0, ValueError), (0.0, ValueError), (-0.5, ValueError), (1.0 + 1e-9, ValueError), (2, ValueError),
-           (math.nan, ValueError), (math.inf, ValueError), (-math.inf, ValueError), ("0.1", TypeError),
-           (None, TypeError), (True, TypeError), ([0.1], TypeError), (0.1 + 0j, TypeError),
-           (np.array([0.1]), TypeError)]
-RIDGE_BAD = [(-1e-300, ValueError), (-1, ValueError), (math.nan, ValueError), (math.inf, ValueError),
-             ("1", TypeError), (None, TypeError), (True, TypeError), (1j, TypeError)]
-P_BAD = [(0, ValueError), (-2, ValueError), (math.nan, ValueError), (math.inf, ValueError), ("2", TypeError),
-         (None, TypeError), (False, TypeError)]
-DIM_BAD = [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("4", TypeError), (None, TypeError),
-           (True, TypeError), (np.float64(4.0), TypeError)]
+EPS_BAD = [
+    (0, ValueError),
+    (0.0, ValueError),
+    (-0.5, ValueError),
+    (1.0 + 1e-9, ValueError),
+    (2, ValueError),
+    (math.nan, ValueError),
+    (math.inf, ValueError),
+    (-math.inf, ValueError),
+    ("0.1", TypeError),
+    (None, TypeError),
+    (True, TypeError),
+    ([0.1], TypeError),
+    (0.1 + 0j, TypeError),
+    (np.array([0.1]), TypeError),
+]
+RIDGE_BAD = [
+    (-1e-300, ValueError),
+    (-1, ValueError),
+    (math.nan, ValueError),
+    (math.inf, ValueError),
+    ("1", TypeError),
+    (None, TypeError),
+    (True, TypeError),
+    (1j, TypeError),
+]
+P_BAD = [
+    (0, ValueError),
+    (-2, ValueError),
+    (math.nan, ValueError),
+    (math.inf, ValueError),
+    ("2", TypeError),
+    (None, TypeError),
+    (False, TypeError),
+]
+DIM_BAD = [
+    (0, ValueError),
+    (-1, ValueError),
+    (2.5, TypeError),
+    ("4", TypeError),
+    (None, TypeError),
+    (True, TypeError),
+    (np.float64(4.0), TypeError),
+]
 INT_BAD = [(0, ValueError), (-5, ValueError), (2.5, TypeError), ("64", TypeError), (True, TypeError)]
 
 
@@ -172,23 +208,26 @@ def _param_cases(values):
 @pytest.mark.parametrize("value,exc", _param_cases(EPS_BAD))
 @pytest.mark.parametrize("where", ["universal_set", "OnlineLeverage", "two_pass", "ApproxLeverage"])
 def test_eps_out_of_range(where, value, exc):
-    call = {"universal_set": lambda: universal_set(K0, value),
-            "OnlineLeverage": lambda: OnlineLeverage(4, value),
-            "two_pass": lambda: two_pass_universal_set(K0, value),
-            "ApproxLeverage": lambda: ApproxLeverage(4, value, ell=2, ridge=1.0)}[where]
+    call = {
+        "universal_set": lambda: universal_set(K0, value),
+        "OnlineLeverage": lambda: OnlineLeverage(4, value),
+        "two_pass": lambda: two_pass_universal_set(K0, value),
+        "ApproxLeverage": lambda: ApproxLeverage(4, value, ell=2, ridge=1.0),
+    }[where]
     with pytest.raises(exc, match=r"eps must (lie in|be a real number in) \(0, 1\]"):
         call()
 
 
 @pytest.mark.parametrize("value,exc", _param_cases(RIDGE_BAD))
-@pytest.mark.parametrize("where", ["leverage_scores", "universal_set", "OnlineLeverage", "two_pass",
-                                   "ApproxLeverage"])
+@pytest.mark.parametrize("where", ["leverage_scores", "universal_set", "OnlineLeverage", "two_pass", "ApproxLeverage"])
 def test_ridge_out_of_range(where, value, exc):
-    call = {"leverage_scores": lambda: leverage_scores(K0, ridge=value),
-            "universal_set": lambda: universal_set(K0, 0.1, ridge=value),
-            "OnlineLeverage": lambda: OnlineLeverage(4, 0.1, ridge=value),
-            "two_pass": lambda: two_pass_universal_set(K0, 0.1, ridge=value),
-            "ApproxLeverage": lambda: ApproxLeverage(4, 0.1, ell=2, ridge=value)}[where]
+    call = {
+        "leverage_scores": lambda: leverage_scores(K0, ridge=value),
+        "universal_set": lambda: universal_set(K0, 0.1, ridge=value),
+        "OnlineLeverage": lambda: OnlineLeverage(4, 0.1, ridge=value),
+        "two_pass": lambda: two_pass_universal_set(K0, 0.1, ridge=value),
+        "ApproxLeverage": lambda: ApproxLeverage(4, 0.1, ell=2, ridge=value),
+    }[where]
     with pytest.raises(exc, match=r"ridge must be a (finite|real) number >= 0"):
         call()
 
@@ -208,8 +247,10 @@ def test_ridge_with_p_other_than_2_is_refused(p):
 @pytest.mark.parametrize("value,exc", _param_cases(DIM_BAD))
 @pytest.mark.parametrize("cls", ["OnlineLeverage", "ApproxLeverage"])
 def test_dim_out_of_range(cls, value, exc):
-    make = {"OnlineLeverage": lambda: OnlineLeverage(value, 0.1),
-            "ApproxLeverage": lambda: ApproxLeverage(value, 0.1, ell=1, ridge=1.0)}[cls]
+    make = {
+        "OnlineLeverage": lambda: OnlineLeverage(value, 0.1),
+        "ApproxLeverage": lambda: ApproxLeverage(value, 0.1, ell=1, ridge=1.0),
+    }[cls]
     with pytest.raises(exc, match=r"dim must be an integer >= 1"):
         make()
 
@@ -217,8 +258,10 @@ def test_dim_out_of_range(cls, value, exc):
 @pytest.mark.parametrize("value", [1.5, "0", None, True, np.float64(3)])
 @pytest.mark.parametrize("cls", ["OnlineLeverage", "ApproxLeverage"])
 def test_start_must_be_an_integer(cls, value):
-    make = {"OnlineLeverage": lambda: OnlineLeverage(4, 0.1, start=value),
-            "ApproxLeverage": lambda: ApproxLeverage(4, 0.1, ell=1, ridge=1.0, start=value)}[cls]
+    make = {
+        "OnlineLeverage": lambda: OnlineLeverage(4, 0.1, start=value),
+        "ApproxLeverage": lambda: ApproxLeverage(4, 0.1, ell=1, ridge=1.0, start=value),
+    }[cls]
     with pytest.raises(TypeError, match=r"start must be an integer"):
         make()
 
@@ -247,20 +290,25 @@ def test_block_size_out_of_range(value, exc):
         two_pass_universal_set(K0, 0.1, block_size=value)
 
 
-@pytest.mark.parametrize("kwargs,exc,pattern", [
-    (dict(ell=0, ridge=1.0), ValueError, r"ell must be an integer >= 1"),
-    (dict(ell=5, ridge=1.0), ValueError, r"ell must be at most dim = 4"),
-    (dict(ell=2.5, ridge=1.0), TypeError, r"ell must be an integer"),
-    (dict(ell=2, ridge=0.0), ValueError, r"needs ridge > 0"),
-    (dict(ell=2, ridge=1.0, max_c=0.5), ValueError, r"max_c must be a finite number >= 1"),
-    (dict(ell=2, ridge=1.0, max_c="2"), TypeError, r"max_c must be a real number"),
-], ids=["ell=0", "ell>dim", "ell-float", "ridge=0", "max_c<1", "max_c-str"])
+@pytest.mark.parametrize(
+    "kwargs,exc,pattern",
+    [
+        (dict(ell=0, ridge=1.0), ValueError, r"ell must be an integer >= 1"),
+        (dict(ell=5, ridge=1.0), ValueError, r"ell must be at most dim = 4"),
+        (dict(ell=2.5, ridge=1.0), TypeError, r"ell must be an integer"),
+        (dict(ell=2, ridge=0.0), ValueError, r"needs ridge > 0"),
+        (dict(ell=2, ridge=1.0, max_c=0.5), ValueError, r"max_c must be a finite number >= 1"),
+        (dict(ell=2, ridge=1.0, max_c="2"), TypeError, r"max_c must be a real number"),
+    ],
+    ids=["ell=0", "ell>dim", "ell-float", "ridge=0", "max_c<1", "max_c-str"],
+)
 def test_approx_specific_parameters(kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):
         ApproxLeverage(4, 0.1, **kwargs)
 
 
 # ---- sketches: refused updates change nothing, accepted ones equal the oracle ------------------
+
 
 def make_sketch(kind, d=D0, eps=0.1, ridge=0.0, start=0):
     if kind == "online":
@@ -313,10 +361,11 @@ def test_refused_block_leaves_sketch_byte_identical(kind, method, case):
     check_sketch_against_oracle(sk, K0)
 
 
-@pytest.mark.parametrize("case", [c for c in GOOD_KEYS if c[0] not in ("fewer-rows-than-columns",
-                                                                     "noncontiguous-cols")],
-                         ids=[c[0] for c in GOOD_KEYS if c[0] not in ("fewer-rows-than-columns",
-                                                                      "noncontiguous-cols")])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in GOOD_KEYS if c[0] not in ("fewer-rows-than-columns", "noncontiguous-cols")],
+    ids=[c[0] for c in GOOD_KEYS if c[0] not in ("fewer-rows-than-columns", "noncontiguous-cols")],
+)
 @pytest.mark.parametrize("kind", ["online", "approx"])
 def test_sketch_accepts_unusual_valid_blocks(kind, case):
     _, make = case
@@ -373,10 +422,11 @@ IDS_BAD = [
 
 
 # ApproxLeverage keeps no id history (its merge compares candidate ids only): "already-fed" is online-only.
-@pytest.mark.parametrize("kind,case", [(k, c) for k in ("online", "approx") for c in IDS_BAD
-                                       if not (k == "approx" and c[0] == "already-fed")],
-                         ids=[f"{k}-{c[0]}" for k in ("online", "approx") for c in IDS_BAD
-                              if not (k == "approx" and c[0] == "already-fed")])
+@pytest.mark.parametrize(
+    "kind,case",
+    [(k, c) for k in ("online", "approx") for c in IDS_BAD if not (k == "approx" and c[0] == "already-fed")],
+    ids=[f"{k}-{c[0]}" for k in ("online", "approx") for c in IDS_BAD if not (k == "approx" and c[0] == "already-fed")],
+)
 def test_bad_ids_are_refused_and_change_nothing(kind, case):
     case_id, make, exc, pattern = case
     sk = make_sketch(kind).update(K0[:20])
@@ -398,6 +448,7 @@ def test_explicit_negative_and_unsigned_ids_work(kind):
 
 
 # ---- merges -------------------------------------------------------------------------------------
+
 
 def _merge_pair(kind, **other_kwargs):
     a = make_sketch(kind).update(K0[:20])
@@ -442,8 +493,13 @@ def test_refused_merge_changes_neither_sketch(kind, case):
 def test_merge_with_non_sketches(kind, other):
     a = make_sketch(kind).update(K0[:20])
     before = a.to_bytes()
-    obj = {"None": None, "bytes": a.to_bytes(), "array": K0, "self": a,
-           "other-class": make_sketch("approx" if kind == "online" else "online")}[other]
+    obj = {
+        "None": None,
+        "bytes": a.to_bytes(),
+        "array": K0,
+        "self": a,
+        "other-class": make_sketch("approx" if kind == "online" else "online"),
+    }[other]
     exc, pattern = (ValueError, r"itself") if other == "self" else (TypeError, r"can only merge another")
     with pytest.raises(exc, match=pattern):
         a.merge(obj)
@@ -471,8 +527,11 @@ TWO_PASS_OVERRIDES = {
 }
 
 
-@pytest.mark.parametrize("case", [c for c in BAD_KEYS if c[0] not in ("python-str",)],
-                         ids=[c[0] for c in BAD_KEYS if c[0] not in ("python-str",)])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in BAD_KEYS if c[0] not in ("python-str",)],
+    ids=[c[0] for c in BAD_KEYS if c[0] not in ("python-str",)],
+)
 def test_two_pass_refuses_bad_arrays(case):
     name, make, exc, pattern = case
     exc, pattern = TWO_PASS_OVERRIDES.get(name, (exc, pattern))
@@ -485,8 +544,9 @@ def test_two_pass_refuses_bad_arrays(case):
 def test_two_pass_accepts_unusual_arrays(case, block_size):
     _, make = case
     K = make()
-    naive.assert_set_matches(two_pass_universal_set(K, 0.1, block_size=block_size),
-                             oracle(np.asarray(K, dtype=np.float64)), 0.1)
+    naive.assert_set_matches(
+        two_pass_universal_set(K, 0.1, block_size=block_size), oracle(np.asarray(K, dtype=np.float64)), 0.1
+    )
 
 
 def _write_npy_cases(tmp):
@@ -522,8 +582,10 @@ def _write_npy_cases(tmp):
     d.mkdir()
     out["directory"] = (d, (IsADirectoryError, r"is a directory.*pass a \.npy"))
     out["missing"] = (tmp / "missing.npy", (FileNotFoundError, r"no such file.*check the path"))
-    out["object-pickle"] = (save("obj.npy", K.astype(object), allow_pickle=True),
-                            (TypeError, r"Python objects.*save a numeric array"))
+    out["object-pickle"] = (
+        save("obj.npy", K.astype(object), allow_pickle=True),
+        (TypeError, r"Python objects.*save a numeric array"),
+    )
     out["complex"] = (save("cplx.npy", K + 1j), (TypeError, r"must be real"))
     out["unicode"] = (save("u.npy", K.astype(str)), (TypeError, r"must hold real numbers"))
     out["1-D"] = (save("one.npy", K[:, 0]), (ValueError, r"shape \(100,\).*reshape"))
@@ -539,9 +601,27 @@ def _write_npy_cases(tmp):
     return out
 
 
-NPY_CASES = ["c-order", "fortran-order", "float32", "int16", "empty", "str-path", "truncated-data",
-             "truncated-header", "text-named-npy", "zero-byte-file", "directory", "missing", "object-pickle",
-             "complex", "unicode", "1-D", "3-D", "nan-row-70", "corrupt-header"]
+NPY_CASES = [
+    "c-order",
+    "fortran-order",
+    "float32",
+    "int16",
+    "empty",
+    "str-path",
+    "truncated-data",
+    "truncated-header",
+    "text-named-npy",
+    "zero-byte-file",
+    "directory",
+    "missing",
+    "object-pickle",
+    "complex",
+    "unicode",
+    "1-D",
+    "3-D",
+    "nan-row-70",
+    "corrupt-header",
+]
 
 
 @pytest.fixture(scope="module")
@@ -557,8 +637,9 @@ def test_two_pass_npy_paths(npy_files, case):
         with pytest.raises(exc, match=pattern):
             two_pass_universal_set(path, 0.1, block_size=32)
         return
-    naive.assert_set_matches(two_pass_universal_set(path, 0.1, block_size=32),
-                             oracle(np.asarray(expect, dtype=np.float64)), 0.1)
+    naive.assert_set_matches(
+        two_pass_universal_set(path, 0.1, block_size=32), oracle(np.asarray(expect, dtype=np.float64)), 0.1
+    )
 
 
 def test_two_pass_npy_is_memory_mapped_read_only(tmp_path):
@@ -575,7 +656,7 @@ def test_two_pass_npy_is_memory_mapped_read_only(tmp_path):
 def _blocks_of(K, sizes):
     a = 0
     for s in sizes:
-        yield K[a:a + s]
+        yield K[a : a + s]
         a += s
 
 
@@ -597,7 +678,7 @@ CALLABLE_BAD = [
     ("object-block", lambda: [K1[:10].astype(object)], TypeError, r"dtype object"),
     ("returns-None", lambda: None, TypeError, r"cannot read keys from a NoneType"),
     ("returns-int", lambda: 5, TypeError, r"cannot read keys from a int"),
-    ("returns-callable", lambda: (lambda: [K1]), TypeError, r"not another callable"),
+    ("returns-callable", lambda: lambda: [K1], TypeError, r"not another callable"),
 ]
 
 
@@ -656,6 +737,7 @@ def test_two_pass_empty_sources():
 
 # ---- the command line ----------------------------------------------------------------------------
 
+
 def run_cli(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -695,45 +777,91 @@ def _cli_default(tmp_path_factory):
     _CLI_DEFAULT_PATH[0] = files["c-order"]
 
 
-CLI_NPY_BAD = ["truncated-data", "truncated-header", "text-named-npy", "zero-byte-file", "directory",
-               "missing", "object-pickle", "complex", "unicode", "1-D", "3-D", "nan-row-70", "corrupt-header"]
+CLI_NPY_BAD = [
+    "truncated-data",
+    "truncated-header",
+    "text-named-npy",
+    "zero-byte-file",
+    "directory",
+    "missing",
+    "object-pickle",
+    "complex",
+    "unicode",
+    "1-D",
+    "3-D",
+    "nan-row-70",
+    "corrupt-header",
+]
 
 
 @pytest.mark.parametrize("method", ["two-pass", "online", "exact"])
 @pytest.mark.parametrize("case", CLI_NPY_BAD)
 def test_cli_bad_files_one_line_exit_2(tmp_path_factory, case, method):
     files = _cli_file(tmp_path_factory)
-    patterns = {"truncated-data": r"truncated", "truncated-header": r"corrupt \.npy header|truncated|not a \.npy",
-                "text-named-npy": r"not a \.npy file", "zero-byte-file": r"not a \.npy file",
-                "directory": r"is a directory", "missing": r"no such file", "object-pickle": r"Python objects",
-                "complex": r"must be real", "unicode": r"must hold real numbers", "1-D": r"2-D",
-                "3-D": r"2-D", "nan-row-70": r"NaN or infinity in row 70", "corrupt-header": r"corrupt \.npy header"}
+    patterns = {
+        "truncated-data": r"truncated",
+        "truncated-header": r"corrupt \.npy header|truncated|not a \.npy",
+        "text-named-npy": r"not a \.npy file",
+        "zero-byte-file": r"not a \.npy file",
+        "directory": r"is a directory",
+        "missing": r"no such file",
+        "object-pickle": r"Python objects",
+        "complex": r"must be real",
+        "unicode": r"must hold real numbers",
+        "1-D": r"2-D",
+        "3-D": r"2-D",
+        "nan-row-70": r"NaN or infinity in row 70",
+        "corrupt-header": r"corrupt \.npy header",
+    }
     check_cli_error(["--eps", "0.1", "--method", method], patterns[case], path=files[case])
 
 
-@pytest.mark.parametrize("value,pattern", [
-    ("0", r"eps must lie in \(0, 1\]"), ("-0.5", r"eps must lie in"), ("1.000000001", r"eps must lie in"),
-    ("nan", r"eps must lie in"), ("inf", r"eps must lie in"), ("-inf", r"eps must lie in"),
-    ("abc", r"invalid float value"), ("", r"invalid float value"),
-])
+@pytest.mark.parametrize(
+    "value,pattern",
+    [
+        ("0", r"eps must lie in \(0, 1\]"),
+        ("-0.5", r"eps must lie in"),
+        ("1.000000001", r"eps must lie in"),
+        ("nan", r"eps must lie in"),
+        ("inf", r"eps must lie in"),
+        ("-inf", r"eps must lie in"),
+        ("abc", r"invalid float value"),
+        ("", r"invalid float value"),
+    ],
+)
 def test_cli_bad_eps(value, pattern):
     check_cli_error([f"--eps={value}"], pattern)
 
 
-@pytest.mark.parametrize("argv,pattern", [
-    (["--eps", "0.1", "--ridge", "-1"], r"ridge must be a finite number >= 0"),
-    (["--eps", "0.1", "--ridge", "inf"], r"ridge must be a finite number >= 0"),
-    (["--eps", "0.1", "--p", "0"], r"p must be a finite number > 0"),
-    (["--eps", "0.1", "--p", "nan"], r"p must be a finite number > 0"),
-    (["--eps", "0.1", "--block-size", "0"], r"block-size must be an integer >= 1"),
-    (["--eps", "0.1", "--block-size", "x"], r"invalid int value"),
-    (["--eps", "0.1", "--method", "magic"], r"invalid choice"),
-    (["--eps", "0.1", "--dim", "5"], r"d = 4 columns but --dim 5"),
-    (["--eps", "0.1", "--key", "K"], r"--key NAME applies to \.npz files only"),
-    (["--eps", "0.1", "--p", "3"], r"--p 3 is supported by --method exact only"),
-    ([], r"required: --eps"),
-], ids=["ridge<0", "ridge-inf", "p=0", "p-nan", "block-0", "block-str", "method", "dim-mismatch", "key-npy",
-        "p-streaming", "no-eps"])
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["--eps", "0.1", "--ridge", "-1"], r"ridge must be a finite number >= 0"),
+        (["--eps", "0.1", "--ridge", "inf"], r"ridge must be a finite number >= 0"),
+        (["--eps", "0.1", "--p", "0"], r"p must be a finite number > 0"),
+        (["--eps", "0.1", "--p", "nan"], r"p must be a finite number > 0"),
+        (["--eps", "0.1", "--block-size", "0"], r"block-size must be an integer >= 1"),
+        (["--eps", "0.1", "--block-size", "x"], r"invalid int value"),
+        (["--eps", "0.1", "--method", "magic"], r"invalid choice"),
+        (["--eps", "0.1", "--dim", "5"], r"d = 4 columns but --dim 5"),
+        (["--eps", "0.1", "--key", "K"], r"--key NAME applies to \.npz files only"),
+        (["--eps", "0.1", "--p", "3"], r"--p 3 is supported by --method exact only"),
+        ([], r"required: --eps"),
+    ],
+    ids=[
+        "ridge<0",
+        "ridge-inf",
+        "p=0",
+        "p-nan",
+        "block-0",
+        "block-str",
+        "method",
+        "dim-mismatch",
+        "key-npy",
+        "p-streaming",
+        "no-eps",
+    ],
+)
 def test_cli_bad_flags_one_line_exit_2(argv, pattern):
     check_cli_error(argv, pattern)
 
@@ -744,8 +872,9 @@ def test_cli_valid_files_give_the_oracle_set(tmp_path_factory, case, method):
     import json
 
     files = _cli_file(tmp_path_factory)
-    code, out, err = run_cli(["select", str(files[case]), "--eps", "0.1", "--method", method, "--json",
-                              "--block-size", "16", "--quiet"])
+    code, out, err = run_cli(
+        ["select", str(files[case]), "--eps", "0.1", "--method", method, "--json", "--block-size", "16", "--quiet"]
+    )
     assert code == 0, err
     K = np.load(files[case]).astype(np.float64)
     naive.assert_set_matches(json.loads(out)["indices"], oracle(K), 0.1)
@@ -761,6 +890,7 @@ def test_cli_empty_file(tmp_path_factory):
 # Part 2 - adversarial numerics against the oracle
 # ================================================================================================
 
+
 def _vandermonde(rng, n, d):
     t = np.sort(rng.uniform(0.0, 1.0, size=n))
     return np.vander(t, d)
@@ -775,9 +905,23 @@ def _cond_scaled(K):
 @st.composite
 def adversarial(draw):
     """(name, K, ridge, rtol): keys of one adversarial kind, and the tie band for the comparison."""
-    kind = draw(st.sampled_from(["vandermonde", "column-scales", "rows-1e150", "rows-1e-150", "mixed-1e150",
-                                 "rank-grows", "duplicates", "zero-blocks", "heavy-first", "heavy-last",
-                                 "rare-direction-late"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "vandermonde",
+                "column-scales",
+                "rows-1e150",
+                "rows-1e-150",
+                "mixed-1e150",
+                "rank-grows",
+                "duplicates",
+                "zero-blocks",
+                "heavy-first",
+                "heavy-last",
+                "rare-direction-late",
+            ]
+        )
+    )
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     d = draw(st.integers(2, 7))
@@ -815,8 +959,7 @@ def adversarial(draw):
     elif kind == "rare-direction-late":
         K[:, -1] = 0.0
         K[-1, -1] = 1e-3  # the only row with a last coordinate arrives last
-    ridge = draw(st.sampled_from([0.0, 0.0, 0.3])) if kind not in ("rows-1e150", "rows-1e-150",
-                                                                   "mixed-1e150") else 0.0
+    ridge = draw(st.sampled_from([0.0, 0.0, 0.3])) if kind not in ("rows-1e150", "rows-1e-150", "mixed-1e150") else 0.0
     if kind == "vandermonde" or kind == "column-scales":
         ridge = 0.0  # ridge is not scale-invariant: column scales would make it trivial
     return kind, K, ridge, rtol
@@ -860,24 +1003,28 @@ def test_adversarial_keys_every_exact_method_equals_oracle(case, eps, seed):
     sk = OnlineLeverage(d, eps, ridge=ridge)
     a = 0
     for s in sizes:
-        sk.update(K[a:a + s])
+        sk.update(K[a : a + s])
         a += s
     naive.assert_set_matches(sk.universal_set(), tau, eps, rtol=rtol)
     # 3. merges of random shards in a random order
     parts = int(rng.integers(1, 5))
     labels = rng.integers(0, parts, size=n)
-    shards = [OnlineLeverage(d, eps, ridge=ridge).update(K[labels == p], ids=np.flatnonzero(labels == p))
-              for p in range(parts)]
+    shards = [
+        OnlineLeverage(d, eps, ridge=ridge).update(K[labels == p], ids=np.flatnonzero(labels == p))
+        for p in range(parts)
+    ]
     merged = shards[int(rng.integers(0, parts))]
     for sh in shards:
         if sh is not merged:
             merged.merge(sh)
     naive.assert_set_matches(merged.universal_set(), tau, eps, rtol=rtol)
     # 4. two passes over a callable with the same random blocks, and over the array
-    naive.assert_set_matches(two_pass_universal_set(lambda: _blocks_of(K, sizes), eps, ridge=ridge), tau, eps,
-                             rtol=rtol)
-    naive.assert_set_matches(two_pass_universal_set(K, eps, ridge=ridge, block_size=int(rng.integers(1, 40))),
-                             tau, eps, rtol=rtol)
+    naive.assert_set_matches(
+        two_pass_universal_set(lambda: _blocks_of(K, sizes), eps, ridge=ridge), tau, eps, rtol=rtol
+    )
+    naive.assert_set_matches(
+        two_pass_universal_set(K, eps, ridge=ridge, block_size=int(rng.integers(1, 40))), tau, eps, rtol=rtol
+    )
 
 
 def test_vandermonde_condition_numbers_reach_1e8_and_beyond():
@@ -891,8 +1038,9 @@ def test_vandermonde_condition_numbers_reach_1e8_and_beyond():
         tau = naive.leverage(K)
         for eps in (0.5, 0.1, 0.05):
             rtol = max(1e-8, 1e-14 * c)
-            naive.assert_set_matches(OnlineLeverage(d, eps).update(K[:50]).update(K[50:]).universal_set(),
-                                     tau, eps, rtol=rtol)
+            naive.assert_set_matches(
+                OnlineLeverage(d, eps).update(K[:50]).update(K[50:]).universal_set(), tau, eps, rtol=rtol
+            )
             naive.assert_set_matches(two_pass_universal_set(K, eps, block_size=17), tau, eps, rtol=rtol)
             # the scores themselves, for the record: relative error grows with cond, stays small
             np.testing.assert_allclose(leverage_scores(K), tau, rtol=max(1e-7, 1e-14 * c), atol=1e-12)
@@ -920,9 +1068,11 @@ def test_extreme_scaling_works_or_is_refused(mode, scale):
     else:
         K[7] *= scale
     tau = _oracle_scaled(K, 0.0)  # exact power-of-two rescaling first: the oracle's own norms stay finite
-    runs = {"universal_set": lambda X: universal_set(X, 0.1),
-            "OnlineLeverage": lambda X: OnlineLeverage(5, 0.1).update(X[:20]).update(X[20:]).universal_set(),
-            "two_pass": lambda X: two_pass_universal_set(X, 0.1, block_size=16)}
+    runs = {
+        "universal_set": lambda X: universal_set(X, 0.1),
+        "OnlineLeverage": lambda X: OnlineLeverage(5, 0.1).update(X[:20]).update(X[20:]).universal_set(),
+        "two_pass": lambda X: two_pass_universal_set(X, 0.1, block_size=16),
+    }
     for run in runs.values():
         try:
             got = run(K)
@@ -931,10 +1081,14 @@ def test_extreme_scaling_works_or_is_refused(mode, scale):
         naive.assert_set_matches(got, tau, 0.1)
 
 
-@pytest.mark.parametrize("first,second", [
-    ([[1e308, 1, 2], [3, 4, 5]], [[1, 1, 1]]),
-    ([[1e308, 0, 0], [1e308, 1, 0]], [[0, 0, 1]]),
-], ids=["one-huge-entry", "two-huge-rows"])
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        ([[1e308, 1, 2], [3, 4, 5]], [[1, 1, 1]]),
+        ([[1e308, 0, 0], [1e308, 1, 0]], [[0, 0, 1]]),
+    ],
+    ids=["one-huge-entry", "two-huge-rows"],
+)
 def test_keys_near_float_max_work_or_are_refused_without_changing_the_sketch(first, second):
     first, second = np.array(first, dtype=float), np.array(second, dtype=float)
     K = np.vstack([first, second])
@@ -957,14 +1111,15 @@ def test_rank_deficient_prefix_becomes_full_rank_in_one_sketch():
     K = np.vstack([np.zeros((30, d)), prefix, rng.standard_normal((5, d)) * 1e-3, rng.standard_normal((50, d))])
     sk = OnlineLeverage(d, 0.05)
     for a in range(0, K.shape[0], 16):
-        sk.update(K[a:a + 16])
-        naive.assert_set_matches(sk.universal_set(), naive.leverage(K[:a + 16]), 0.05)
+        sk.update(K[a : a + 16])
+        naive.assert_set_matches(sk.universal_set(), naive.leverage(K[: a + 16]), 0.05)
     assert sk.rank == d
 
 
 # ================================================================================================
 # Part 3 - determinism: identical sets for any blocking, partition and merge order
 # ================================================================================================
+
 
 def _gap_eps(tau, draw_index):
     """An eps halfway (geometrically) between two distinct oracle scores, far from every score."""
@@ -992,7 +1147,7 @@ def test_same_rows_any_blocking_partition_and_merge_order_identical(case, which,
         sk = OnlineLeverage(d, eps, ridge=ridge)
         a = 0
         for s in _random_sizes(rng, n):
-            sk.update(K[a:a + s])
+            sk.update(K[a : a + s])
             a += s
         results.append(sk.universal_set())
     rows = OnlineLeverage(d, eps, ridge=ridge)
@@ -1002,8 +1157,10 @@ def test_same_rows_any_blocking_partition_and_merge_order_identical(case, which,
     for _ in range(3):  # random partitions (non-contiguous shards) and random binary merge trees
         parts = int(rng.integers(2, 6))
         labels = rng.integers(0, parts, size=n)
-        pool = [OnlineLeverage(d, eps, ridge=ridge).update(K[labels == p], ids=np.flatnonzero(labels == p))
-                for p in range(parts)]
+        pool = [
+            OnlineLeverage(d, eps, ridge=ridge).update(K[labels == p], ids=np.flatnonzero(labels == p))
+            for p in range(parts)
+        ]
         while len(pool) > 1:
             i, j = sorted(rng.choice(len(pool), size=2, replace=False))
             merged = pool[i].merge(pool[j])
@@ -1059,8 +1216,9 @@ def _mh_oracle_check(sk, K3, ids=None):
     for h in range(K3.shape[0]):
         tau = oracle(K3[h], sk.ridge)
         idx = np.arange(K3.shape[1]) if ids is None else np.asarray(ids)
-        naive.assert_set_matches(np.searchsorted(idx, sk.universal_set(h)) if ids is not None
-                                 else sk.universal_set(h), tau, sk.eps)
+        naive.assert_set_matches(
+            np.searchsorted(idx, sk.universal_set(h)) if ids is not None else sk.universal_set(h), tau, sk.eps
+        )
 
 
 @pytest.mark.parametrize("case", MH_BAD, ids=[c[0] for c in MH_BAD])
@@ -1103,20 +1261,26 @@ def test_multihead_one_row_per_head_and_empty_blocks():
     _mh_oracle_check(sk, KH)
 
 
-@pytest.mark.parametrize("value,exc", [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("2", TypeError),
-                                       (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "value,exc",
+    [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("2", TypeError), (True, TypeError), (None, TypeError)],
+)
 def test_multihead_heads_out_of_range(value, exc):
     with pytest.raises(exc, match=r"heads must be an integer >= 1"):
         sl.MultiHeadLeverage(value, 4, 0.1)
 
 
-@pytest.mark.parametrize("kw,exc,pattern", [
-    (dict(heads=2), ValueError, r"different numbers of heads: 3 vs 2"),
-    (dict(dim=5), ValueError, r"different dim"),
-    (dict(eps=0.2), ValueError, r"different eps"),
-    (dict(ridge=1.0), ValueError, r"different ridge"),
-    (dict(start=10), ValueError, r"overlap"),
-], ids=["heads", "dim", "eps", "ridge", "overlapping-ids"])
+@pytest.mark.parametrize(
+    "kw,exc,pattern",
+    [
+        (dict(heads=2), ValueError, r"different numbers of heads: 3 vs 2"),
+        (dict(dim=5), ValueError, r"different dim"),
+        (dict(eps=0.2), ValueError, r"different eps"),
+        (dict(ridge=1.0), ValueError, r"different ridge"),
+        (dict(start=10), ValueError, r"overlap"),
+    ],
+    ids=["heads", "dim", "eps", "ridge", "overlapping-ids"],
+)
 def test_multihead_refused_merge_changes_neither(kw, exc, pattern):
     a = sl.MultiHeadLeverage(H, 4, 0.1).update(KH[:, :20])
     args = dict(heads=H, dim=4, eps=0.1, ridge=0.0, start=20)

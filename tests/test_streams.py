@@ -34,6 +34,7 @@ def cat(blocks):
 
 # --- every source kind yields the same rows, in order -----------------------------------------------
 
+
 @pytest.fixture
 def files(tmp_path):
     K = keys()
@@ -51,13 +52,16 @@ def files(tmp_path):
     return K, paths
 
 
-@pytest.mark.parametrize("kind,kw,dtype", [
-    ("npy", {}, np.float32),
-    ("npz", {"key": "K"}, np.float32),
-    ("npzc", {}, np.float32),
-    ("csv", {}, np.float64),
-    ("txt", {}, np.float64),
-])
+@pytest.mark.parametrize(
+    "kind,kw,dtype",
+    [
+        ("npy", {}, np.float32),
+        ("npz", {"key": "K"}, np.float32),
+        ("npzc", {}, np.float32),
+        ("csv", {}, np.float64),
+        ("txt", {}, np.float64),
+    ],
+)
 def test_file_sources(files, kind, kw, dtype):
     K, paths = files
     for src in (paths[kind], str(paths[kind])):
@@ -178,7 +182,7 @@ def test_callable_gives_a_fresh_stream_each_time():
 
     def make():
         calls.append(1)
-        return (K[i:i + 20] for i in range(0, 90, 20))
+        return (K[i : i + 20] for i in range(0, 90, 20))
 
     first = cat(collect(make))
     second = cat(collect(make))
@@ -204,6 +208,7 @@ def test_any_partition_any_block_size_gives_the_same_rows(sizes, block_size):
 
 # --- NaN rows are reported as global row indices ---------------------------------------------------
 
+
 def test_nan_row_is_global_for_arrays():
     K = keys(1000, 4)
     K[777, 2] = np.nan
@@ -218,9 +223,9 @@ def test_nan_row_is_global_for_generators():
     K = keys(100, 3, np.float64)
     K[45] = np.inf
     with pytest.raises(ValueError, match=r"row 45\b"):
-        collect(K[i:i + 7] for i in range(0, 100, 7))
+        collect(K[i : i + 7] for i in range(0, 100, 7))
     with pytest.raises(ValueError, match=r"row 45\b"):
-        collect((K[i:i + 7] for i in range(0, 100, 7)), 10)
+        collect((K[i : i + 7] for i in range(0, 100, 7)), 10)
 
 
 def test_nan_row_is_global_for_files(tmp_path):
@@ -247,6 +252,7 @@ def test_nan_row_is_global_for_files(tmp_path):
 
 # --- text parsing -------------------------------------------------------------------------------------
 
+
 def test_text_comments_blank_lines_and_single_column(tmp_path):
     p = tmp_path / "a.txt"
     p.write_text("# header comment\n1.5\n\n  2  # inline\n-3e2\n")
@@ -268,12 +274,15 @@ def test_ragged_rows_name_the_line(tmp_path):
         collect(q, 4)
 
 
-@pytest.mark.parametrize("text,line,token", [
-    ("a,b,c\n1,2,3\n", 1, "'a'"),
-    ("1,2\n3,x\n", 2, "'x'"),
-    ("1,2\n3,\n", 2, "''"),
-    ("Hello, this is prose.\n", 1, "'Hello'"),
-])
+@pytest.mark.parametrize(
+    "text,line,token",
+    [
+        ("a,b,c\n1,2,3\n", 1, "'a'"),
+        ("1,2\n3,x\n", 2, "'x'"),
+        ("1,2\n3,\n", 2, "''"),
+        ("Hello, this is prose.\n", 1, "'Hello'"),
+    ],
+)
 def test_non_numeric_text_names_the_line(tmp_path, text, line, token):
     p = tmp_path / "t.csv"
     p.write_text(text)
@@ -295,6 +304,7 @@ def test_empty_text_file_is_an_empty_stream(tmp_path):
 
 
 # --- bad input ------------------------------------------------------------------------------------------
+
 
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
@@ -415,6 +425,7 @@ def test_bad_block_size_and_source_types():
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
+
 def test_source_shape_and_rereadable(files):
     K, paths = files
     assert source_shape(paths["npy"]) == (1000, 5)
@@ -461,6 +472,7 @@ def test_two_pass_on_csv_and_npz_matches_oracle(tmp_path):
 
 # --- bounded memory ---------------------------------------------------------------------------------------
 
+
 def _peak_while_streaming(src, **kw):
     tracemalloc.start()
     try:
@@ -479,7 +491,7 @@ def test_npy_memory_is_a_few_blocks(tmp_path):
     M = np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, d))
     chunk = np.random.default_rng(0).standard_normal((250_000, d)).astype(np.float32)
     for a in range(0, n, chunk.shape[0]):
-        M[a:a + chunk.shape[0]] = chunk
+        M[a : a + chunk.shape[0]] = chunk
     M.flush()
     del M
     rows, peak = _peak_while_streaming(p)

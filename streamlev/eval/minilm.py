@@ -96,10 +96,33 @@ RULES = {
 UNIVERSAL = "universal"
 
 STDLIB_MODULES = (
-    "argparse", "collections", "csv", "datetime", "decimal", "difflib", "fractions", "functools",
-    "heapq", "inspect", "itertools", "json", "logging", "pathlib", "pickle", "random", "re",
-    "shutil", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading", "typing",
-    "unittest", "zipfile",
+    "argparse",
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "difflib",
+    "fractions",
+    "functools",
+    "heapq",
+    "inspect",
+    "itertools",
+    "json",
+    "logging",
+    "pathlib",
+    "pickle",
+    "random",
+    "re",
+    "shutil",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "zipfile",
 )
 
 
@@ -167,7 +190,7 @@ def rule_scores(rule: str, K, *, A=None, rng=None) -> np.ndarray:  # noqa: PLR09
         return s
     if rule == "sinks_leverage":
         s = leverage_scores(np.hstack([K, np.ones((n, 1))]))  # in [0, 1]
-        s[:min(N_SINKS, n)] = 2.0 + (N_SINKS - np.arange(min(N_SINKS, n)))
+        s[: min(N_SINKS, n)] = 2.0 + (N_SINKS - np.arange(min(N_SINKS, n)))
         return s
     if rule == "h2o":
         if A is None:
@@ -291,8 +314,9 @@ def stdlib_documents(modules=STDLIB_MODULES) -> list[tuple[str, str]]:
             obj = getattr(mod, attr)
             if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", None) == name:
                 parts.append(inspect.getdoc(obj) or "")
-        out.append((f"python{sys.version_info[0]}.{sys.version_info[1]}-stdlib:{name}",
-                    "\n\n".join(p for p in parts if p)))
+        out.append(
+            (f"python{sys.version_info[0]}.{sys.version_info[1]}-stdlib:{name}", "\n\n".join(p for p in parts if p))
+        )
     return out
 
 
@@ -320,7 +344,7 @@ def make_passages(tokenizer, documents, lengths, n_passages: int) -> list[Passag
                 f"ask for fewer passages (--passages) or shorter ones (--lengths)"
             )
         c = cursors[d]
-        ids = np.array([cls, *toks[d][c:c + body], sep], dtype=np.int64)
+        ids = np.array([cls, *toks[d][c : c + body], sep], dtype=np.int64)
         cursors[d] += body
         passages.append(Passage(source=documents[d][0], start=c, ids=ids))
     return passages
@@ -388,8 +412,8 @@ class MiniLM:
         ids = torch.zeros((len(passages), n), dtype=torch.long)  # pad id 0
         valid = torch.zeros((len(passages), n), dtype=torch.bool)
         for b, p in enumerate(passages):
-            ids[b, :p.n] = torch.from_numpy(p.ids)
-            valid[b, :p.n] = True
+            ids[b, : p.n] = torch.from_numpy(p.ids)
+            valid[b, : p.n] = True
         return ids, valid
 
     def capture(self, passages):
@@ -404,13 +428,14 @@ class MiniLM:
         for layer_idx, layer in enumerate(self.model.encoder.layer):
             sa = layer.attention.self
             for name in ("query", "key", "value"):
+
                 def hook(_mod, _inp, out, key=(layer_idx, name)):
                     store[key] = out.detach()
+
                 hooks.append(getattr(sa, name).register_forward_hook(hook))
         try:
             with torch.no_grad():
-                out = self.model(input_ids=ids, attention_mask=valid.long(),
-                                 token_type_ids=torch.zeros_like(ids))
+                out = self.model(input_ids=ids, attention_mask=valid.long(), token_type_ids=torch.zeros_like(ids))
         finally:
             for h in hooks:
                 h.remove()
@@ -419,10 +444,12 @@ class MiniLM:
         for b, p in enumerate(passages):
             arrays = {}
             for name, short in (("query", "Q"), ("key", "K"), ("value", "V")):
-                per_layer = [store[(layer_idx, name)][b, :p.n].reshape(p.n, self.n_heads, self.head_dim)
-                             .permute(1, 0, 2) for layer_idx in range(self.n_layers)]
+                per_layer = [
+                    store[(layer_idx, name)][b, : p.n].reshape(p.n, self.n_heads, self.head_dim).permute(1, 0, 2)
+                    for layer_idx in range(self.n_layers)
+                ]
                 arrays[short] = torch.stack(per_layer).numpy().astype(np.float32)
-            arrays["hidden"] = out.last_hidden_state[b, :p.n].numpy().astype(np.float32)
+            arrays["hidden"] = out.last_hidden_state[b, : p.n].numpy().astype(np.float32)
             res.append(arrays)
         return res
 
@@ -476,8 +503,7 @@ class MiniLM:
                 idx = np.flatnonzero(vn[b])
                 for hh in range(H):
                     A = None if An is None else An[b, hh][np.ix_(idx, idx)]
-                    S = choose_keys(rule, Kn[b, hh, idx], k, eps=eps, A=A,
-                                    rng=None if rngs is None else rngs[b])
+                    S = choose_keys(rule, Kn[b, hh, idx], k, eps=eps, A=A, rng=None if rngs is None else rngs[b])
                     keep[b, hh, idx[S]] = True
             return torch.from_numpy(keep)
 
@@ -500,7 +526,7 @@ def _documents(source: str):
 def _batches(passages, batch):
     order = sorted(range(len(passages)), key=lambda i: passages[i].n)  # similar lengths together
     for a in range(0, len(order), batch):
-        yield order[a:a + batch]
+        yield order[a : a + batch]
 
 
 def _nn(E):
@@ -515,8 +541,18 @@ def _row_labels(rules, budgets, universal_eps):
     return rows
 
 
-def run_study(mm: MiniLM, passages, *, rules=tuple(RULES), budgets=BUDGETS, eps=0.05,
-              universal_eps=(0.5, 0.3, 0.2, 0.1), seed=0, batch=8, log=print) -> dict:
+def run_study(
+    mm: MiniLM,
+    passages,
+    *,
+    rules=tuple(RULES),
+    budgets=BUDGETS,
+    eps=0.05,
+    universal_eps=(0.5, 0.3, 0.2, 0.1),
+    seed=0,
+    batch=8,
+    log=print,
+) -> dict:
     """Compute static and end-to-end metrics for every (rule, budget) and universal-set eps."""
     torch = mm.torch
     rows = _row_labels(rules, budgets, universal_eps)
@@ -534,14 +570,13 @@ def run_study(mm: MiniLM, passages, *, rules=tuple(RULES), budgets=BUDGETS, eps=
         ids, valid = mm.pad(ps)
         hidden = torch.zeros((len(ps), ids.shape[1], cap[0]["hidden"].shape[1]))
         for b, c in enumerate(cap):
-            hidden[b, :ps[b].n] = torch.from_numpy(c["hidden"])
+            hidden[b, : ps[b].n] = torch.from_numpy(c["hidden"])
             captured[idx[b]] = c
         E_full[idx] = mm.embed(hidden, valid)
         mine = mm.forward(ids, valid)  # the re-implementation, for a sanity check
         max_dev = max(max_dev, float(((mine - hidden).abs() * valid[..., None]).max()))
     t_capture = time.perf_counter() - t0
-    log(f"captured {P} passages in {t_capture:.1f} s; "
-        f"re-implemented forward vs model: max |diff| = {max_dev:.1e}")
+    log(f"captured {P} passages in {t_capture:.1f} s; re-implemented forward vs model: max |diff| = {max_dev:.1e}")
 
     # 2. static metrics on the captured Q, K, V
     t0 = time.perf_counter()
@@ -577,8 +612,11 @@ def run_study(mm: MiniLM, passages, *, rules=tuple(RULES), budgets=BUDGETS, eps=
             hid = mm.forward(ids, valid, mm.selector(rule, k, eps=e, rngs=rngs))
             E[idx] = mm.embed(hid, valid)
         cos = np.sum(E * E_full, axis=1)
-        e2e[row] = {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
-                    "nn_agree": float(np.mean(_nn(E) == nn_full)) if P > 2 else float("nan")}
+        e2e[row] = {
+            "cos_mean": float(cos.mean()),
+            "cos_min": float(cos.min()),
+            "nn_agree": float(np.mean(_nn(E) == nn_full)) if P > 2 else float("nan"),
+        }
     t_e2e = time.perf_counter() - t0
     log(f"end-to-end runs in {t_e2e:.1f} s")
 
@@ -586,14 +624,18 @@ def run_study(mm: MiniLM, passages, *, rules=tuple(RULES), budgets=BUDGETS, eps=
     for row in rows:
         rule, k, e = row
         a = acc[row]
-        results.append({
-            "rule": rule, "k": k, "eps_universal": e,
-            "mean_size": a["size"] / a["heads"],
-            "mass": a["mass"] / a["heads"],
-            "recall": a["hits"] / a["heavy"] if a["heavy"] else float("nan"),
-            "out_err": a["err"] / a["heads"],
-            **e2e[row],
-        })
+        results.append(
+            {
+                "rule": rule,
+                "k": k,
+                "eps_universal": e,
+                "mean_size": a["size"] / a["heads"],
+                "mass": a["mass"] / a["heads"],
+                "recall": a["hits"] / a["heavy"] if a["heavy"] else float("nan"),
+                "out_err": a["err"] / a["heads"],
+                **e2e[row],
+            }
+        )
     return {
         "model": MODEL_NAME,
         "eps_recall": eps,
@@ -625,8 +667,10 @@ def format_table(study: dict) -> str:
     for r in study["results"]:
         name = r["rule"] if r["k"] is not None else f"universal, eps={r['eps_universal']:g}"
         k = str(r["k"]) if r["k"] is not None else f"{r['mean_size']:.1f} (mean)"
-        lines.append(f"| {name} | {k} | {r['mass']:.3f} | {r['recall']:.3f} | {r['out_err']:.3f} | "
-                     f"{r['cos_mean']:.3f} | {r['cos_min']:.3f} | {r['nn_agree']:.2f} |")
+        lines.append(
+            f"| {name} | {k} | {r['mass']:.3f} | {r['recall']:.3f} | {r['out_err']:.3f} | "
+            f"{r['cos_mean']:.3f} | {r['cos_min']:.3f} | {r['nn_agree']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -641,7 +685,7 @@ def sample_passage(mm: MiniLM, source, n_tokens: int, start: int = 0) -> Passage
     """Return the passage of ``n_tokens`` tokens ([CLS], [SEP] included) from word-piece ``start``."""
     text = Path(source).read_text(encoding="utf-8", errors="replace")
     toks = mm.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    body = toks[start:start + n_tokens - 2]
+    body = toks[start : start + n_tokens - 2]
     if len(body) < n_tokens - 2:
         raise ValueError(f"{source} has fewer than {start + n_tokens - 2} word-pieces; ask for fewer tokens")
     ids = np.array([mm.tokenizer.cls_token_id, *body, mm.tokenizer.sep_token_id], dtype=np.int64)
@@ -666,16 +710,26 @@ def export_sample(mm: MiniLM, path, *, source, n_tokens: int = 512, command: str
         "model": MODEL_NAME,
         "model_package": MODEL_PACKAGE,
         "versions": _versions(),
-        "what": ("Q and K: outputs of each layer's query/key projections (bias included, before the "
-                 "1/sqrt(head_dim) scaling) split into heads, captured with forward hooks; "
-                 "one unpadded passage, so the model's attention is softmax(Q K^T / sqrt(head_dim))"),
-        "shape": {"layers": int(K.shape[0]), "heads": int(K.shape[1]), "tokens": int(K.shape[2]),
-                  "head_dim": int(K.shape[3])},
+        "what": (
+            "Q and K: outputs of each layer's query/key projections (bias included, before the "
+            "1/sqrt(head_dim) scaling) split into heads, captured with forward hooks; "
+            "one unpadded passage, so the model's attention is softmax(Q K^T / sqrt(head_dim))"
+        ),
+        "shape": {
+            "layers": int(K.shape[0]),
+            "heads": int(K.shape[1]),
+            "tokens": int(K.shape[2]),
+            "head_dim": int(K.shape[3]),
+        },
         "dtype": "float16",
         "scale": mm.scale,
-        "source": {"path": str(Path(source).resolve()), "sha256": _sha256(source),
-                   "first_wordpiece": p.start, "wordpieces": p.n - 2,
-                   "special_tokens": "[CLS] first, [SEP] last"},
+        "source": {
+            "path": str(Path(source).resolve()),
+            "sha256": _sha256(source),
+            "first_wordpiece": p.start,
+            "wordpieces": p.n - 2,
+            "special_tokens": "[CLS] first, [SEP] last",
+        },
         "sha256": {name: hashlib.sha256(arr.tobytes()).hexdigest() for name, arr in (("K", K), ("Q", Q))},
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
@@ -699,33 +753,59 @@ def _floats(s):
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``python -m streamlev.eval.minilm``."""
     p = argparse.ArgumentParser(prog="python -m streamlev.eval.minilm", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="8 passages of 128/256 tokens (about a minute on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="8 passages of 128/256 tokens (about a minute on 2 cores)")
     p.add_argument("--passages", type=int, default=None, help="number of passages (default 32; quick: 8)")
-    p.add_argument("--lengths", type=_ints, default=None,
-                   help="passage lengths in tokens, comma-separated, cycled (default 128,256,384,512; "
-                        "quick: 128,256)")
-    p.add_argument("--budgets", type=_ints, default=BUDGETS,
-                   help="comma-separated budgets k (default 8,16,32,64)")
-    p.add_argument("--rules", type=lambda s: tuple(s.split(",")), default=tuple(RULES),
-                   help=f"comma-separated rules (default all: {','.join(RULES)})")
+    p.add_argument(
+        "--lengths",
+        type=_ints,
+        default=None,
+        help="passage lengths in tokens, comma-separated, cycled (default 128,256,384,512; quick: 128,256)",
+    )
+    p.add_argument("--budgets", type=_ints, default=BUDGETS, help="comma-separated budgets k (default 8,16,32,64)")
+    p.add_argument(
+        "--rules",
+        type=lambda s: tuple(s.split(",")),
+        default=tuple(RULES),
+        help=f"comma-separated rules (default all: {','.join(RULES)})",
+    )
     p.add_argument("--eps", type=float, default=0.05, help="threshold of the recall metric (default 0.05)")
-    p.add_argument("--universal-eps", type=_floats, default=(0.5, 0.3, 0.2, 0.1),
-                   help="eps values of the universal-set rule (default 0.5,0.3,0.2,0.1)")
-    p.add_argument("--source", choices=("auto", "licenses", "stdlib"), default="auto",
-                   help="text: /usr/share/common-licenses, stdlib docstrings, or auto (licenses if present)")
+    p.add_argument(
+        "--universal-eps",
+        type=_floats,
+        default=(0.5, 0.3, 0.2, 0.1),
+        help="eps values of the universal-set rule (default 0.5,0.3,0.2,0.1)",
+    )
+    p.add_argument(
+        "--source",
+        choices=("auto", "licenses", "stdlib"),
+        default="auto",
+        help="text: /usr/share/common-licenses, stdlib docstrings, or auto (licenses if present)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random rule (default 0)")
     p.add_argument("--batch", type=int, default=8, help="passages per model call (default 8)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: fastest when the cores are shared)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write results as JSON to this path and the markdown table beside it (.md)")
-    p.add_argument("--export-sample", type=Path, default=None, metavar="PATH",
-                   help="only capture the bundled sample (.npz + _provenance.json) and exit")
-    p.add_argument("--sample-source", type=Path, default=LICENSE_DIR / "GPL-3",
-                   help="text file of the sample passage (default /usr/share/common-licenses/GPL-3)")
-    p.add_argument("--sample-tokens", type=int, default=512,
-                   help="tokens in the sample passage (default 512)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: fastest when the cores are shared)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write results as JSON to this path and the markdown table beside it (.md)",
+    )
+    p.add_argument(
+        "--export-sample",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="only capture the bundled sample (.npz + _provenance.json) and exit",
+    )
+    p.add_argument(
+        "--sample-source",
+        type=Path,
+        default=LICENSE_DIR / "GPL-3",
+        help="text file of the sample passage (default /usr/share/common-licenses/GPL-3)",
+    )
+    p.add_argument("--sample-tokens", type=int, default=512, help="tokens in the sample passage (default 512)")
     return p
 
 
@@ -742,18 +822,29 @@ def main(argv=None) -> int:
     command = "python -m streamlev.eval.minilm " + " ".join(sys.argv[1:] if argv is None else argv)
     with threadpool_limits(1, user_api="blas"):  # small factorisations run fastest on 1 thread (DESIGN §2)
         if args.export_sample is not None:
-            prov = export_sample(mm, args.export_sample, source=args.sample_source,
-                                 n_tokens=args.sample_tokens, command=command)
+            prov = export_sample(
+                mm, args.export_sample, source=args.sample_source, n_tokens=args.sample_tokens, command=command
+            )
             print(json.dumps(prov, indent=2))
             return 0
         n_pass = args.passages or (8 if args.quick else 32)
         lengths = args.lengths or ((128, 256) if args.quick else (128, 256, 384, 512))
         source, docs = _documents(args.source)
         passages = make_passages(mm.tokenizer, docs, lengths, n_pass)
-        print(f"{MODEL_NAME}: {n_pass} passages of {sorted(set(lengths))} tokens from {source} "
-              f"({len({p.source for p in passages})} documents)")
-        study = run_study(mm, passages, rules=args.rules, budgets=args.budgets, eps=args.eps,
-                          universal_eps=args.universal_eps, seed=args.seed, batch=args.batch)
+        print(
+            f"{MODEL_NAME}: {n_pass} passages of {sorted(set(lengths))} tokens from {source} "
+            f"({len({p.source for p in passages})} documents)"
+        )
+        study = run_study(
+            mm,
+            passages,
+            rules=args.rules,
+            budgets=args.budgets,
+            eps=args.eps,
+            universal_eps=args.universal_eps,
+            seed=args.seed,
+            batch=args.batch,
+        )
     study["seconds"]["total"] = time.perf_counter() - t_all
     study["command"] = command
     study["versions"] = _versions()

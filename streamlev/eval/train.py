@@ -122,8 +122,16 @@ def train_model(data, *, mode: str, rule: str, k: int, seed: int, steps: int, cf
 
     Xtr, ytr, Xte, yte = data
     torch.manual_seed(seed)
-    model = TinyViT(dim=cfg["dim"], depth=cfg["depth"], heads=cfg["heads"], mlp_ratio=cfg["mlp_ratio"],
-                    k_keep=k, rule=rule, full=(mode != "scratch"), embed_kernel=cfg["embed_kernel"])
+    model = TinyViT(
+        dim=cfg["dim"],
+        depth=cfg["depth"],
+        heads=cfg["heads"],
+        mlp_ratio=cfg["mlp_ratio"],
+        k_keep=k,
+        rule=rule,
+        full=(mode != "scratch"),
+        embed_kernel=cfg["embed_kernel"],
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     warmup = max(1, int(0.05 * steps))
 
@@ -166,8 +174,17 @@ def train_model(data, *, mode: str, rule: str, k: int, seed: int, steps: int, cf
 
 
 DEFAULTS = {
-    "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2.0, "lr": 2e-3, "weight_decay": 0.05,
-    "batch": 64, "shift": 1, "embed_kernel": 3, "warm": 0.15, "eval_every": 50,
+    "dim": 64,
+    "depth": 2,
+    "heads": 4,
+    "mlp_ratio": 2.0,
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "batch": 64,
+    "shift": 1,
+    "embed_kernel": 3,
+    "warm": 0.15,
+    "eval_every": 50,
 }
 
 
@@ -180,8 +197,7 @@ def _summarise(runs, ks) -> dict:
                 table.setdefault(r["run"], []).append(r["acc"])
         if table:
             summary[f"k={k}"] = {
-                name: {"mean": float(np.mean(a)), "std": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0,
-                       "accs": a}
+                name: {"mean": float(np.mean(a)), "std": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0, "accs": a}
                 for name, a in table.items()
             }
     return summary
@@ -192,8 +208,9 @@ def _dump(obj, path):
         json.dump(obj, fh, indent=1)
 
 
-def run(*, ks, seeds, steps: int, rules=OTHER_RULES, cfg: dict | None = None, log=print,
-        out: str | None = None) -> dict:
+def run(
+    *, ks, seeds, steps: int, rules=OTHER_RULES, cfg: dict | None = None, log=print, out: str | None = None
+) -> dict:
     """Run the whole study and return a JSON-serialisable results dict.
 
     ``results["runs"]`` holds one record per (k, seed, run name) with the
@@ -212,13 +229,27 @@ def run(*, ks, seeds, steps: int, rules=OTHER_RULES, cfg: dict | None = None, lo
     n_tokens = data[0].shape[-1] * data[0].shape[-2] + 1
     runs = []
     t0 = time.perf_counter()
-    config = {**cfg, "steps": steps, "ks": list(ks), "seeds": list(seeds), "rules": list(rules),
-              "n_tokens": n_tokens, "n_train": len(data[0]), "n_test": len(data[2]),
-              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    config = {
+        **cfg,
+        "steps": steps,
+        "ks": list(ks),
+        "seeds": list(seeds),
+        "rules": list(rules),
+        "n_tokens": n_tokens,
+        "n_train": len(data[0]),
+        "n_test": len(data[2]),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
     def results(complete):
-        return {"config": config, "complete": complete, "runtime_s": time.perf_counter() - t0,
-                "runs": runs, "summary": _summarise(runs, ks)}
+        return {
+            "config": config,
+            "complete": complete,
+            "runtime_s": time.perf_counter() - t0,
+            "runs": runs,
+            "summary": _summarise(runs, ks),
+        }
 
     def record(k, seed, name, acc, curve=None):
         runs.append({"k": k, "seed": seed, "run": name, "acc": acc, "curve": curve})
@@ -241,9 +272,11 @@ def run(*, ks, seeds, steps: int, rules=OTHER_RULES, cfg: dict | None = None, lo
                 name = "leverage, inference only (d)" if rule == "leverage" else f"{rule}, inference only"
                 record(k, seed, name, evaluate(model, data[2], data[3]))
             set_attention(model, full=True)
-            for mode, rule, name in [("scratch", "leverage", "leverage, scratch (b)"),
-                                     ("warm", "leverage", "leverage, warm (c)"),
-                                     *[("scratch", r, f"{r}, scratch") for r in rules]]:
+            for mode, rule, name in [
+                ("scratch", "leverage", "leverage, scratch (b)"),
+                ("warm", "leverage", "leverage, warm (c)"),
+                *[("scratch", r, f"{r}, scratch") for r in rules],
+            ]:
                 res = train_model(data, mode=mode, rule=rule, k=k, seed=seed, steps=steps, cfg=cfg)
                 record(k, seed, name, res["acc"], res["curve"])
     res = results(True)
@@ -271,8 +304,10 @@ def format_table(results: dict) -> str:
     n = results["config"]["n_tokens"]
     seeds = results["config"]["seeds"]
     ns = len(seeds)
-    lines = [f"| k (of {n} keys) | run | test accuracy (mean ± std, {ns} seed{'s' * (ns > 1)}) | / full |",
-             "|---|---|---|---|"]
+    lines = [
+        f"| k (of {n} keys) | run | test accuracy (mean ± std, {ns} seed{'s' * (ns > 1)}) | / full |",
+        "|---|---|---|---|",
+    ]
     for key, table in results["summary"].items():
         k = int(key.split("=")[1])
         a = table["full softmax (a)"]["mean"]
@@ -287,14 +322,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="one seed, k=8, a short schedule (under 2 minutes)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 400, quick 100)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
-    p.add_argument("--k", type=int, nargs="+", default=None, dest="ks",
-                   help="keys kept per head (default 8 16, i.e. 12%% and 25%% of 65; quick 8)")
-    p.add_argument("--rules", nargs="*", default=list(OTHER_RULES), choices=list(OTHER_RULES),
-                   help="other selection rules trained from scratch")
+    p.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=None,
+        dest="ks",
+        help="keys kept per head (default 8 16, i.e. 12%% and 25%% of 65; quick 8)",
+    )
+    p.add_argument(
+        "--rules",
+        nargs="*",
+        default=list(OTHER_RULES),
+        choices=list(OTHER_RULES),
+        help="other selection rules trained from scratch",
+    )
     p.add_argument("--eval-every", type=int, default=None, help="steps between learning-curve points")
-    p.add_argument("--embed-kernel", type=int, default=DEFAULTS["embed_kernel"],
-                   help="patch-embedding kernel (3, the default: each pixel token sees its 3x3 "
-                        "neighbourhood; 1: plain per-pixel embedding, which trains far more slowly)")
+    p.add_argument(
+        "--embed-kernel",
+        type=int,
+        default=DEFAULTS["embed_kernel"],
+        help="patch-embedding kernel (3, the default: each pixel token sees its 3x3 "
+        "neighbourhood; 1: plain per-pixel embedding, which trains far more slowly)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--out", default=None, help="write results and learning curves to this JSON file")
     return p
@@ -306,8 +356,7 @@ def main(argv=None) -> int:
     try:
         import torch
     except ImportError:  # pragma: no cover - depends on the environment
-        print("streamlev.eval.train needs PyTorch and scikit-learn: pip install 'streamlev[torch]'",
-              file=sys.stderr)
+        print("streamlev.eval.train needs PyTorch and scikit-learn: pip install 'streamlev[torch]'", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     steps = args.steps if args.steps is not None else (100 if args.quick else 400)
