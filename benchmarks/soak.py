@@ -187,7 +187,7 @@ def main(argv=None):
         if (b + 1) in checkpoints:
             rows = (b + 1) * size
             U = sk.universal_set()
-            Rs = sk._factor.R  # the sketch's factor (private, read only)
+            Rs = sk._stream.factor.R  # the sketch's factor (private, read only)
             Rf = tree.R()
             Cs = scaled_gram(gram_of(Rs))
             drift_qr = float(np.abs(Cs - scaled_gram(gram_of(Rf))).max())

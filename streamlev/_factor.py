@@ -758,6 +758,10 @@ class Factor:
             raise ValueError("the factor is rank-deficient; no triangular scoring factor")
         return s[1]
 
+    def scoring_inverse(self) -> np.ndarray:
+        """Inverse of :meth:`scoring_factor` (cached)."""
+        return self._scoring_inv(self.scoring_factor())
+
     @property
     def rank(self) -> int:
         return self._get_scorer()[3]

@@ -330,10 +330,10 @@ def test_small_blocks_are_absorbed_in_bulk_and_still_exact():
         a += s
         assert a <= K.shape[0]
         assert sk.n_seen == a
-        assert sk._npend < sk._pcap  # never more than one buffer of rows outside the factor
+        assert sk._stream.pending.n < sk._stream.pending.cap  # never more than one buffer of rows outside the factor
     U = sk.universal_set()
     naive.assert_set_matches(U, naive.leverage(K[:a]), eps)
-    assert sk._npend == 0
+    assert sk._stream.pending.n == 0
 
 
 def test_wide_keys_buffer_many_small_blocks_within_16_mb_and_stay_exact():
@@ -342,18 +342,20 @@ def test_wide_keys_buffer_many_small_blocks_within_16_mb_and_stay_exact():
     d, eps = 200, 0.02
     K = rng.standard_normal((25_000, d)) * np.logspace(-3, 3, d)  # column scales 1e-3..1e3
     sk = sl.OnlineLeverage(d, eps)
-    assert 8 * d <= sk._pcap and sk._pcap * d * 8 <= 16 << 20  # at least 8·d rows, at most 16 MB of float64
+    assert (
+        8 * d <= sk._stream.pending.cap and sk._stream.pending.cap * d * 8 <= 16 << 20
+    )  # at least 8·d rows, at most 16 MB of float64
     most, a = 0, 0
     while a < K.shape[0]:
         s = int(rng.integers(1, 600))
         sk.update(K[a : a + s])
         a = min(a + s, K.shape[0])
-        most = max(most, sk._npend)
-        assert sk._npend < sk._pcap
+        most = max(most, sk._stream.pending.n)
+        assert sk._stream.pending.n < sk._stream.pending.cap
     assert most > (1 << 18) // d  # held more than the former 2^18-entry buffer
     naive.assert_set_matches(sk.universal_set(), naive.leverage(K), eps)
     mh = sl.MultiHeadLeverage(3, d, eps)
-    assert all(h._pcap == mh._pcap <= (1 << 18) // d for h in mh._heads)  # heads keep 2 MB each
+    assert all(st.pending.cap == mh._pend.cap <= (1 << 18) // d for st in mh._streams)  # heads keep 2 MB each
 
 
 @pytest.mark.parametrize("m", [1, 5, 70, 400])
@@ -452,14 +454,14 @@ def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
 
 def test_stream_evictions_run_only_when_candidates_exceed_rank_over_eps(monkeypatch):
     """An eviction decided before buffered rows are absorbed is re-checked with the rank after them (d = 300)."""
-    from streamlev import online
+    from streamlev.online.single import Stream
 
     useful = []
-    orig = online.OnlineLeverage._evict
+    orig = Stream.evict
 
     def spy(self):
-        self._flush()  # what _evict does first
-        useful.append(self._count * self.eps > self._factor.rank)
+        self.flush()  # what evict does first
+        useful.append(self.store.count * self.eps > self.factor.rank)
         return orig(self)
 
     rng = np.random.default_rng(67)
@@ -467,11 +469,11 @@ def test_stream_evictions_run_only_when_candidates_exceed_rank_over_eps(monkeypa
     K = rng.standard_normal((9000, d)) * np.logspace(-3, 3, d)
     K[::97] *= 40.0
     sk = sl.OnlineLeverage(d, eps)
-    monkeypatch.setattr(online.OnlineLeverage, "_evict", spy)
+    monkeypatch.setattr(Stream, "evict", spy)
     for a in range(0, K.shape[0], 256):
         sk.update(K[a : a + 256])
     assert useful and all(useful), useful  # some evictions ran, none while every candidate could stay
-    monkeypatch.setattr(online.OnlineLeverage, "_evict", orig)
+    monkeypatch.setattr(Stream, "evict", orig)
     naive.assert_set_matches(sk.universal_set(), naive.leverage(K), eps)
 
 
@@ -1008,7 +1010,7 @@ def test_multihead_kernel_waits_for_32_rows_per_dimension(monkeypatch):
     orig = MultiHeadLeverage._accumulate
 
     def spy(self, X, ids):
-        rows = min(sk._factor.n for sk in self._heads)
+        rows = min(st.factor.n for st in self._streams)
         done = orig(self, X, ids)
         calls.append((rows, done))
         return done
