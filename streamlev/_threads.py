@@ -24,12 +24,23 @@ at first use); the smallest of
 ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` when set
 (Dask's nanny sets them to 1 in each worker process, so workers do not
 oversubscribe); otherwise the CPUs this process may run on.
+
+That number fixes how a block is *split* (so results never depend on the
+machine's load); whether the parts then *run* on threads or one after the
+other on the calling thread is decided call by call from measured speed
+(:class:`_Choice`).  A core kept busy by another process makes threads that
+wait for each other slower than one thread alone — a worker that is not
+scheduled holds up the whole call — and the choice then falls back to the
+calling thread until threads measure faster again, with no setting needed.
+The parts run in the same order with the same arithmetic either way, so the
+results are the same bits.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 __all__ = [
@@ -41,6 +52,7 @@ __all__ = [
     "parts_for",
     "parallel_threads",
     "parallel_region",
+    "run_parallel",
 ]
 
 _LIBS = None
@@ -187,6 +199,7 @@ def set_num_threads(n: int | None) -> int:
 def _reset_after_fork():  # pragma: no cover - runs in forked children
     global _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS, _PAR_FORKED, _PAR_LOCK, _HOLD_LOCK  # noqa: PLW0603
     _POOL, _POOL_SIZE, _LIBS, _ENV_THREADS = None, 0, None, None
+    _CHOICES.clear()
     _PAR_FORKED = _PAR_FORKED or _PAR_USED
     _PAR_LOCK = threading.Lock()
     _HOLD_LOCK = threading.Lock()
@@ -222,13 +235,31 @@ def split_bounds(m: int, parts: int) -> list[tuple[int, int]]:
 def split_run(fn, m: int, parts: int):
     """Run ``fn(a, b)`` on ``parts`` contiguous row ranges of ``range(m)``; return the results in order.
 
-    Part 0 runs on the calling thread, the others on the pool.  BLAS is held
-    at one thread for the duration, so each part runs single-threaded BLAS.
+    Part 0 runs on the calling thread, the others on the pool — or, when
+    :class:`_Choice` measured that faster (another process keeping a core
+    busy), all parts in turn on the calling thread.  BLAS is held at one
+    thread for the duration, so each part runs single-threaded BLAS.
     A split requested from inside a running split runs in one part (no
     nested hand-off, which could wait on itself).
     """
     if parts <= 1 or getattr(_LOCAL, "busy", False):
         return [fn(0, m)]
+    choice = _choice(getattr(fn, "__code__", None) or type(fn))
+    threaded = choice.pick()
+    t0 = time.perf_counter()
+    out = _split_threads(fn, m, parts) if threaded else _split_here(fn, m, parts)
+    choice.record(threaded, time.perf_counter() - t0, m)
+    return out
+
+
+def _split_here(fn, m: int, parts: int) -> list:
+    """The parts of :func:`split_run` one after the other on the calling thread (same ranges, same order)."""
+    with blas_threads(1):
+        return [_guarded(fn, a, b) for a, b in split_bounds(m, parts)]
+
+
+def _split_threads(fn, m: int, parts: int) -> list:
+    """The parts of :func:`split_run` on the pool, part 0 on the calling thread."""
     (a0, b0), *rest = split_bounds(m, parts)
     with blas_threads(1):
         pool = _pool(parts - 1)
@@ -375,7 +406,8 @@ def _numba_controls():
         import numba  # noqa: PLC0415
         from numba.np.ufunc import parallel as npp  # noqa: PLC0415
 
-        numba.get_num_threads()  # starts the threading layer
+        with _passive_openmp():
+            numba.get_num_threads()  # starts the threading layer (loads the OpenMP runtime, which reads the policy)
         raw = [getattr(npp, name, None) for name in ("_get_num_threads", "_set_num_threads", "_set_parallel_chunksize")]
         public = [numba.get_num_threads, numba.set_num_threads, numba.set_parallel_chunksize]
         _NUMBA_CTL = tuple(r if callable(r) else p for r, p in zip(raw, public))
@@ -383,6 +415,41 @@ def _numba_controls():
 
 
 _NUMBA_CTL = None
+
+
+#: False leaves OpenMP's wait policy to its default (spinning), for benchmarks comparing both.
+_PASSIVE = True
+
+
+class _passive_openmp:  # noqa: N801 - used like a function: ``with _passive_openmp(): start the layer``
+    """Start numba's threading layer with OpenMP's passive wait policy, unless the user chose one.
+
+    By default GNU OpenMP's idle threads spin between parallel regions.  With
+    a kernel launched every block, numba's worker then spins almost all the
+    time: on a machine where another process keeps a core busy it takes that
+    core's time slices from the busy process and from streamlev's own calling
+    thread, and the multi-head sketch ran several times slower than its
+    one-thread run (``python benchmarks/load_bench.py``).  Passive threads
+    sleep between regions and cost a wake-up per launch instead.  The OpenMP
+    runtime reads ``OMP_WAIT_POLICY`` once, when it is loaded, so the variable
+    is set only for that moment and the environment is restored afterwards
+    (child processes and later libraries see what the user set).  A runtime
+    already loaded by another library keeps its own policy; the measured
+    choice of :func:`run_parallel` still applies.
+    """
+
+    __slots__ = ("_set",)
+
+    def __enter__(self):
+        self._set = _PASSIVE and "OMP_WAIT_POLICY" not in os.environ
+        if self._set:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return self
+
+    def __exit__(self, *exc):
+        if self._set:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        return False
 
 
 class parallel_region:  # noqa: N801 - used like a function: ``with parallel_region(n): kernel(...)``
@@ -430,3 +497,115 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
         finally:
             _PAR_LOCK.release()
         return False
+
+
+# -- threads or not, from measured speed ------------------------------------------------------------------------
+#: A probe of the mode not in use runs at most this often (seconds) while it keeps losing; the interval doubles
+#: after each lost probe up to :data:`PROBE_MAX_INTERVAL` and restarts from here when a probe wins.
+PROBE_MIN_INTERVAL = 0.05
+PROBE_MAX_INTERVAL = 1.0
+#: After a lost probe that cost ``x`` seconds more than the mode in use would have, the next one waits at least
+#: ``PROBE_COST_RATIO·x`` seconds (beyond :data:`PROBE_MAX_INTERVAL` if need be), so lost probes cost at most
+#: about 1/PROBE_COST_RATIO of the run time whatever the load.
+PROBE_COST_RATIO = 20.0
+#: Weight of the newest call in the running speed of the mode in use (exponential moving average).
+RATE_WEIGHT = 0.25
+
+#: False runs every split on threads whatever they measure (ignoring load); for benchmarks comparing both.
+_ADAPTIVE = True
+
+
+class _Choice:
+    """Threads or the calling thread alone, for one kind of call, from their measured speed.
+
+    Keeps the seconds per unit of work of both modes: the mode in use as a
+    moving average of its calls, the other one from its latest probe.  It
+    picks the faster; every so often (:data:`PROBE_MIN_INTERVAL` doubling
+    to :data:`PROBE_MAX_INTERVAL` while the probes lose, and spaced so that
+    lost probes cost at most 1/:data:`PROBE_COST_RATIO` of the time) one call
+    runs the other mode, so a change of load is noticed within about a
+    second, or a few when a probe costs much more than the call it replaces.
+    Unsynchronised: concurrent callers may race on the figures, which only
+    blurs a timing.
+    """
+
+    __slots__ = ("rate", "probe_at", "interval", "probing")
+
+    def __init__(self):
+        self.rate = [0.0, 0.0]  # seconds per unit of work: [calling thread alone, threads]; 0 = not measured
+        self.probe_at = 0.0
+        self.interval = PROBE_MIN_INTERVAL
+        self.probing = False
+
+    def pick(self) -> bool:
+        """True to run on threads."""
+        if not _ADAPTIVE:
+            return True
+        alone, threads = self.rate
+        if not threads:
+            return True
+        if not alone:
+            return False
+        best = threads <= alone
+        if time.perf_counter() >= self.probe_at:
+            self.probing = True
+            return not best
+        return best
+
+    def record(self, threaded: bool, seconds: float, work: int) -> None:
+        """Note that a call of ``work`` units took ``seconds`` on threads (``threaded``) or alone."""
+        i = int(bool(threaded))
+        r = seconds / max(1, work)
+        now = time.perf_counter()
+        if self.probing:
+            self.probing = False
+            other = self.rate[1 - i]
+            self.rate[i] = r
+            if r < other:
+                self.interval = PROBE_MIN_INTERVAL
+            else:  # lost: wait longer, and long enough that lost probes cost at most 1/PROBE_COST_RATIO of the time
+                excess = (r - other) * max(1, work)
+                self.interval = max(min(2 * self.interval, PROBE_MAX_INTERVAL), PROBE_COST_RATIO * excess)
+            self.probe_at = now + self.interval
+            return
+        old = self.rate[i]
+        if not old:
+            self.rate[i] = r
+            if self.rate[1 - i]:  # both measured: the next probe after one interval
+                self.probe_at = now + self.interval
+            return
+        self.rate[i] = old + RATE_WEIGHT * (r - old)
+
+
+_CHOICES: dict = {}
+
+
+def _choice(key) -> _Choice:
+    """The :class:`_Choice` of one kind of call (one per function body: a split's parts, a parallel kernel)."""
+    c = _CHOICES.get(key)
+    if c is None:
+        c = _CHOICES.setdefault(key, _Choice())
+    return c
+
+
+def run_parallel(parallel_fn, serial_fn, args: tuple, work: int):
+    """``parallel_fn(*args)`` on numba's threads or its serial twin ``serial_fn(*args)``, whichever is faster now.
+
+    Both must compute the same result (a parallel kernel and its serial
+    twin, :mod:`streamlev._kernels`).  ``work`` measures the call's size
+    (e.g. its entries) for the speed figures of :class:`_Choice`.  Serial
+    when :func:`parallel_threads` allows one thread only.
+    """
+    threads = parallel_threads()
+    if threads <= 1:
+        return serial_fn(*args)
+    choice = _choice(getattr(parallel_fn, "py_func", parallel_fn))
+    threaded = choice.pick()
+    t0 = time.perf_counter()
+    if threaded:
+        with parallel_region(threads):
+            out = parallel_fn(*args)
+    else:
+        out = serial_fn(*args)
+    choice.record(threaded, time.perf_counter() - t0, work)
+    return out

@@ -79,10 +79,8 @@ class GramSums:
             _NO_IDS if ids is None else ids,
             id0,
         )
-        threads = threads_mod.parallel_threads() if X.size >= PARALLEL_MIN_ENTRIES else 1
-        if threads > 1:
-            with threads_mod.parallel_region(threads):
-                return kernels.heads_screen_gram(*args)
+        if X.size >= PARALLEL_MIN_ENTRIES:  # on numba's threads, unless they measure slower (a busy machine)
+            return threads_mod.run_parallel(kernels.heads_screen_gram, kernels.heads_screen_gram_serial, args, X.size)
         return kernels.heads_screen_gram_serial(*args)
 
     def no_tail(self, dtype):
