@@ -14,6 +14,7 @@ from ._attention import (
 )
 from ._threads import get_num_threads, set_num_threads
 from .approx import ApproxGuaranteeWarning, ApproxLeverage
+from .comparison import Comparison, compare
 from .exact import leverage_scores, universal_set
 from .lewis import ConvergenceError, OnlinePowerSet, lewis_weights, universal_set_p
 from .online import MultiHeadLeverage, OnlineLeverage
@@ -25,11 +26,13 @@ __all__ = [
     "__version__",
     "ApproxGuaranteeWarning",
     "ApproxLeverage",
+    "Comparison",
     "ConvergenceError",
     "LeverageKVCache",
     "OnlinePowerSet",
     "attention",
     "attention_mass_kept",
+    "compare",
     "attention_weights",
     "heavy_entry_recall",
     "get_num_threads",

@@ -9,6 +9,9 @@
     (``--dim D --dtype float32|float64``).  ``--method`` is ``two-pass`` for files
     and ``online`` for standard input unless given; all three methods return the
     same exact set.
+``streamlev compare PATH --eps EPS [--methods M ...] [--seeds N] [--json] [--plot FILE]``
+    Every leverage sketch of :mod:`streamlev.baselines` on the keys in PATH, scored against
+    the exact set (:func:`streamlev.compare`): same inputs as ``select`` except stdin.
 ``streamlev bench [--quick]``
     The benchmark table of ``benchmarks/run.py`` (needs the source tree).
 
@@ -127,6 +130,23 @@ def _write_indices(path: str, U: np.ndarray) -> None:
 
 
 def _check_select_args(args):
+    stdin = _check_input_args(args)
+    if args.method is None:
+        args.method = "online" if stdin else "two-pass"
+    if args.p != 2.0 and args.method != "exact":
+        raise UsageError(
+            f"--p {args.p:g} is supported by --method exact only (the streaming methods "
+            f"compute p = 2 leverage scores); add --method exact"
+        )
+    if stdin and args.method == "two-pass":
+        raise UsageError(
+            "--method two-pass reads its input twice, but stdin can be read once; "
+            "use --method online (the default for stdin) or save the keys to a .npy file"
+        )
+
+
+def _check_input_args(args) -> bool:
+    """Check the flags every command reading keys shares (--eps, --ridge, --p, input); True for stdin."""
     from ._validate import check_eps, check_p, check_positive_int, check_ridge
 
     args.eps = check_eps(args.eps)
@@ -149,18 +169,7 @@ def _check_select_args(args):
             )
     elif args.key is not None and not args.path.lower().endswith(".npz"):
         raise UsageError(f"--key NAME applies to .npz files only, not to {args.path!r}")
-    if args.method is None:
-        args.method = "online" if stdin else "two-pass"
-    if args.p != 2.0 and args.method != "exact":
-        raise UsageError(
-            f"--p {args.p:g} is supported by --method exact only (the streaming methods "
-            f"compute p = 2 leverage scores); add --method exact"
-        )
-    if stdin and args.method == "two-pass":
-        raise UsageError(
-            "--method two-pass reads its input twice, but stdin can be read once; "
-            "use --method online (the default for stdin) or save the keys to a .npy file"
-        )
+    return stdin
 
 
 def _select(args, prog: _Progress):
@@ -287,6 +296,71 @@ def _cmd_select(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# compare
+# ------------------------------------------------------------------------------------------------
+
+
+def _cmd_compare(args) -> int:
+    if _check_input_args(args):
+        raise UsageError(
+            "compare reads its input once per method and seed, but stdin can be read once; "
+            "save the keys to a .npy file (np.save) and pass its path"
+        )
+    if args.seeds is not None:
+        from ._validate import check_positive_int
+
+        args.seeds = check_positive_int(args.seeds, "--seeds")
+    from .streams import source_shape
+
+    n0, d0 = source_shape(args.path, key=args.key, dim=args.dim)  # errors (missing file...) before any work
+    if args.dim is not None and d0 is not None and d0 != args.dim:
+        raise ValueError(f"{args.path!r} has d = {d0} columns but --dim {args.dim} was given; drop --dim or fix it")
+    show_bar = not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+    prog = _Progress(None, "streamlev compare", show_bar)
+
+    def progress(rows, total):
+        if prog.bar is not None:
+            if total is not None and prog.bar.total != total:
+                prog.bar.total = total
+            prog.bar.update(rows)
+
+    import streamlev
+
+    t0 = time.perf_counter()
+    try:
+        res = streamlev.compare(
+            args.path,
+            args.eps,
+            args.methods,
+            seeds=args.seeds or 3,
+            ridge=args.ridge,
+            p=args.p,
+            block_size=args.block_size,
+            progress=progress,
+            key=args.key,
+            dim=args.dim,
+            dtype=args.dtype,
+        )
+    finally:
+        prog.close()
+    seconds = time.perf_counter() - t0
+    if args.plot:
+        try:
+            fig = res.plot()
+        except ImportError as exc:
+            raise UsageError(f"--plot needs matplotlib ({exc}); pip install matplotlib") from None
+        fig.savefig(args.plot, dpi=120)
+    if args.json:
+        print(res.to_json())
+        return 0
+    print(f"streamlev compare: {args.path}, {seconds:.1f} s")
+    print(res.to_markdown(), end="")
+    if args.plot:
+        print(f"wrote the plot to {args.plot}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
 # bench
 # ------------------------------------------------------------------------------------------------
 
@@ -388,6 +462,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sel.add_argument("--quiet", action="store_true", help="no progress bar")
     sel.set_defaults(func=_cmd_select)
+
+    from .baselines import METHODS
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="run leverage sketches side by side on the keys in a file and score them against the exact set",
+        description="Run every method (or those of --methods) on the keys in PATH, once per seed, and print "
+        "recall, precision, score ratios, memory and speed against the exact eps-universal set.",
+        epilog=_SELECT_EPILOG.split("methods (all exact", maxsplit=1)[0]
+        + "methods (NAME, NAME:SIZE in its natural size, or NAME:64KiB for a memory budget):\n  "
+        + " ".join(METHODS)
+        + "\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp_.add_argument("path", metavar="PATH", help="keys: .npy, .npz or .csv/.tsv/.txt (read several times)")
+    cmp_.add_argument("--eps", type=float, required=True, help="attention threshold in (0, 1]")
+    cmp_.add_argument("--methods", nargs="+", default=None, metavar="M", help="methods to run (default: all)")
+    cmp_.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds per randomised method (default 3)")
+    cmp_.add_argument("--ridge", type=float, default=0.0, help="ridge lambda >= 0 (default 0)")
+    cmp_.add_argument("--p", type=float, default=2.0, help="attention exponent (default 2; p != 2: exact and power)")
+    cmp_.add_argument("--block-size", type=int, default=None, metavar="B", help="rows per block (default 16384)")
+    cmp_.add_argument("--json", action="store_true", help="print the full result as one JSON object")
+    cmp_.add_argument("--plot", metavar="FILE", default=None, help="save recall and precision against memory")
+    cmp_.add_argument("--key", metavar="NAME", default=None, help="array name inside an .npz archive")
+    cmp_.add_argument("--dim", type=int, default=None, metavar="D", help="key dimension (checked against the file)")
+    cmp_.add_argument("--dtype", choices=["float32", "float64"], default=None, help="convert blocks to this type")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmp_.set_defaults(func=_cmd_compare)
 
     bench = sub.add_parser(
         "bench",
