@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamlev import MultiHeadLeverage, OnlineLeverage
+from streamlev import MultiHeadLeverage, OnlineLeverage, serialize
 from streamlev.approx import ApproxLeverage
 
 from . import naive
@@ -257,9 +257,19 @@ def test_golden_file_loads_and_continues_to_the_oracle_answer(case):
         t = naive.leverage(pre) if ridge == 0 else naive.ridge_leverage(np.asarray(pre, float), ridge)
         np.testing.assert_array_equal(np.sort(pre_ids[t >= eps]), info["expected_prefix"])
     np.testing.assert_array_equal(sk.universal_set(), info["expected_prefix"])
-    # Re-serialising a version-1 file with a version-1 writer gives the same bytes.
-    # (When FORMAT_VERSION is bumped, check instead that the new bytes load to an equal sketch.)
-    assert OnlineLeverage.from_bytes(data).to_bytes() == data
+    # Re-serialising a version-1 file with a version-1 writer gives its canonical form: the same factor,
+    # counts and ids, the candidates reduced to the universal set and sorted by id; a fixed point.
+    canon = OnlineLeverage.from_bytes(data).to_bytes()
+    assert OnlineLeverage.from_bytes(canon).to_bytes() == canon
+    (m0, a0), (m1, a1) = serialize.unpack(data, "OnlineLeverage"), serialize.unpack(canon, "OnlineLeverage")
+    assert {k: v for k, v in m0.items() if k != "clean"} == {k: v for k, v in m1.items() if k != "clean"}
+    assert m1["clean"] == a1["ids"].size
+    for name in ("R", "ranges"):
+        assert a1[name].tobytes() == a0[name].tobytes()
+    np.testing.assert_array_equal(a1["ids"], info["expected_prefix"])
+    order = np.argsort(a0["ids"])
+    keep = np.isin(a0["ids"][order], a1["ids"])
+    assert a1["keys"].tobytes() == a0["keys"][order][keep].tobytes()
     # Continue the stream in uneven blocks: the result must be the oracle's set of all rows.
     cuts = np.unique(np.random.default_rng(7).integers(0, rest.shape[0] + 1, size=5))
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, rest.shape[0]]):

@@ -30,3 +30,18 @@ def test_rows_fed_to_one_head_keep_ids_distinct_and_bytes_loadable():
     for h in range(H):
         np.testing.assert_array_equal(back.universal_set(h), mh.universal_set(h))
     assert back.to_bytes() == mh.to_bytes()
+
+
+def test_multihead_bytes_and_equality_do_not_depend_on_queries():
+    rng = np.random.default_rng(5)
+    H, d, eps = 3, 6, 0.05
+    KH = rng.standard_normal((H, 900, d)) * np.logspace(-2, 2, d)
+    asked, quiet = MultiHeadLeverage(H, d, eps), MultiHeadLeverage(H, d, eps)
+    for a in range(0, 900, 100):
+        asked.update(KH[:, a : a + 100])
+        quiet.update(KH[:, a : a + 100])
+        assert asked == quiet  # comparing changes neither
+    asked.universal_set()  # absorbs the buffers and evicts in place
+    assert asked == quiet and asked.to_bytes() == quiet.to_bytes()
+    quiet.update(KH[:, :1] + 1.0)
+    assert asked != quiet

@@ -9,6 +9,8 @@ the kernel path (:class:`~streamlev.online.gramsums.GramSums`).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .. import serialize
@@ -633,13 +635,26 @@ class MultiHeadLeverage:
         return self
 
     def to_bytes(self) -> bytes:
-        """Serialise all heads (the format of :mod:`streamlev.serialize`)."""
+        """Serialise all heads (the format of :mod:`streamlev.serialize`).
+
+        Canonical, as :meth:`OnlineLeverage.to_bytes`: every head's factor
+        holds every row fed (buffered rows absorbed in place) and its
+        candidates are exactly its universal set, sorted by id.
+        """
         self._flush_all()
         arrays = {
             f"head{h}": np.frombuffer(pack_stream(st, self._ids, self.start), dtype=np.uint8)
             for h, st in enumerate(self._streams)
         }
         return serialize.pack(self._FAMILY, {"heads": self.heads}, arrays)
+
+    def _copy(self) -> MultiHeadLeverage:
+        """An independent copy of the whole state (the heads' views are not copied)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_views"}
+        obj = MultiHeadLeverage.__new__(MultiHeadLeverage)
+        obj.__dict__.update(copy.deepcopy(state))
+        obj._views = [None] * self.heads
+        return obj
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MultiHeadLeverage:
@@ -672,6 +687,7 @@ class MultiHeadLeverage:
         return (MultiHeadLeverage.from_bytes, (self.to_bytes(),))
 
     def __eq__(self, other):
-        return isinstance(other, MultiHeadLeverage) and self.to_bytes() == other.to_bytes()
+        """Same content: equal canonical bytes (:meth:`to_bytes`), computed on copies; neither sketch changes."""
+        return isinstance(other, MultiHeadLeverage) and self._copy().to_bytes() == other._copy().to_bytes()
 
     __hash__ = None

@@ -38,6 +38,7 @@ one :class:`Stream` per head and one shared ledger.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -439,8 +440,15 @@ class OnlineLeverage:
     def to_bytes(self) -> bytes:
         """Serialise the sketch (format documented in :mod:`streamlev.serialize`).
 
-        Buffered rows are absorbed into the factor first, so the bytes hold
-        every row fed (the format has no buffer).
+        The bytes are canonical: they hold the factor of every row fed and
+        exactly the universal set's candidates, sorted by id — so they do not
+        depend on whether results were asked for before.  Like a result, it
+        absorbs buffered rows and evicts in place (the format has no buffer),
+        so that a sketch restored from the bytes continues exactly as this
+        one.  What the bytes depend on: the parameters, the rows and their ids,
+        and how the rows reached the factor (block sizes, merges, and results
+        or bytes asked for mid-stream, which absorb buffered rows) — which
+        changes the factor only by rounding.
         """
         return pack_stream(self._stream, self._ids, self.start)
 
@@ -454,7 +462,11 @@ class OnlineLeverage:
         return (_restore, (self.to_bytes(),))
 
     def __eq__(self, other):
-        return isinstance(other, OnlineLeverage) and self.to_bytes() == other.to_bytes()
+        """Same content: equal canonical bytes (:meth:`to_bytes`), computed on copies; neither sketch changes."""
+        if not isinstance(other, OnlineLeverage):
+            return False
+        mine = canonical_bytes(self._stream, self._ids, self.start)
+        return mine == canonical_bytes(other._stream, other._ids, other.start)
 
     __hash__ = None
 
@@ -485,9 +497,16 @@ _FIELDS = {"dim", "eps", "ridge", "start", "next_id", "n_seen", "clean", "key_dt
 
 
 def pack_stream(stream: Stream, ids: IdLedger, start: int) -> bytes:
-    """The bytes of one stream and its ids (the OnlineLeverage format of :mod:`streamlev.serialize`)."""
-    stream.flush()
+    """The canonical bytes of one stream and its ids (the OnlineLeverage format of :mod:`streamlev.serialize`).
+
+    Canonical: the factor of every row fed and exactly the universal set's
+    candidates, sorted by id.  The stream is brought to that state in place
+    (buffered rows absorbed, candidates evicted), so that a sketch restored
+    from the bytes and the original continue identically.
+    """
+    stream.evict()
     keys, cand_ids = stream.store.joined()
+    order = np.argsort(cand_ids, kind="stable")
     dtype = stream.store.dtype
     meta = {
         "dim": stream.dim,
@@ -496,13 +515,18 @@ def pack_stream(stream: Stream, ids: IdLedger, start: int) -> bytes:
         "start": start,
         "next_id": ids.next_id,
         "n_seen": stream.factor.n,
-        "clean": stream.store.clean,
+        "clean": int(cand_ids.size),
         "key_dtype": "float32" if dtype == np.float32 else "float64",
         "has_dtype": dtype is not None,
         "ranges_tracked": ids.tracked,
     }
-    arrays = {"R": stream.factor.R, "keys": np.ascontiguousarray(keys), "ids": cand_ids, "ranges": ids.iv}
+    arrays = {"R": stream.factor.R, "keys": np.ascontiguousarray(keys[order]), "ids": cand_ids[order], "ranges": ids.iv}
     return serialize.pack(OnlineLeverage._FAMILY, meta, arrays)
+
+
+def canonical_bytes(stream: Stream, ids: IdLedger, start: int) -> bytes:
+    """:func:`pack_stream` of a copy: the same bytes, and the stream does not change at all."""
+    return pack_stream(copy.deepcopy(stream), ids, start)
 
 
 def unpack_stream(meta: dict, arrays: dict) -> tuple[Stream, IdLedger, int]:
