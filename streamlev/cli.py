@@ -13,7 +13,8 @@
     Every leverage sketch of :mod:`streamlev.baselines` on the keys in PATH, scored against
     the exact set (:func:`streamlev.compare`): same inputs as ``select`` except stdin.
 ``streamlev bench [--quick]``
-    The benchmark table of ``benchmarks/run.py`` (needs the source tree).
+    The benchmark shipped with the package (:mod:`streamlev.bench`): exact sets against
+    numpy, 12 heads, memory along a stream, and the performance targets.
 
 Bad input (missing file, not an array, NaN, wrong shape, bad flag) prints one
 line ``streamlev: error: ...`` on stderr and exits with status 2; no traceback.
@@ -22,12 +23,10 @@ line ``streamlev: error: ...`` on stderr and exits with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -107,7 +106,7 @@ def _size_bound(n, d, eps, p, rank=None):
     if d is None:
         return None, None
     if p > 2:
-        # ℓ_p Lewis weights sum to rank <= d and A_ij <= d^(p/2-1)·w_j (DESIGN.md §1.4).
+        # ℓ_p Lewis weights sum to rank <= d and A_ij <= d^(p/2-1)·w_j (docs/design.md, "Power attention").
         return int(np.floor(d ** (p / 2) / eps)), "d^(p/2)/eps"
     if rank is not None:
         return int(np.floor(rank / eps + 1e-9)), "rank/eps"
@@ -365,34 +364,17 @@ def _cmd_compare(args) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def _find_bench_script() -> Path | None:
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "benchmarks" / "run.py", Path.cwd() / "benchmarks" / "run.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
 def _cmd_bench(args) -> int:
-    script = _find_bench_script()
-    if script is None:
-        raise UsageError(
-            "benchmarks/run.py not found next to the package or in the current directory; "
-            "'streamlev bench' needs the source tree: run it from a clone of the repository "
-            "(pip install -e .)"
-        )
-    spec = importlib.util.spec_from_file_location("streamlev_benchmarks_run", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(script.parent))
+    """Run the benchmark shipped in the installed package (:mod:`streamlev.bench`); nothing from the cwd."""
     try:
-        spec.loader.exec_module(module)
-        if not hasattr(module, "main"):
-            raise UsageError(f"{script} has no main(argv) function")
-        argv = (["--quick"] if args.quick else []) + list(args.extra)
-        return int(module.main(argv) or 0)
-    finally:
-        if sys.path and sys.path[0] == str(script.parent):
-            sys.path.pop(0)
+        from . import bench
+    except ImportError as exc:  # a copy of the package without its benchmark module
+        raise UsageError(
+            "the benchmark module is not installed with this copy of streamlev; the benchmark scripts are in "
+            "the repository's benchmarks/ directory (python benchmarks/run.py)"
+        ) from exc
+    argv = (["--quick"] if args.quick else []) + list(args.extra)
+    return int(bench.main(argv) or 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -493,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run the benchmark table (benchmarks/run.py; needs the source tree)",
-        description="Run benchmarks/run.py; options other than --quick are passed to it (e.g. --n 100000 --no-svd).",
+        help="run the benchmark shipped with the package (streamlev.bench)",
+        description="Run streamlev.bench; options other than --quick are passed to it (e.g. --rows 100000 --no-svd).",
     )
     bench.add_argument("--quick", action="store_true", help="small sizes, finishes in about a minute")
     bench.set_defaults(func=_cmd_bench)
@@ -510,7 +492,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command == "bench":
-        args.extra = unknown  # passed through to benchmarks/run.py
+        args.extra = unknown  # passed through to streamlev.bench
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

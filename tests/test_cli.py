@@ -283,28 +283,29 @@ def test_unknown_command_exits_2(tmp_path):
 # --- bench -------------------------------------------------------------------------------------------------
 
 
-def test_bench_without_source_tree(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_find_bench_script", lambda: None)
+def test_bench_runs_the_packaged_benchmark_never_a_file_from_the_cwd(tmp_path, monkeypatch, capsys):
+    import streamlev.bench
+
+    trap = tmp_path / "benchmarks" / "run.py"  # what the command must not execute
+    trap.parent.mkdir()
+    trap.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef main(argv):\n    return 0\n")
+    calls = []
+    monkeypatch.setattr(streamlev.bench, "run", lambda **kw: calls.append(kw) or ([], []))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "--quick", "--rows", "5000", "--no-svd"]) == 0
+    assert not (tmp_path / "ran").exists()
+    assert len(calls) == 1
+    assert calls[0]["quick"] and calls[0]["rows"] == 5000 and calls[0]["with_svd"] is False
+
+
+def test_bench_says_where_the_benchmarks_are_when_the_module_is_missing(monkeypatch, capsys):
+    import streamlev
+
+    monkeypatch.delattr(streamlev, "bench", raising=False)
+    monkeypatch.setitem(sys.modules, "streamlev.bench", None)  # import fails as in a copy without it
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err
-    assert "benchmarks/run.py not found" in err and err.count("\n") == 1
-
-
-def test_bench_runs_the_script_main(tmp_path, monkeypatch, capsys):
-    script = tmp_path / "benchmarks" / "run.py"
-    script.parent.mkdir()
-    script.write_text("def main(argv):\n    print('bench argv', argv)\n    return 0\n")
-    monkeypatch.setattr(cli, "_find_bench_script", lambda: script)
-    assert cli.main(["bench", "--quick"]) == 0
-    assert "bench argv ['--quick']" in capsys.readouterr().out
-    assert cli.main(["bench", "--n", "5", "--no-svd"]) == 0  # other options are passed through
-    assert "bench argv ['--n', '5', '--no-svd']" in capsys.readouterr().out
-
-
-def test_bench_script_is_found_in_the_source_tree():
-    found = cli._find_bench_script()
-    if (REPO / "benchmarks" / "run.py").is_file():
-        assert found == REPO / "benchmarks" / "run.py"
+    assert "benchmarks/" in err and err.count("\n") == 1
 
 
 # --- progress bar and imports -----------------------------------------------------------------------------
