@@ -5,8 +5,11 @@ Not run in CI.  Prints one table: method, d, n, ell, seconds, rows/s, tracemallo
 rows), c = 1 + Δ/λ, and the set sizes; then a check of both inclusions of the approximate set against
 the exact ridge scores of the rows the exact methods saw.
 
-    python benchmarks/approx_bench.py                 # d = 1024, 2048, 4096 (several minutes)
-    python benchmarks/approx_bench.py --dims 1024 --exact-rows 2048 --approx-rows 8192   # quick
+    python benchmarks/approx_bench.py            # d = 1024, 2048, 4096 (several minutes)
+    python benchmarks/approx_bench.py --quick    # d = 1024, 2048 exact rows, 8192 approximate rows
+
+``--dim`` sets the dimensions, ``--rows`` the approximate sketch's rows, ``--exact-rows`` the rows of the
+exact methods (one value, or one per dimension).  The JSON record goes to ``benchmarks/results/approx.json``.
 
 Keys: a rank-16 signal with a decaying spectrum, isotropic noise, and one row in 500 pointing in a
 fresh random direction with a large norm (the "heavy rare" keys the set must keep).  The ridge comes
@@ -23,10 +26,10 @@ product, the per-row floor of every exact method; peak = K plus the Gram matrix)
 
 from __future__ import annotations
 
-import argparse
 import time
 import tracemalloc
 
+import _common
 import numpy as np
 import scipy.linalg as sla
 
@@ -127,10 +130,8 @@ def svd_threads(d, ell):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096])
+    ap = _common.parser(__doc__.split("\n")[0], dim=[1024, 2048, 4096], rows=16384, repeats=1)
     ap.add_argument("--ells", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--approx-rows", type=int, default=16384)
     ap.add_argument(
         "--exact-rows",
         type=int,
@@ -142,16 +143,16 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--no-exact", action="store_true", help="skip the exact d x d sketch")
     args = ap.parse_args(argv)
-    exact_rows = args.exact_rows or [max(args.block, 4096 * 1024 // d) for d in args.dims]
+    if args.quick:
+        args.dim, args.rows, args.exact_rows = [1024], [8192], args.exact_rows or [2048]
+    dims, approx_rows = args.dim, args.rows[0]
+    exact_rows = args.exact_rows or [max(args.block, 4096 * 1024 // d) for d in dims]
     if len(exact_rows) == 1:
-        exact_rows = exact_rows * len(args.dims)
-    if len(exact_rows) != len(args.dims):
-        ap.error("--exact-rows takes one value, or one per --dims entry")
+        exact_rows = exact_rows * len(dims)
+    if len(exact_rows) != len(dims):
+        ap.error("--exact-rows takes one value, or one per --dim entry")
 
-    try:
-        from streamlev import OnlineLeverage
-    except ImportError:  # before the exact sketch is exported
-        from streamlev.online import OnlineLeverage
+    from streamlev import OnlineLeverage
 
     t = svd_threads(1024, 64)
     print(
@@ -166,9 +167,10 @@ def main(argv=None):
     print(head)
     print("-" * len(head))
     checks = []
-    for d, n_ex in zip(args.dims, exact_rows, strict=True):
+    results = [dict(table="SVD threads", block="128 x 1024", one_thread_s=t[1], two_threads_s=t[2])]
+    for d, n_ex in zip(dims, exact_rows, strict=True):
         # c <= 1.5 is guaranteed for the smallest ell on the longest stream.
-        lam = ridge_for(args.approx_rows, d, min(args.ells))
+        lam = ridge_for(approx_rows, d, min(args.ells))
         tau, t_np, peak_np, U_np, t_gram = run_numpy(n_ex, d, args.block, lam, args.eps)
         np_row = t_np / n_ex
 
@@ -177,6 +179,22 @@ def main(argv=None):
                 f"{name:<22}{d:>6}{n:>7}{ell:>5}{sec:>9.2f}{n / sec:>9.0f}{peak / 2**20:>9.1f}"
                 f"{nbytes / 2**20:>10.1f}{(sec / n) / np_row:>12.2f}{c:>7}{u:>6}",
                 flush=True,
+            )
+            results.append(
+                dict(
+                    table="sketches",
+                    method=name,
+                    d=d,
+                    n=n,
+                    ell=None if ell == "-" else ell,
+                    seconds=sec,
+                    rows_per_s=n / sec,
+                    peak_bytes=peak,
+                    state_bytes=nbytes,
+                    per_row_vs_numpy=(sec / n) / np_row,
+                    c=c,
+                    size=None if u == "-" else u,
+                )
             )
 
         row("numpy Gram+Cholesky", n_ex, "-", t_np, peak_np, d * d * 8, "exact", len(U_np))
@@ -192,8 +210,8 @@ def main(argv=None):
             def mk(d=d, ell=ell, lam=lam):
                 return ApproxLeverage(d, args.eps, ell=ell, ridge=lam, max_c=None)
 
-            sk, sec, peak, U = run_sketch(mk, args.approx_rows, d, args.block)
-            row("ApproxLeverage", args.approx_rows, ell, sec, peak, sk.nbytes, f"{sk.c:.3f}", len(U))
+            sk, sec, peak, U = run_sketch(mk, approx_rows, d, args.block)
+            row("ApproxLeverage", approx_rows, ell, sec, peak, sk.nbytes, f"{sk.c:.3f}", len(U))
             sk2, _s, _p, U2 = run_sketch(mk, n_ex, d, args.block)  # same rows as numpy, for the check
             checks.append((f"ApproxLeverage d={d} ell={ell} n={n_ex}", U2, tau, sk2.c))
     print("\nInclusions against numpy's exact ridge scores on the exact methods' rows:")
@@ -203,6 +221,12 @@ def main(argv=None):
         miss = np.setdiff1d(must, U).size
         extra = np.setdiff1d(U, allowed).size
         print(f"  {name:<40} |U|={len(U):>4} |true|={must.size:>4} c={c:.3f} missing={miss} outside eps/c={extra}")
+        results.append(
+            dict(table="inclusions", sketch=name, size=len(U), exact_size=must.size, c=c, missing=miss, outside=extra)
+        )
+    ok = all(r["missing"] == 0 and r["outside"] == 0 for r in results if r["table"] == "inclusions")
+    targets = [dict(name="both inclusions hold for every sketch", measured=ok, target="true", met=ok, unit="")]
+    _common.write_record("approx", args, results, targets)
 
 
 if __name__ == "__main__":

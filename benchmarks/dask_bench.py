@@ -7,19 +7,20 @@ for scale, numpy's K.T @ K over the same file chunk by chunk in this process
 (one BLAS thread) — the cheapest possible pass over the keys, not an exact
 universal set.
 
-    python benchmarks/dask_bench.py                       # 10^7 x 64 float64 (5.1 GB in --dir)
+    python benchmarks/dask_bench.py                       # 10^7 x 64 float64 (5.1 GB, temporary)
+    python benchmarks/dask_bench.py --quick               # 10^6 rows
     python benchmarks/dask_bench.py --rows 2000000 --dtype float32
     python benchmarks/dask_bench.py --path /data/keys.npy           # keep the file and reuse it
 
-The machine's load average is printed before and after: other processes on the
-same cores depress the measured speedup.
+The machine's load average is printed before and after (and stored in the JSON record,
+``benchmarks/results/dask.json``): other processes on the same cores depress the measured speedup.
 """
 
-import argparse
 import os
 import tempfile
 import time
 
+import _common
 import numpy as np
 from distributed import Client, LocalCluster
 from threadpoolctl import threadpool_limits
@@ -91,21 +92,21 @@ def run(path, workers, eps, chunk_rows, repeats):
     return x.shape[0] / best, best, cpu, work, U
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--dim", type=int, default=64)
+def main(argv=None):
+    ap = _common.parser(__doc__.split("\n")[0], dim=64, rows=10_000_000, repeats=2)
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--chunk-rows", type=int, default=131_072)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per worker count (best is kept)")
     ap.add_argument(
         "--path",
         default=None,
         help="keys .npy file: reused if it has the requested shape and dtype, else written there "
         "and kept (default: written to a temporary directory and removed)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rows = [1_000_000]
+    rows_n, dim = args.rows[0], args.dim[0]
 
     tmp = None
     if args.path is None:
@@ -115,16 +116,16 @@ def main():
         path = args.path
     try:
         old = np.load(path, mmap_mode="r")
-        reuse = old.shape == (args.rows, args.dim) and old.dtype == np.dtype(args.dtype)
+        reuse = old.shape == (rows_n, dim) and old.dtype == np.dtype(args.dtype)
         del old
     except (OSError, ValueError):
         reuse = False
     t = time.perf_counter()
     if not reuse:
-        write_keys(path, args.rows, args.dim, np.dtype(args.dtype))
+        write_keys(path, rows_n, dim, np.dtype(args.dtype))
     size = os.path.getsize(path)
     print(
-        f"{'reused' if reuse else 'wrote'} {args.rows:,} x {args.dim} {args.dtype} keys "
+        f"{'reused' if reuse else 'wrote'} {rows_n:,} x {dim} {args.dtype} keys "
         f"({size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s at {path}"
     )
     load0 = os.getloadavg()
@@ -138,16 +139,15 @@ def main():
 
     print(f"\n{'method':<34}{'wall s':>8}{'rows/s':>13}{'vs numpy':>10}{'worker CPU s':>14}{'CPU/wall':>10}")
     print(
-        f"{'numpy K.T @ K (1 thread, here)':<34}{args.rows / np_rate:>8.2f}{np_rate:>13,.0f}{1.0:>10.2f}"
-        f"{'':>14}{'':>10}"
+        f"{'numpy K.T @ K (1 thread, here)':<34}{rows_n / np_rate:>8.2f}{np_rate:>13,.0f}{1.0:>10.2f}{'':>14}{'':>10}"
     )
     rows = (("streamlev.dask, 1 worker", r1, t1, c1), ("streamlev.dask, 2 workers", r2, t2, c2))
     for label, r, t, c in rows:
         print(f"{label:<34}{t:>8.2f}{r:>13,.0f}{r / np_rate:>10.2f}{sum(c):>14.1f}{sum(c) / t:>10.2f}")
     print(f"\nspeedup 2 workers / 1 worker: {r2 / r1:.2f}x (target >= 1.6x on 2 free cores)")
     print(
-        f"CPU seconds per 10^6 rows: {sum(c1) / args.rows * 1e6:.2f} (1 worker), "
-        f"{sum(c2) / args.rows * 1e6:.2f} (2 workers); CPU/wall = cores the workers actually got"
+        f"CPU seconds per 10^6 rows: {sum(c1) / rows_n * 1e6:.2f} (1 worker), "
+        f"{sum(c2) / rows_n * 1e6:.2f} (2 workers); CPU/wall = cores the workers actually got"
     )
     # Not a measurement of wall time: the speedup 2 workers would reach if each had a free core,
     # from how the work was split (1-worker CPU time over the busier worker's CPU time), with and
@@ -159,6 +159,22 @@ def main():
     )
     print(f"universal set: {U1.size} keys at eps={args.eps}; identical on 1 and 2 workers")
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    results = [
+        dict(method="numpy K.T @ K (1 thread, in process)", wall_s=rows_n / np_rate, rows_per_s=np_rate, vs_numpy=1.0),
+        *(
+            dict(
+                method=label, wall_s=t, rows_per_s=r, vs_numpy=r / np_rate, worker_cpu_s=sum(c), cpu_per_wall=sum(c) / t
+            )
+            for label, r, t, c in rows
+        ),
+    ]
+    args.load_average = [list(load0), list(load1)]
+    targets = [
+        dict(
+            name="2 workers / 1 worker on 2 free cores", measured=r2 / r1, target=">= 1.6", met=r2 / r1 >= 1.6, unit="x"
+        )
+    ]
+    _common.write_record("dask", args, results, targets)
     if tmp is not None:
         tmp.cleanup()
 

@@ -1,6 +1,10 @@
-"""The measurements behind streamlev's thread and kernel choices (issue 4), reproducible.
+"""The measurements behind streamlev's thread and kernel choices, reproducible.
 
-    python benchmarks/kernels_bench.py          # n = 10^6, d = 64, about half a minute
+    python benchmarks/kernels_bench.py           # n = 10^6, d = 64, about half a minute
+    python benchmarks/kernels_bench.py --quick   # n = 2·10^5
+
+``--rows`` and ``--dim`` set the keys of the Gram measurements, ``--repeats`` the timed runs of
+each (best kept).  The JSON record goes to ``benchmarks/results/kernels.json``.
 
 Prints, all in one process on the same data:
 
@@ -23,22 +27,25 @@ Prints, all in one process on the same data:
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import time
 
+import _common
 import numpy as np
 
-try:
-    import streamlev
-except ImportError:  # pragma: no cover - running from a checkout without install
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    import streamlev
-
+import streamlev
 from streamlev import _factor, _kernels, _threads
 
+#: Every figure printed, as flat rows of the JSON record (``table`` names the section).
+RESULTS: list[dict] = []
+SETTINGS = {"repeats": 5}  # --repeats
 
-def best(fn, repeat=5):
+
+def record(table, what, seconds, **extra):
+    RESULTS.append(dict(table=table, what=what, seconds=seconds, **extra))
+
+
+def best(fn, repeat=None):
+    repeat = SETTINGS["repeats"] if repeat is None else repeat
     fn()
     out = np.inf
     for _ in range(repeat):
@@ -70,8 +77,11 @@ def scores_from_gram(K, C):
     return np.einsum("ij,ij->i", Y, Y)
 
 
-def main():
-    n, d = 1_000_000, 64
+def main(argv=None):
+    ap = _common.parser(__doc__.split("\n")[0], dim=64, rows=10**6, repeats=5)
+    args = ap.parse_args(argv)
+    n, d = (200_000 if args.quick else args.rows[0]), args.dim[0]
+    SETTINGS["repeats"] = args.repeats
     rng = np.random.default_rng(0)
     K = rng.standard_normal((n, d))
     K32 = K.astype(np.float32)
@@ -91,6 +101,11 @@ def main():
         f"split over {streamlev.get_num_threads()} Python threads {ts * 1e3:7.1f} ms   "
         f"streamlev gram (numba, split) {tg * 1e3:7.1f} ms"
     )
+    g = f"K.T @ K, {n:,} x {d} float64"
+    record(g, "OpenBLAS, 2 threads", t2)
+    record(g, "OpenBLAS, 1 thread", t1)
+    record(g, f"split over {streamlev.get_num_threads()} Python threads, 1-thread BLAS", ts)
+    record(g, "streamlev gram (numba kernel, split)", tg)
     B = np.ascontiguousarray(K[:256])
     C = np.zeros((d, d))
     with _threads.blas_threads(1):
@@ -100,6 +115,8 @@ def main():
         f"  one 256 x {d} block in cache: OpenBLAS dsyrk (B.T @ B, 1 thread) {t_syrk * 1e6:.1f} µs   "
         f"gram_upper {t_numba * 1e6:.1f} µs"
     )
+    record(f"one 256 x {d} block in cache", "OpenBLAS dsyrk (B.T @ B, 1 thread)", t_syrk)
+    record(f"one 256 x {d} block in cache", "gram_upper", t_numba)
 
     print("\n== Gram product of float32 keys ==")
     Kn = K32.astype(np.float64)
@@ -108,21 +125,26 @@ def main():
     tau = np.einsum("ij,ij->i", U, U)  # oracle: SVD of the column-normalised keys
     t64 = best(lambda: chunked_gram(K, np.float64, 4096))
     print(f"  float64 keys, float64 accumulation (reference)      {t64 * 1e3:7.1f} ms")
+    f32 = f"Gram product of float32 keys, {n:,} x {d}"
+    record(f32, "float64 keys, float64 accumulation (reference)", t64)
     for chunk in (4096, 16384, 65536):
         t = best(lambda chunk=chunk: chunked_gram(K32, np.float64, chunk))
         print(f"  float32 keys, float64 accumulation, chunks {chunk:>6,} {t * 1e3:7.1f} ms")
+        record(f32, f"float32 keys, float64 accumulation, chunks of {chunk:,}", t)
     t = best(lambda: chunked_gram(K32, np.float32, 4096))
     for acc in (np.float64, np.float32):
         err = np.max(np.abs(scores_from_gram(K32, chunked_gram(K32, acc, 4096)) - tau) / tau)
         label = "float32 keys, float32 accumulation" if acc == np.float32 else "float32 keys, float64 accumulation"
         extra = f"{t * 1e3:7.1f} ms" if acc == np.float32 else "       "
         print(f"  {label:<50} {extra}   max rel. error of the scores {err:.1e}")
+        record(f32, label, t if acc == np.float32 else None, max_rel_err=err)
     t = best(lambda: _factor.gram(K32))
     err = np.max(np.abs(scores_from_gram(K32, _factor.gram(K32)) - tau) / tau)
     print(
         f"  {'float32 keys, streamlev gram (float64 products)':<50} {t * 1e3:7.1f} ms   "
         f"max rel. error of the scores {err:.1e}"
     )
+    record(f32, "float32 keys, streamlev gram (float64 products)", t, max_rel_err=err)
 
     print("\n== per 16,384 x 64 float64 block ==")
     B = K[:16384]
@@ -130,6 +152,9 @@ def main():
     t_np = best(lambda: (np.add.reduce(B, axis=None), B.max(), B.min()), 50)
     t_scan = best(lambda: _kernels.scan_block(B), 50)
     print(f"  validation: numpy sum + max + min {t_np * 1e3:.3f} ms   scan_block {t_scan * 1e3:.3f} ms")
+    blk = f"one 16,384 x {d} float64 block"
+    record(blk, "validation: numpy sum + max + min", t_np)
+    record(blk, "validation: scan_block", t_scan)
     import numba
 
     @numba.njit(cache=False, nogil=True)
@@ -147,7 +172,10 @@ def main():
     t_plain = best(lambda: plain(B, dinv), 50)
     t_re = best(lambda: _kernels.scaled_row_sqnorms(B, dinv), 50)
     print(f"  row norms: plain loop {t_plain * 1e3:.3f} ms   with reassoc (scaled_row_sqnorms) {t_re * 1e3:.3f} ms")
+    record(blk, "row norms: plain loop", t_plain)
+    record(blk, "row norms: with reassoc (scaled_row_sqnorms)", t_re)
     multihead(rng)
+    _common.write_record("kernels", args, RESULTS)
 
 
 def multihead(rng, H=12, d=64, m=256, blocks=400):
@@ -183,6 +211,10 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
         f"  {H} triangular inverses: tri_inv_upper_batched (by rows) {t_k * 1e3:.3f} ms   the loop by columns "
         f"{t_col * 1e3:.3f} ms   LAPACK dtrtri one by one {t_l * 1e3:.3f} ms"
     )
+    mh = f"multi-head kernels, {H} heads, d = {d}"
+    record(mh, f"{H} triangular inverses: tri_inv_upper_batched", t_k)
+    record(mh, f"{H} triangular inverses: the loop by columns", t_col)
+    record(mh, f"{H} triangular inverses: LAPACK dtrtri one by one", t_l)
 
     def np_colnorms():
         big = np.max(np.abs(Rs), axis=-2)
@@ -195,6 +227,8 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
         f"  {H} column-norm vectors (scaled, overflow-safe): colnorms_batched {t_c * 1e6:.0f} µs   numpy "
         f"{t_n * 1e6:.0f} µs"
     )
+    record(mh, f"{H} column-norm vectors: colnorms_batched", t_c)
+    record(mh, f"{H} column-norm vectors: numpy", t_n)
 
     K = rng.standard_normal((H, m * blocks, d))  # the caller's keys: blocks are strided views K[:, a:b]
     dinv = np.ones((H, d))
@@ -221,6 +255,8 @@ def multihead(rng, H=12, d=64, m=256, blocks=400):
         f"  one ({H}, {m}, {d}) block from a strided view: staged (copy + scan_screen_rows) {t_s * 1e3:.3f} ms   "
         f"contiguous copy + scan + screen + copy {t_b * 1e3:.3f} ms"
     )
+    record(mh, f"one ({H}, {m}, {d}) block: staged (copy + scan_screen_rows)", t_s)
+    record(mh, f"one ({H}, {m}, {d}) block: contiguous copy + scan + screen + copy", t_b)
     heads_kernel(rng, H, d, m)
 
 
@@ -286,6 +322,9 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
         f"  handing work to the other core: a numba parallel launch {t_numba * 1e6:.1f} µs   "
         f"split_run (Python threads) {t_split * 1e6:.1f} µs"
     )
+    hk = f"heads_screen_gram, one ({H}, {m}, {d}) block per call"
+    record(hk, "a numba parallel launch", t_numba)
+    record(hk, "split_run (Python threads)", t_split)
     variants = {
         f"{n} threads, heads one at a time": (par, lambda: _threads.parallel_region(n)),
         f"{n} threads, numba's static split": (par, lambda: _Static(n)),
@@ -303,6 +342,8 @@ def heads_kernel(rng, H, d, m, rounds=15, batch=20):
             for k in list(variants) if r % 2 == 0 else list(variants)[::-1]:
                 res[k].append(per_call(*variants[k], batch, gap=gap))
         print(f"    {label}: " + "   ".join(f"{k} {np.median(v):.0f}" for k, v in res.items()))
+        for k, v in res.items():
+            record(hk, f"{k}, {label} (median)", float(np.median(v)) * 1e-6)
 
 
 class _Static:

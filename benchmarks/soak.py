@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/soak.py                 # 10^8 rows of d = 32 (several minutes)
+    python benchmarks/soak.py --quick         # 10^6 rows
     python benchmarks/soak.py --rows 10000000 # 10^7 rows
     python benchmarks/soak.py --rows 1000000 --set-check-max 0   # set check at the end only
 
@@ -37,23 +38,23 @@ What is checked, at geometrically spaced checkpoints (and at the end)
    RSS must stay flat: the script reports the RSS growth between 10 % of the
    stream and the end.
 
-Nothing here is timed against a target; throughput is printed for orientation.
+Nothing here is timed against a target; throughput is printed for orientation.  The JSON record
+(``benchmarks/results/soak.json``) holds one row per checkpoint and the RSS samples.  ``--dim`` is
+fixed at 32 and ``--repeats`` is not used (one pass).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
 import time
 
+import _common
 import numpy as np
 from scipy.linalg import solve_triangular
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from streamlev import OnlineLeverage  # noqa: E402
+from streamlev import OnlineLeverage, serialize
 
 D = 32
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -135,8 +136,7 @@ def exact_set(seed, n_blocks, size, rare_every, R_fresh, eps):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=10**8)
+    ap = _common.parser(__doc__.splitlines()[0], dim=D, rows=10**8, repeats=1)
     ap.add_argument("--block", type=int, default=65536)
     ap.add_argument("--eps", type=float, default=0.005)
     ap.add_argument("--rare-every", type=int, default=10**6)
@@ -148,9 +148,13 @@ def main(argv=None):
         help="run the exact second-pass set check at checkpoints up to this many rows (and always at the end)",
     )
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rows = [10**6]
+    if args.dim != [D]:
+        ap.error(f"the soak stream has d = {D} (its channels are laid out for it)")
 
     size = args.block
-    n_blocks = -(-args.rows // size)
+    n_blocks = -(-args.rows[0] // size)
     n = n_blocks * size
     checkpoints = sorted(
         {min(n_blocks, int(round(10 ** (k / 2) / size)) or 1) for k in range(8, 40) if 10 ** (k / 2) <= n} | {n_blocks}
@@ -175,6 +179,7 @@ def main(argv=None):
     )
     print(hdr)
     ok = True
+    results = []
     for b in range(n_blocks):
         X = make_block(args.seed, b, size, args.rare_every)
         ts = time.perf_counter()
@@ -187,7 +192,7 @@ def main(argv=None):
         if (b + 1) in checkpoints:
             rows = (b + 1) * size
             U = sk.universal_set()
-            Rs = sk._stream.factor.R  # the sketch's factor (private, read only)
+            Rs = serialize.unpack(sk.to_bytes(), "OnlineLeverage")[1]["R"]  # the factor, from the byte format
             Rf = tree.R()
             Cs = scaled_gram(gram_of(Rs))
             drift_qr = float(np.abs(Cs - scaled_gram(gram_of(Rf))).max())
@@ -206,6 +211,20 @@ def main(argv=None):
                 f"{check:>22} {rss_bytes() / 2**20:>8.1f} {maxrss_bytes() / 2**20:>10.1f} {rate:>15,.0f}"
             )
             sys.stdout.flush()
+            results.append(
+                dict(
+                    table="checkpoints",
+                    rows=rows,
+                    size=U.size,
+                    candidates=sk.n_candidates,
+                    drift_vs_qr=drift_qr,
+                    drift_vs_gram=drift_gram,
+                    set_check=check,
+                    rss_bytes=rss_bytes(),
+                    max_rss_bytes=maxrss_bytes(),
+                    rows_per_s=rate,
+                )
+            )
     elapsed = time.perf_counter() - t0
     print(
         f"total wall time {elapsed:.1f} s (sketch updates {t_sketch:.1f} s, "
@@ -222,6 +241,21 @@ def main(argv=None):
         f"max sketch nbytes {max(x[4] for x in rss_log):,}"
     )
     print("RESULT:", "all set checks passed" if ok else "SET CHECK FAILED")
+    results += [
+        dict(table="RSS over time", rows=rows, rss_bytes=r, max_rss_bytes=m, candidates=c, sketch_bytes=nb)
+        for rows, r, m, c, nb in rss_log
+    ]
+    targets = [
+        dict(name="every set check equals an exact second pass", measured=ok, target="true", met=ok, unit=""),
+        dict(
+            name="RSS growth after the first 10% of the stream",
+            measured=(rss_end - tenth) / 2**20,
+            target="flat",
+            met=None,
+            unit="MiB",
+        ),
+    ]
+    _common.write_record("soak", args, results, targets)
     return 0 if ok else 1
 
 
