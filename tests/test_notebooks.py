@@ -1,5 +1,6 @@
-"""Every notebook under notebooks/ runs top to bottom (outputs must be stripped in git)."""
+"""The notebooks under notebooks/ are committed clean; the documentation build executes them (tests/test_docs.py)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,9 @@ def test_notebooks_exist():
 
 
 @pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
+def test_notebook_is_committed_without_outputs(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code, "a notebook without code cells"
     assert not any(c.get("outputs") for c in code), "strip outputs before committing"
     assert all(c.get("execution_count") is None for c in code), "strip execution counts before committing"
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
-    ]
-    assert not errors
