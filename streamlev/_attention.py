@@ -3,7 +3,7 @@
 (This module is ``streamlev._attention`` because ``streamlev.attention`` is the public function; every
 public name here is exported at the top level: ``streamlev.select_keys``, ``streamlev.attention``, ...)
 
-Guarantees (DESIGN.md §1):
+Guarantees (docs/design.md, "Leverage scores and the universal set"):
 
 * f(x) = |x|^p ("power" attention, A = row-normalise(|QKᵀ|^p)): the ε-universal set holds every
   entry A_ij >= eps for *every* query matrix Q; for p = 2 it is {j : τ_j >= eps} (leverage
@@ -11,7 +11,7 @@ Guarantees (DESIGN.md §1):
 * Causal attention: query i attends to keys 1..i, so its universal set is the universal set of
   the prefix K[:i+1]; sensitivities only decrease as the prefix grows, so these sets are computed
   in one pass in which an evicted key never re-enters.
-* Softmax: no set smaller than n can be guaranteed (DESIGN.md §1.5); ``top_k`` keeps the keys of
+* Softmax: no set smaller than n can be guaranteed (docs/design.md, "Softmax"); ``top_k`` keeps the keys of
   largest leverage score / Lewis weight, the LevAttention heuristic.
 """
 

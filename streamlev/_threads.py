@@ -1,20 +1,16 @@
 """Thread use of streamlev, in one place: the BLAS thread limit and the row-splitting worker pool.
 
-Two facts measured on the project's 2-core machine (OpenBLAS 0.3.30/0.3.31,
-numpy 2.4; ``python benchmarks/kernels_bench.py`` repeats the first two numbers)
-decide how threads are used:
+Two facts decide how threads are used (``python benchmarks/kernels_bench.py``
+measures them; the figures are on the documentation's performance page):
 
 * OpenBLAS runs the thin products streamlev needs (``B·W`` for an m x 64
-  block; ``BᵀB`` too, before :func:`streamlev._kernels.gram_upper` replaced it)
-  hardly faster on 2 threads than on 1 (172 ms vs 188 ms for one 10^6 x 64
-  ``K.T @ K``; 197 ms vs 195 ms on a later AVX-512 machine), while small
-  LAPACK calls (QR/SVD of matrices a few hundred wide) ran 10-300x *slower* on
-  2 threads under load (DESIGN.md §2).  So BLAS itself runs single-threaded
-  inside every streamlev call that matters.
+  block) hardly faster on 2 threads than on 1, while small LAPACK calls
+  (QR/SVD of matrices a few hundred wide) run many times *slower* on 2 busy
+  threads (docs/design.md, "Numerics: tiers and error bounds", threads).  So
+  BLAS itself runs single-threaded inside every streamlev call that matters.
 * numpy's matmul releases the GIL, so splitting a block's rows into one part
   per core and running single-threaded BLAS on each part in a thread of its
-  own gives the speed-up instead: the same ``K.T @ K`` took 101 ms in two
-  parts on two threads (105 ms on the later machine).  (scipy's f2py BLAS wrappers keep the GIL, so
+  own gives the speed-up instead.  (scipy's f2py BLAS wrappers keep the GIL, so
   they are not used for this.)  numba kernels are compiled with ``nogil=True``
   and split the same way.
 
@@ -78,8 +74,8 @@ class blas_threads:  # noqa: N801 - used like a function: ``with blas_threads(1)
     """Context manager limiting every loaded BLAS library to ``n`` threads, restoring the previous counts.
 
     The libraries are found once (threadpoolctl); entering and leaving then
-    costs a few microseconds (``threadpoolctl.threadpool_limits`` costs ~20 µs
-    per use, which mattered for blocks of a few hundred rows).  A context
+    costs far less than ``threadpoolctl.threadpool_limits`` does per use,
+    which matters for blocks of a few hundred rows.  A context
     nested inside one with the same ``n`` on the same thread costs nothing
     (the per-head loops of :class:`streamlev.online.MultiHeadLeverage` nest
     dozens).
@@ -285,8 +281,8 @@ def _guarded(fn, a, b):
 
 # -- numba's threads ----------------------------------------------------------------------------------------------
 # A few kernels (``jit(parallel=True)`` in streamlev._kernels) split the heads of a block over numba's threads:
-# handing work to a Python thread (split_run) cost 33-75 µs here, a launch of numba's threads 1-2 µs
-# (``python benchmarks/kernels_bench.py``), which matters for blocks that take a few hundred µs.  Three rules
+# a launch of numba's threads costs far less than handing work to a Python thread (split_run)
+# (``python benchmarks/kernels_bench.py`` measures both), which matters for blocks of a few hundred rows.  Three rules
 # keep this safe:
 #
 # * one launch at a time (a process-wide lock): numba's ``workqueue`` layer (used when neither TBB nor OpenMP is
@@ -396,8 +392,8 @@ def _release(libs, found) -> None:
 def _numba_controls():
     """(get threads, set threads, set chunk size) of numba's threading layer for the calling thread.
 
-    numba's public functions take two process-wide locks per call (~4 µs
-    each here); after the layer is up, its own ctypes entry points are
+    numba's public functions take two process-wide locks per call; after
+    the layer is up, its own ctypes entry points are
     called directly (falling back to the public functions if a numba
     version has none).
     """

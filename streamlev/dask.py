@@ -3,7 +3,7 @@
 Needs the optional extra ``streamlev[dask]`` (``dask[distributed]``).  The core
 package never imports this module; importing it imports dask.
 
-How it works (DESIGN.md §1.6, "merge").  Every row chunk of the key array
+How it works (docs/design.md, "Merges are exact").  Every row chunk of the key array
 becomes an :class:`~streamlev.OnlineLeverage` sketch whose row ids start at the
 chunk's offset, so ids are global row numbers.  When a chunk comes from a
 simple chain of tasks (:func:`from_npy`, ``dask.array.from_npy_stack``,

@@ -1,7 +1,8 @@
 """ℓ_p Lewis weights, exact ℓ_p sensitivities and the universal sets of f(x) = |x|^p attention.
 
-Facts used (DESIGN.md §1.4, §1.6).  For keys K (n x d) and a query q, power attention gives key j
-the weight A_j(q) = |q·k_j|^p / Σ_i |q·k_i|^p.  Its supremum over q is the ℓ_p *sensitivity*
+Facts used (docs/design.md, "Power attention" and "Prefix monotonicity").  For keys K (n x d) and a
+query q, power attention gives key j the weight A_j(q) = |q·k_j|^p / Σ_i |q·k_i|^p.  Its supremum
+over q is the ℓ_p *sensitivity*
 
     α_j = max_q |q·k_j|^p / ‖Kq‖_p^p = 1 / min_{q·k_j = 1} ‖Kq‖_p^p ,
 
@@ -62,10 +63,9 @@ _CP_MAX_P = 3.0
 def _one_blas_thread(func):
     """Run ``func`` with BLAS limited to one thread.
 
-    The work here is many small factorisations (n x d QRs, r x r solves); DESIGN.md §2 measured
-    small LAPACK calls 10-300x slower with OpenBLAS's 2 threads than with 1 on this kind of
-    machine (an n = 2000, d = 16 QR: 0.3-0.5 s vs 6 ms under load).  The controller is created
-    once, on first use.
+    The work here is many small factorisations (n x d QRs, r x r solves), and small LAPACK calls
+    run many times slower on several busy BLAS threads than on one (docs/design.md, "Numerics:
+    tiers and error bounds").  The controller is created once, on first use.
     """
 
     @functools.wraps(func)
@@ -644,7 +644,7 @@ def universal_set_p(
     max_iter: int = _DEFAULT_MAX_ITER,
     max_newton: int = 200,
 ) -> np.ndarray:
-    """ε-universal set of power attention f(x) = |x|^p: keys some query can give weight >= eps.
+    """ε-universal set of power attention f(x) = ``|x|^p``: keys some query can give weight >= eps.
 
     Parameters
     ----------

@@ -96,7 +96,9 @@ def test_sample_tokens_are_the_source_text(sample):
 def test_sample_leverage_matches_oracle(sample):
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # 72 small factorisations: 1 BLAS thread is fastest (DESIGN.md §2)
+    with threadpool_limits(
+        1
+    ):  # 72 small factorisations: 1 BLAS thread is fastest (docs/design.md, "Numerics", threads)
         _check_all_heads(sample)
 
 

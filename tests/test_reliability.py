@@ -933,7 +933,7 @@ def adversarial(draw):
         n = draw(st.integers(3 * d, 120))
         K = _vandermonde(rng, n, d)
         # tie band: scores are QR-accurate to a few times cond * unit roundoff (measured 2.8e-8 at
-        # cond 1.05e8, 3e-5 at cond 1.7e10; DESIGN.md §2: 4e-8 at cond 1.3e8)
+        # cond 1.05e8, 3e-5 at cond 1.7e10; about 4e-8 at cond 1.3e8)
         rtol = max(1e-8, 1e-14 * _cond_scaled(K))
     elif kind == "column-scales":
         K *= 10.0 ** rng.uniform(-8, 8, size=d)

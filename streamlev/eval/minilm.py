@@ -22,7 +22,7 @@ minute on 2 cores; the full run needs about 5 CPU-minutes).  The study
 
 What is guaranteed and what is not: leverage scores give a universal set only
 for power attention f(x) = x² (see :mod:`streamlev.exact`).  Softmax admits no
-universal set smaller than n (DESIGN.md §1.5), so every rule here is a
+universal set smaller than n (docs/design.md, "Softmax"), so every rule here is a
 heuristic and this study measures how the heuristics behave on a real model.
 
 Selection never looks at padding: keys at padded positions are never
