@@ -3,22 +3,49 @@
 The public API is listed in ``__all__``; everything else is private.
 """
 
-from ._attention import (
-    LeverageKVCache,
-    attention,
-    attention_mass_kept,
-    attention_weights,
-    heavy_entry_recall,
-    relative_output_error,
-    select_keys,
-)
-from ._threads import get_num_threads, set_num_threads
-from .approx import ApproxGuaranteeWarning, ApproxLeverage
-from .comparison import Comparison, compare
-from .exact import leverage_scores, universal_set
-from .lewis import ConvergenceError, OnlinePowerSet, lewis_weights, universal_set_p
-from .online import MultiHeadLeverage, OnlineLeverage
-from .twopass import two_pass_universal_set
+import importlib
+
+#: Where each public name lives.  The modules load at the first access of one of their names (PEP 562), so
+#: ``import streamlev`` costs a few milliseconds and a short command (``streamlev select`` on a small file)
+#: loads only what it uses.
+_WHERE = {
+    "LeverageKVCache": "._attention",
+    "attention": "._attention",
+    "attention_mass_kept": "._attention",
+    "attention_weights": "._attention",
+    "heavy_entry_recall": "._attention",
+    "relative_output_error": "._attention",
+    "select_keys": "._attention",
+    "get_num_threads": "._threads",
+    "set_num_threads": "._threads",
+    "ApproxGuaranteeWarning": ".approx",
+    "ApproxLeverage": ".approx",
+    "Comparison": ".comparison",
+    "compare": ".comparison",
+    "leverage_scores": ".exact",
+    "universal_set": ".exact",
+    "ConvergenceError": ".lewis",
+    "OnlinePowerSet": ".lewis",
+    "lewis_weights": ".lewis",
+    "universal_set_p": ".lewis",
+    "MultiHeadLeverage": ".online",
+    "OnlineLeverage": ".online",
+    "two_pass_universal_set": ".twopass",
+}
+
+
+def __getattr__(name: str):
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'streamlev' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __version__ = "0.1.0"
 

@@ -40,6 +40,10 @@ def first_nonfinite_row(X: np.ndarray) -> int:
     return scan_keys(X)[0]
 
 
+#: Arrays of at most this many entries are scanned with numpy (no compiled kernel to load for a short job).
+_SMALL_SCAN = 1 << 17
+
+
 def scan_keys(X: np.ndarray) -> tuple[int, float]:
     """(first row with NaN/±inf or -1, largest |x|) of a 2-D float array, one pass, no temporaries.
 
@@ -49,6 +53,11 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
     """
     if X.size == 0:
         return -1, 0.0
+    if X.size <= _SMALL_SCAN and X.dtype.kind == "f":  # small: numpy, so that no compiled kernel is loaded
+        bad = ~np.isfinite(X)
+        if bad.any():
+            return int(np.flatnonzero(bad.any(axis=1))[0]), 0.0
+        return -1, float(np.max(np.abs(X)))
     if X.dtype in (np.float32, np.float64):
         from ._kernels import scan_block
         from ._threads import parts_for, split_bounds, split_run

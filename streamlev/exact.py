@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._factor import Factor, at_least
 from ._validate import as_keys, check_eps, check_p, check_ridge
 
 __all__ = ["leverage_scores", "universal_set", "DEFAULT_BLOCK"]
+
+#: The membership tolerance of :func:`streamlev._factor.at_least` (the same constant; a test checks they agree).
+THRESHOLD_RTOL = 1e-10
 
 #: Rows per block for in-memory factorisation (chosen by benchmarks/run.py).
 DEFAULT_BLOCK = 16384
@@ -24,11 +26,48 @@ def _blocks(n: int, block: int):
         yield start, min(n, start + block)
 
 
+#: Keys with at most this many entries (n·d) and no ridge are scored by one LAPACK SVD of the column-normalised
+#: matrix (:func:`_scores_small`) instead of the blocked factor: no compiled kernel is loaded, so a short job in
+#: a fresh process does not pay for loading them (``python benchmarks/coldstart_bench.py``).
+SMALL_ENTRIES = 1 << 17
+
+
+def _scores_small(K: np.ndarray) -> np.ndarray:
+    """Leverage scores of a small K from the SVD of its column-normalised copy, by the documented rank rule.
+
+    Columns are first divided by their largest magnitude, so their norms
+    neither overflow nor underflow at any scale; zero columns are dropped
+    (they change no score).  Singular values <= σ_max·max(n, d)·machine-eps
+    count as zero, as in :func:`leverage_scores`.
+    """
+    from ._threads import blas_threads  # noqa: PLC0415
+
+    n, d = K.shape
+    X = np.asarray(K, dtype=np.float64)
+    top = np.max(np.abs(X), axis=0)
+    nz = top > 0
+    if not nz.any():
+        return np.zeros(n)
+    X = X[:, nz] / top[nz]
+    X /= np.sqrt(np.einsum("ij,ij->j", X, X))
+    with blas_threads(1):  # small LAPACK calls run slower on several BLAS threads, most of all on a busy machine
+        U, S, _ = np.linalg.svd(X, full_matrices=False)
+    r = int(np.count_nonzero(S > S[0] * max(n, d) * np.finfo(np.float64).eps))
+    U = U[:, :r]
+    return np.einsum("ij,ij->i", U, U)
+
+
 def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -> np.ndarray:
     n, d = K.shape
     out = np.empty(n, dtype=np.float64)
     if n == 0:
         return out
+    if ridge == 0.0 and n * d <= SMALL_ENTRIES:
+        out[:] = _scores_small(K)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+    from ._factor import Factor  # noqa: PLC0415 - loaded when needed (scipy), not for small keys
+
     fac = Factor(d, ridge)
     for a, b in _blocks(n, block):
         fac.update(K[a:b])  # Householder or whitened updates, see Factor.update
@@ -59,7 +98,9 @@ def leverage_scores(K, *, ridge: float = 0.0) -> np.ndarray:
 
     Notes
     -----
-    Computed from a triangular factor kept by blocked Householder QR (TSQR) or,
+    Keys of at most :data:`SMALL_ENTRIES` entries (without ridge) are scored
+    from one SVD of the column-normalised matrix, with the rank rule above.
+    Larger keys: computed from a triangular factor kept by blocked Householder QR (TSQR) or,
     once it is well conditioned, by whitened block updates (see
     :meth:`streamlev._factor.Factor.update`), then one multiplication by
     the inverse factor per block — never from the Gram matrix KᵀK and never from
@@ -107,4 +148,4 @@ def universal_set(K, eps, *, p: float = 2.0, ridge: float = 0.0) -> np.ndarray:
     K = as_keys(K)
     ridge = check_ridge(ridge)
     tau = _scores_validated(K, ridge)
-    return np.flatnonzero(at_least(tau, eps)).astype(np.int64)
+    return np.flatnonzero(tau >= eps * (1.0 - THRESHOLD_RTOL)).astype(np.int64)  # _factor.at_least's rule

@@ -236,3 +236,91 @@ def test_non_contiguous_and_read_only_inputs_work():
     before = K.copy()
     sl.leverage_scores(K)
     np.testing.assert_array_equal(K, before)
+
+
+def _hard_keys():
+    rng = np.random.default_rng(23)
+    G = rng.standard_normal((400, 12))
+    deficient = G[:, :5] @ rng.standard_normal((5, 12))  # rank 5
+    scaled = G * np.logspace(-6, 6, 12)  # column scales 1e-6..1e6
+    U, _, Vt = np.linalg.svd(G, full_matrices=False)
+    illcond = (U * np.logspace(0, -8, 12)) @ Vt  # condition number 1e8
+    zero_col = G.copy()
+    zero_col[:, 3] = 0.0
+    return {
+        "gaussian": G,
+        "rank 5": deficient,
+        "column scales 1e-6..1e6": scaled,
+        "condition 1e8": illcond,
+        "zero column": zero_col,
+        "magnitude 1e200": G * 1e200,
+        "magnitude 1e-200": G * 1e-200,
+        "n < d": G[:7],
+    }
+
+
+@pytest.mark.parametrize("name", list(_hard_keys()))
+@pytest.mark.parametrize("small", [True, False], ids=["svd path", "factor path"])
+def test_both_in_memory_paths_match_the_oracle(name, small, monkeypatch):
+    """Small keys take one SVD (no compiled kernel), larger ones the blocked factor: both against naive.leverage."""
+    from streamlev import exact
+
+    if not small:
+        monkeypatch.setattr(exact, "SMALL_ENTRIES", 0)
+    K = _hard_keys()[name]
+    ref = _hard_keys()["gaussian"] if name.startswith("magnitude") else K  # the oracle's norms would overflow
+    want = naive.leverage(ref)
+    got = sl.leverage_scores(K)
+    tol = 1e-6 if name in ("condition 1e8", "column scales 1e-6..1e6") else 1e-9
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 1e-3)
+    assert abs(got.sum() - naive.rank(ref)) < 1e-6
+    np.testing.assert_array_equal(sl.universal_set(K, 0.05), naive.universal_set(ref, 0.05))
+
+
+def test_small_path_is_taken_below_the_size_limit_only(monkeypatch):
+    from streamlev import exact
+
+    calls = []
+    real = exact._scores_small
+    monkeypatch.setattr(exact, "_scores_small", lambda K: calls.append(K.shape) or real(K))
+    rng = np.random.default_rng(1)
+    sl.leverage_scores(rng.standard_normal((exact.SMALL_ENTRIES // 64, 64)))
+    sl.leverage_scores(rng.standard_normal((exact.SMALL_ENTRIES // 64 + 1, 64)))
+    sl.leverage_scores(rng.standard_normal((100, 8)), ridge=0.5)  # ridge: the factor path
+    assert calls == [(exact.SMALL_ENTRIES // 64, 64)]
+
+
+def test_membership_tolerance_is_the_factors():
+    from streamlev import _factor, exact
+
+    assert exact.THRESHOLD_RTOL == _factor.THRESHOLD_RTOL
+
+
+def test_small_keys_load_no_compiled_kernel(tmp_path):
+    """A short job in a fresh process (validation, scores, the CLI) does not import numba."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "k.npy"
+    np.save(path, np.random.default_rng(2).standard_normal((1000, 64)))
+    code = (
+        "import sys, numpy as np, streamlev\n"
+        f"K = np.load({str(path)!r})\n"
+        "streamlev.universal_set(K, 0.01); streamlev.leverage_scores(K)\n"
+        "from streamlev.cli import main\n"
+        f"main(['select', {str(path)!r}, '--eps', '0.01', '--json'])\n"
+        "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_small_keys_report_the_first_nonfinite_row():
+    K = np.ones((50, 4))
+    K[7, 2] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        sl.leverage_scores(K)
+    K[7, 2] = 1.0
+    K[31, 0] = -np.inf
+    with pytest.raises(ValueError, match="row 31"):
+        sl.universal_set(K.astype(np.float32), 0.1)
