@@ -65,8 +65,9 @@ class Comparison:
     runs : list of dict
         One per method, size and seed: ``method``, ``label``, ``param``, ``size``, ``seed``
         (None for deterministic methods), ``passes``, ``set`` (sorted ids), ``set_size``,
-        ``recall``, ``precision``, ``ratio_quantiles`` (τ̃/τ at :data:`QUANTILES` over the exact
-        set's rows the method scored; None without scores), ``scored``, ``state_bytes`` (peak
+        ``recall``, ``precision`` (None when the method selects nothing), ``ratio_quantiles``
+        (τ̃/τ at :data:`QUANTILES` over the exact set's rows the method scored; None without
+        scores), ``scored``, ``state_bytes`` (peak
         ``nbytes`` of the sketch, read after every block), ``seconds`` (wall time of all its
         passes, reading included), ``rows_per_s`` (n / seconds) and ``info`` (method details:
         the ridge used, c, the JL dimension, ...).
@@ -106,6 +107,8 @@ class Comparison:
             }
             for key in ("set_size", "recall", "precision", "state_bytes", "seconds", "rows_per_s"):
                 row[key], row[key + "_std"] = _mean_std([r[key] for r in rs])
+            errors = [r["info"]["error"] for r in rs if "error" in r["info"]]
+            row["errors"], row["error"] = len(errors), (errors[0] if errors else None)
             qs = [r["ratio_quantiles"] for r in rs if r["ratio_quantiles"] is not None]
             row["ratio_quantiles"] = (
                 [float(np.median([q[i] for q in qs])) for i in range(len(QUANTILES))] if qs else None
@@ -178,6 +181,8 @@ class Comparison:
         for s in self.summary():
             q = s["ratio_quantiles"]
             ratio = "–" if q is None else f"{q[1]:.3f} / {q[2]:.3f} / {q[3]:.3f}"
+            if s["errors"]:
+                ratio = f"failed in {s['errors']} of {s['runs']} runs: {s['error']}"
             lines.append(
                 f"| {s['label']} | {s['passes']} | {pm(s['set_size'], s['set_size_std'], '{:.1f}')} "
                 f"| {pm(s['recall'], s['recall_std'], '{:.3f}')} | {pm(s['precision'], s['precision_std'], '{:.3f}')} "
@@ -210,11 +215,12 @@ class Comparison:
                 methods.append(s["method"])
         markers = "osD^v<>ph*"
         for k, method in enumerate(methods):
-            rows = [s for s in summary if s["method"] == method]
-            x = [s["state_bytes"] for s in rows]
             for ax, key in zip(axes, ("recall", "precision")):
+                rows = [s for s in summary if s["method"] == method and s[key] is not None]
+                if not rows:  # the method failed, or (precision) selected nothing: see to_markdown
+                    continue
                 ax.errorbar(
-                    x,
+                    [s["state_bytes"] for s in rows],
                     [s[key] for s in rows],
                     yerr=[s[key + "_std"] or 0.0 for s in rows],
                     marker=markers[k % len(markers)],
@@ -297,12 +303,10 @@ def _label(meth, size, budget) -> str:
     return text + (f" ({_fmt_bytes(budget)} budget)" if budget is not None else "")
 
 
-def _auto_ridge(sv2: np.ndarray, ell: int) -> float:
-    """λ = 2·‖K − K_k‖_F²/(ell + 1 − k), k = ell // 2: ApproxLeverage's rule for c <= 1.5."""
-    k = ell // 2
-    tail = float(np.sum(sv2[k:]))
-    lam = 2.0 * tail / (ell + 1 - k)
-    return lam if lam > 0.0 else max(float(np.sum(sv2)) * 1e-12, np.finfo(float).tiny)
+def _auto_ridge(sv2: np.ndarray) -> float:
+    """λ = 1e-3·‖K‖_F²/d: a thousandth of the mean eigenvalue of KᵀK, so that τ^λ ≈ τ on the directions that matter."""
+    lam = 1e-3 * float(np.sum(sv2)) / sv2.size
+    return lam if lam > 0.0 else np.finfo(float).tiny
 
 
 def _make(meth, size, *, dim, eps, ridge, p, seed, sv2):
@@ -313,7 +317,7 @@ def _make(meth, size, *, dim, eps, ridge, p, seed, sv2):
     elif meth.name == "power":
         kw = {"p": p}
     elif meth.name == "approx":
-        kw = {"ridge": ridge if ridge > 0 else _auto_ridge(sv2, int(size))}
+        kw = {"ridge": ridge if ridge > 0 else _auto_ridge(sv2)}
         info["ridge_used"] = kw["ridge"]
     if meth.param is not None:
         kw[meth.param] = size
@@ -368,10 +372,14 @@ def _run(meth, size, budget, seed, *, blocks, n, d, eps, ridge, p, sv2, exact, t
             feed(B)
             peak = max(peak, sk.nbytes)
             tick(B.shape[0])
-    U = np.asarray(sk.universal_set(), dtype=np.int64)
+    try:
+        U = np.asarray(sk.universal_set(), dtype=np.int64)
+    except np.linalg.LinAlgError as exc:  # the method itself fails on these keys (kvpress's Cholesky): report it
+        U, info["error"] = None, " ".join(str(exc).split())
     peak = max(peak, sk.nbytes)
     seconds = time.perf_counter() - t0
-    hit = np.intersect1d(U, exact).size
+    if U is None:
+        return _record(meth, size, budget, seed, None, exact, None, None, peak, seconds, n, info)
     ratios, scored = None, None
     if tau is not None and hasattr(sk, "scores") and not (meth.name == "exact" and p != 2.0):
         ids, est = sk.scores()
@@ -384,6 +392,12 @@ def _run(meth, size, budget, seed, *, blocks, n, d, eps, ridge, p, sv2, exact, t
         v = getattr(sk, attr, None)
         if v is not None:
             info[attr.rstrip("_")] = float(v) if isinstance(v, float) else v
+    return _record(meth, size, budget, seed, U, exact, ratios, scored, peak, seconds, n, info)
+
+
+def _record(meth, size, budget, seed, U, exact, ratios, scored, peak, seconds, n, info) -> dict:  # noqa: PLR0917
+    """One run as a plain dict (U None: the method failed, ``info["error"]`` says why)."""
+    hit = None if U is None else np.intersect1d(U, exact).size
     return {
         "method": meth.name,
         "label": _label(meth, size, budget),
@@ -392,10 +406,10 @@ def _run(meth, size, budget, seed, *, blocks, n, d, eps, ridge, p, sv2, exact, t
         "budget_bytes": budget,
         "seed": seed if meth.randomised else None,
         "passes": meth.passes,
-        "set": [int(i) for i in U],
-        "set_size": int(U.size),
-        "recall": hit / exact.size if exact.size else 1.0,
-        "precision": hit / U.size if U.size else 1.0,
+        "set": None if U is None else [int(i) for i in U],
+        "set_size": None if U is None else int(U.size),
+        "recall": None if U is None else (hit / exact.size if exact.size else 1.0),
+        "precision": hit / U.size if U is not None and U.size else None,
         "ratio_quantiles": ratios,
         "scored": scored,
         "state_bytes": int(peak),
@@ -437,9 +451,10 @@ def compare(
         Seeds of the randomised methods (an int N means 0..N-1); deterministic methods run once.
     ridge : float, default 0.0
         λ >= 0 of the exact set and of every method.  ``approx`` needs λ > 0: with ridge = 0 it
-        runs with the λ that bounds its factor c by 1.5, 2·‖K − K_k‖_F²/(ell + 1 − k) with
-        k = ell // 2, taken from the reference pass (``info["ridge_used"]``); its recall is
-        then measured against the plain (λ = 0) set.
+        runs with λ = 1e-3·‖K‖_F²/d (a thousandth of the mean eigenvalue of KᵀK, from the
+        reference pass; ``info["ridge_used"]``), so that its target {τ^λ >= eps} is close to the
+        plain set, and reports its factor c = 1 + Δ/λ (``info["c"]``): its set lies between
+        {τ^λ >= eps} and {τ^λ >= eps/c}.
     p : float, default 2.0
         Attention exponent; p != 2 compares against the exact ℓ_p universal set.
     block_size : int, optional

@@ -41,7 +41,10 @@ def test_recall_and_precision_are_counted_against_the_exact_set():
         found = set(r["set"])
         hit = len(found & exact)
         assert r["recall"] == pytest.approx(hit / len(exact))
-        assert r["precision"] == pytest.approx(hit / len(found) if found else 1.0)
+        if found:
+            assert r["precision"] == pytest.approx(hit / len(found))
+        else:
+            assert r["precision"] is None  # nothing selected: no precision
         assert r["state_bytes"] > 0 and r["rows_per_s"] > 0
 
 
@@ -118,3 +121,16 @@ def test_bad_arguments_are_refused_with_the_fix(kwargs, exc, match):
 def test_a_one_shot_source_is_refused():
     with pytest.raises(TypeError, match="read only once"):
         streamlev.compare(iter([keys(n=100)]), 0.1)
+
+
+def test_a_method_that_fails_on_the_keys_is_reported_not_raised():
+    """kvpress's float32 Cholesky with an absolute jitter fails when a few channels are huge."""
+    rng = np.random.default_rng(1)
+    K = rng.standard_normal((3000, 8))
+    K[:, :2] *= [1e3, 3e2]
+    res = streamlev.compare(K, 0.05, ["kvpress", "online"], seeds=1)
+    failed, ok = res.summary()
+    assert failed["errors"] == 1 and "Cholesky" in failed["error"] and failed["recall"] is None
+    assert ok["recall"] == 1.0
+    assert "failed in 1 of 1 runs" in res.to_markdown()
+    assert Comparison.from_json(res.to_json()) == res

@@ -95,16 +95,17 @@ class KVPressLeverage(Baseline):
 
     def _cholesky(self, G: np.ndarray) -> np.ndarray:
         eye = np.eye(G.shape[0], dtype=G.dtype)
-        cur = self.jitter
+        cur = last = self.jitter
         for _ in range(self.max_tries):
             try:
                 L = np.linalg.cholesky(G + np.float32(cur) * eye)
                 self.jitter_used_ = cur
                 return L
             except np.linalg.LinAlgError:
-                cur = max(1e-8, 1e-2 if cur == 0.0 else 10.0 * cur)
+                last, cur = cur, max(1e-8, 1e-2 if cur == 0.0 else 10.0 * cur)
         raise np.linalg.LinAlgError(
-            f"Cholesky failed after {self.max_tries} tries (last jitter {cur:g}); the press raises here too"
+            f"float32 Cholesky failed after {self.max_tries} tries (last jitter {last:g}, largest diagonal entry "
+            f"of G {float(np.max(np.diag(G))):.3g}); the press raises here too"
         )
 
     def all_scores(self) -> np.ndarray:
