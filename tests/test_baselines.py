@@ -246,12 +246,16 @@ def test_online_sampling_spectral_bound_holds_with_probability_1_minus_1_over_d(
     A = K.T @ K + lam * np.eye(d)
     w, V = np.linalg.eigh(A)
     Wh = V / np.sqrt(w)  # A^{-1/2}
+    tau = naive.ridge_leverage(K, lam)
     failures, seeds = 0, 30
     for seed in range(seeds):
-        sk = OnlineRowSampling(d, 0.05, oversample=oversample_for(d, e), rel_error=e, ridge=lam, seed=seed).update(K)
+        sk = OnlineRowSampling(d, TINY, oversample=oversample_for(d, e), rel_error=e, ridge=lam, seed=seed).update(K)
         _ids, S = sk.sample()
         ev = np.linalg.eigvalsh(Wh.T @ (S.T @ S + lam * np.eye(d)) @ Wh)
-        failures += not (ev.min() >= 1 - e and ev.max() <= 1 + e)
+        ids, est = sk.scores()  # kept rows scored against the final sample: within 1/(1 ± ε) on the same event
+        r = est / tau[ids]
+        held = ev.min() >= 1 - e and ev.max() <= 1 + e
+        failures += not (held and r.min() >= 1 / (1 + e) * (1 - 1e-12) and r.max() <= 1 / (1 - e))
         assert sk.n_kept < K.shape[0]
     assert within_binomial(failures, seeds, 1 / d)
 
@@ -293,10 +297,13 @@ def test_uniform_spectral_bound_holds_at_the_coherence_sample_size():
     Wh = V / np.sqrt(w)
     failures, seeds = 0, 20
     for seed in range(seeds):
-        sk = UniformSampling(d, 0.5, sample_rows=k, seed=seed).update(K)
+        sk = UniformSampling(d, TINY, sample_rows=k, seed=seed).update(K)
         _ids, S = sk.sample()
         ev = np.linalg.eigvalsh(Wh.T @ (K.shape[0] / k * S.T @ S) @ Wh)
-        failures += not (ev.min() >= 1 - delta and ev.max() <= 1 + delta)
+        ids, est = sk.scores()  # scores against the rescaled sample: within 1/(1 ± δ) on the same event
+        r = est / tau[ids]
+        held = ev.min() >= 1 - delta and ev.max() <= 1 + delta
+        failures += not (held and r.min() >= 1 / (1 + delta) and r.max() <= 1 / (1 - delta))
     assert within_binomial(failures, seeds, fail)
 
 
