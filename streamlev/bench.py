@@ -47,6 +47,7 @@ import numpy as np
 import scipy.linalg as sla
 
 import streamlev
+from streamlev.exact import DEFAULT_BLOCK
 
 __all__ = ["TARGETS", "run", "main"]
 
@@ -96,7 +97,7 @@ def sl_exact(K, eps):
     return streamlev.leverage_scores(K)
 
 
-def sl_online(K, eps, block=streamlev.exact.DEFAULT_BLOCK):
+def sl_online(K, eps, block=DEFAULT_BLOCK):
     sk = streamlev.OnlineLeverage(K.shape[1], eps)
     for a in range(0, K.shape[0], block):
         sk.update(K[a : a + block])
@@ -404,7 +405,7 @@ def stream_marks(path, n, marks, d=64, eps=1e-3):
     """
     K = np.load(path, mmap_mode="r")
     sk = streamlev.OnlineLeverage(d, eps)
-    blk = streamlev.exact.DEFAULT_BLOCK
+    blk = DEFAULT_BLOCK
     todo = sorted(m for m in marks if m < n)
     out = []
     gc.collect()
@@ -461,7 +462,8 @@ def bench_memory(sizes, d=64, eps=1e-3, dtype=np.float32):
                 for k in range(len(runs[0])):
                     lo = runs[0][k - 1][0] if k else 0
                     secs = [r[k][1] - (r[k - 1][1] if k else 0.0) for r in runs]
-                    segments.append((lo, runs[0][k][0], min(secs)))
+                    if runs[0][k][0] > lo:  # marks inside one block end at the same boundary
+                        segments.append((lo, runs[0][k][0], min(secs)))
             os.remove(path)
             print(
                 f"{n:>12,}{fmt_bytes(n * d * np.dtype(dtype).itemsize):>11}{fmt_bytes(p_o):>14}"

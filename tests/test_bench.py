@@ -54,3 +54,14 @@ def test_a_figure_past_its_target_is_not_met(change, key):
     got = verdicts(**change)
     assert got[bench.TARGETS[key]] is False
     assert all(v for k, v in got.items() if k != bench.TARGETS[key])
+
+
+def test_the_measurements_run_at_tiny_sizes_and_find_the_oracle_sets(capsys):
+    rows = bench.bench_main(3000, 8, 0.05, 1, with_svd=True)
+    assert {r["method"] for r in rows} >= {"numpy-gram", "OnlineLeverage", "two-pass .npy", "numpy-svd"}
+    assert all(r["ok"] for r in rows if r["ok"] is not None)  # every exact method's set is the SVD oracle's
+    heads = bench.bench_heads(H=2, m=32, d=8, blocks=6, eps=0.05, repeat=1)
+    assert heads["same_sets"] and heads["rows_per_head"] == 192
+    memory = bench.bench_memory([2000, 4000], d=8, eps=0.05)
+    assert [m["n"] for m in memory] == [2000, 4000] and all(m["online_peak"] > 0 for m in memory)
+    assert "exact universal set" in capsys.readouterr().out

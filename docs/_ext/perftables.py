@@ -201,3 +201,10 @@ def setup(app):
     app.add_config_value("perftables_results", "benchmarks/results", "env")
     app.add_directive("benchmark-records", BenchmarkRecords)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":  # the README's performance table: python docs/_ext/perftables.py benchmarks/results/run.json
+    import sys
+
+    for name in sys.argv[1:]:
+        print(summary_markdown(json.loads(Path(name).read_text(encoding="utf-8"))))
