@@ -38,6 +38,22 @@ _LONG_ROWS = 200_000
 _BAR_DELAY = 0.5
 
 
+#: Method names of ``streamlev compare`` (those of :data:`streamlev.baselines.METHODS`, listed here so that
+#: building the parser imports no numerical module; tests/test_cli_compare.py checks they agree).
+COMPARE_METHODS = (
+    "exact",
+    "online",
+    "two-pass",
+    "approx",
+    "power",
+    "sampling",
+    "countsketch",
+    "srht",
+    "kvpress",
+    "uniform",
+)
+
+
 class UsageError(Exception):
     """Bad command-line input: reported in one line with exit status 2."""
 
@@ -483,16 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--quiet", action="store_true", help="no progress bar")
     sel.set_defaults(func=_cmd_select)
 
-    from .baselines import METHODS
-
     cmp_ = sub.add_parser(
         "compare",
         help="run leverage sketches side by side on the keys in a file and score them against the exact set",
         description="Run every method (or those of --methods) on the keys in PATH, once per seed, and print "
         "recall, precision, score ratios, memory and speed against the exact eps-universal set.",
-        epilog=_SELECT_EPILOG.split("methods (all exact", maxsplit=1)[0]
+        epilog="".join(
+            line
+            for line in _SELECT_EPILOG.split("methods (all exact", maxsplit=1)[0].splitlines(True)
+            if "stdin" not in line
+        )
         + "methods (NAME, NAME:SIZE in its natural size, or NAME:64KiB for a memory budget):\n  "
-        + " ".join(METHODS)
+        + " ".join(COMPARE_METHODS)
         + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,12 +1,32 @@
 """``streamlev compare``: the same inputs and exit-2 errors as ``select``; a table, JSON or a plot."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from streamlev import cli
+from streamlev.baselines import METHODS
+
 from . import naive
 from .test_cli import run
+
+
+def test_the_help_lists_every_method_and_building_the_parser_loads_no_baseline():
+    assert cli.COMPARE_METHODS == tuple(METHODS)
+    code = "import sys, streamlev.cli as c; c.build_parser(); print('streamlev.baselines' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())
+    assert r.stdout.strip() == "False"
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 @pytest.fixture(scope="module")
