@@ -43,8 +43,10 @@ def main(argv=None) -> int:
         np.save(path, K)
         cmd = [sys.executable, "-m", "streamlev", "compare", str(path), "--eps", str(args.eps)]
         cmd += ["--seeds", str(seeds), "--json", "--quiet"]
+        shown = cmd[5:]  # the command as a user types it (the plot path as given)
         if args.plot:
             cmd += ["--plot", str(args.plot.resolve())]
+            shown = [*shown, "--plot", str(args.plot)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, env=env, check=False)
         wall = time.perf_counter() - t0
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         d=res.d,
         exact_set_size=int(res.exact_set.size),
         source="streamlev/data/minilm_keys.npz, K reshaped to (layers*heads*tokens, head_dim)",
-        cli_command="python -m streamlev compare minilm_keys.npy " + " ".join(cmd[5:]),
+        cli_command="python -m streamlev compare minilm_keys.npy " + " ".join(shown),
     )
     _common.write_record("compare", params, results, targets)
     return 0 if all(t["met"] for t in targets) else 1
