@@ -187,6 +187,45 @@ def _check_input_args(args) -> bool:
     return stdin
 
 
+#: ``--max-seconds`` default: exact p != 2 sets estimated to take longer are refused (``--max-seconds inf`` runs them).
+_DEFAULT_MAX_SECONDS = 60.0
+
+
+def _max_seconds(args) -> float | None:
+    limit = _DEFAULT_MAX_SECONDS if args.max_seconds is None else args.max_seconds
+    if not limit > 0:
+        raise UsageError(f"--max-seconds must be a positive number of seconds or 'inf', got {limit!r}")
+    return None if limit == float("inf") else limit
+
+
+class _CertificateProgress:
+    """The exact p != 2 set's progress: its time estimate on stderr once, then a tqdm bar (lazily imported)."""
+
+    def __init__(self, args, bar: bool):
+        self.args, self.want_bar, self.bar, self.told = args, bar, None, False
+
+    def __call__(self, done: int, total: int, estimate: float) -> None:
+        if not self.told and not self.args.quiet and done < total:
+            self.told = True
+            print(
+                f"streamlev: certifying {total:,} candidate keys for p={self.args.p:g}, estimated {estimate:,.1f} s",
+                file=sys.stderr,
+            )
+            if self.want_bar:
+                try:
+                    from tqdm import tqdm
+                except ImportError:  # tqdm is optional: no bar
+                    self.want_bar = False
+                else:
+                    self.bar = tqdm(total=total, desc="certificates", unit=" keys", file=sys.stderr, leave=False)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _small_in_memory(args, n, d) -> bool:
     """A small .npy/.npz file for a streaming method: read whole and selected in memory (the same exact set).
 
@@ -239,9 +278,17 @@ def _select(args, prog: _Progress):
         n, d = K.shape
         if args.p != 2.0:
             try:
-                U = streamlev.universal_set(K, args.eps, p=args.p, ridge=args.ridge)
+                from . import lewis
             except ImportError as exc:
                 raise UsageError(f"--p {args.p:g} needs streamlev.lewis, which is not available ({exc})") from None
+            tty = sys.stderr is not None and sys.stderr.isatty()
+            cert = _CertificateProgress(args, tty and not args.quiet)
+            try:
+                U = lewis.universal_set_p(
+                    K, args.eps, p=args.p, ridge=args.ridge, max_seconds=_max_seconds(args), progress=cert
+                )
+            finally:
+                cert.close()
         else:
             U = streamlev.universal_set(K, args.eps, ridge=args.ridge)
         return U, n, d, None, None
@@ -495,6 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "float64"],
         default=None,
         help="value type of raw rows on stdin (required for '-'); for files, convert blocks",
+    )
+    sel.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exact p != 2 only: refuse a selection whose certificates are estimated (from the first batch) to "
+        f"take longer than S seconds (default {_DEFAULT_MAX_SECONDS:g}; 'inf' runs it whatever the cost)",
     )
     sel.add_argument("--quiet", action="store_true", help="no progress bar")
     sel.set_defaults(func=_cmd_select)

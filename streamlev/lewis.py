@@ -45,6 +45,7 @@ from .exact import universal_set as _leverage_universal_set
 
 __all__ = [
     "ConvergenceError",
+    "CostError",
     "lewis_weights",
     "lewis_bound",
     "lp_sensitivities",
@@ -563,52 +564,110 @@ def _lower_general(z: np.ndarray, j: int, p: float) -> float:
     return float((az[j] / zmax) ** p / np.sum((az / zmax) ** p))
 
 
-def _cheap_bounds(U: np.ndarray, p: float, v: np.ndarray, cand: np.ndarray):
-    """Vectorised certificates from the Lewis ellipsoid, for all candidates at O(m·|cand|·r).
+#: Candidates certified together by :func:`_cheap_bounds` (its temporaries are m x CERT_BATCH: O(n·d) memory).
+CERT_BATCH = 128
+#: :func:`universal_set_p` refuses, by default, work estimated to take longer than this many seconds.
+DEFAULT_MAX_SECONDS = 60.0
 
-    With s = w^{a/2} (a = 1 - 2/p), M = UᵀW^aU and W^{a/2}U = QR:
 
-    * dual  y = W^a U M⁻¹u_j = s ⊙ (Q Q_jᵀ)/s_j satisfies Uᵀy = u_j  -> upper bound ‖y‖_{p'}^p;
-    * dual  y = U u_j (UᵀU = I)                                       -> a second upper bound;
+def _dual_upper_many(U: np.ndarray, Y: np.ndarray, UJ: np.ndarray, p: float) -> np.ndarray:
+    """:func:`_dual_upper` for the columns of Y at once (column t must nearly satisfy Uᵀy = UJ[t])."""
+    m = U.shape[0]
+    Y = Y + U @ (UJ.T - U.T @ Y)
+    E = np.sqrt(np.einsum("ij,ij->j", U.T @ Y - UJ.T, U.T @ Y - UJ.T))
+    ay = np.abs(Y)
+    ymax = ay.max(axis=0) if m else np.zeros(Y.shape[1])
+    if p == 1.0:
+        nrm = ymax
+    else:
+        pc = p / (p - 1.0)
+        safe = np.where(ymax > 0, ymax, 1.0)
+        nrm = np.where(ymax > 0, ymax * np.sum((ay / safe) ** pc, axis=0) ** (1.0 / pc), 0.0)
+    corr = E * m ** max(0.0, 0.5 - 1.0 / p) * (1.0 + 1e-12)
+    with np.errstate(over="ignore"):
+        return (nrm + corr) ** p  # inf (no information) rather than an error when out of range
+
+
+def _cheap_bounds(U: np.ndarray, p: float, Q: np.ndarray, s: np.ndarray, J: np.ndarray, *, eps: float):
+    """Certificates from the Lewis ellipsoid for the candidates J, all at once, at O(m·|J|·r).
+
+    With s = w^{a/2} (a = 1 - 2/p), M = UᵀW^aU and W^{a/2}U = QR (Q, s given):
+
     * query q = M⁻¹u_j, Uq = (Q Q_jᵀ)/(s s_j)                         -> lower bound (and a warm
       start for Newton);
-    * dual  y ∝ sign(z)|z|^{p-1} at that query (the optimality condition), projected onto
+    * query q = u_j, Uq = U u_j                                       -> a second lower bound;
+    * dual  y = W^a U M⁻¹u_j = s ⊙ (Q Q_jᵀ)/s_j satisfies Uᵀy = u_j  -> upper bound ‖y‖_{p'}^p;
+    * dual  y = U u_j (UᵀU = I)                                       -> a second upper bound;
+    * dual  y ∝ sign(z)|z|^{p-1} at the first query (the optimality condition), projected onto
       {Uᵀy = u_j}                                                      -> a third upper bound.
 
-    Returns ``(lower, upper, Z)`` with Z[:, t] = U q for candidate t.
+    Lower bounds come first: a candidate whose lower bound reaches ``eps`` is decided (kept)
+    and gets no upper bound (``inf``); each upper bound is computed only for the candidates
+    the previous ones left undecided.  Returns ``(lower, upper, Z)`` with Z[:, t] = U q for
+    candidate J[t] (m x |J|: callers pass batches of :data:`CERT_BATCH` candidates, so no
+    m x candidates array exists).
     """
-    a = 1.0 - 2.0 / p
-    ls = 0.5 * a * v
-    ls = ls - np.max(ls)
-    s = np.exp(ls)
-    Q, _R = np.linalg.qr(U * s[:, None], mode="reduced")
-    lo = np.empty(cand.size)
-    hi = np.empty(cand.size)
-    Zs = np.empty((U.shape[0], cand.size))
-    for start in range(0, cand.size, 256):
-        J = cand[start : start + 256]
-        G = Q @ Q[J].T
-        Y1 = (s[:, None] * G) / s[J]
-        Z = G / s[:, None] / s[J]
-        Y2 = U @ U[J].T
-        Zs[:, start : start + J.size] = Z
-        for t, j in enumerate(J):
-            z = Z[:, t]
-            az = np.abs(z)
-            g = np.sign(z) * (az / np.max(az)) ** (p - 1.0)  # ∝ the dual at the query Uq = z
-            mu = float(z @ g) / float(U[j] @ (U.T @ z))
-            ub = min(_dual_upper(U, Y1[:, t], U[j], p), _dual_upper(U, Y2[:, t], U[j], p))
-            if mu > 0:
-                ub = min(ub, _dual_upper(U, g / mu, U[j], p))
-            hi[start + t] = ub
-            lo[start + t] = _lower_general(z, int(j), p)
-    return lo, hi, Zs
+    UJ = U[J]
+    G = Q @ Q[J].T
+    Z = G / s[:, None] / s[J]
+    Y2 = U @ UJ.T
+    lo = np.maximum(_lower_many(Z, J, p), _lower_many(Y2, J, p))
+    hi = np.full(J.size, np.inf)
+    thr = eps * (1.0 - THRESHOLD_RTOL)
+    todo = np.flatnonzero(lo < eps)
+    if todo.size:
+        hi[todo] = _dual_upper_many(U, (s[:, None] * G[:, todo]) / s[J[todo]], UJ[todo], p)
+        todo = todo[hi[todo] >= thr]
+    if todo.size:
+        hi[todo] = np.minimum(hi[todo], _dual_upper_many(U, Y2[:, todo], UJ[todo], p))
+        todo = todo[hi[todo] >= thr]
+    if todo.size:
+        Zt = Z[:, todo]
+        az = np.abs(Zt)
+        zmax = az.max(axis=0)
+        Gd = np.sign(Zt) * (az / np.where(zmax > 0, zmax, 1.0)) ** (p - 1.0)  # ∝ the dual at the query Uq = z
+        mu = np.einsum("ij,ij->j", Zt, Gd) / np.einsum("ij,ji->i", UJ[todo], U.T @ Zt)
+        ok = mu > 0
+        if ok.any():
+            t = todo[ok]
+            hi[t] = np.minimum(hi[t], _dual_upper_many(U, Gd[:, ok] / mu[ok], UJ[t], p))
+    return lo, hi, Z
 
 
-def _universal_active(
-    U: np.ndarray, eps: float, p: float, *, refine: bool, tol: float, max_iter: int, max_newton: int
+def _lower_many(Z: np.ndarray, J: np.ndarray, p: float) -> np.ndarray:
+    """|z_j|^p / Σ_i |z_i|^p for column t of Z and row j = J[t] (the attention of the query Uq = z)."""
+    az = np.abs(Z)
+    zmax = az.max(axis=0)
+    safe = np.where(zmax > 0, zmax, 1.0)
+    zj = az[J, np.arange(J.size)]
+    with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+        return np.where((zmax > 0) & (zj > 0), (zj / safe) ** p / np.sum((az / safe) ** p, axis=0), 0.0)
+
+
+class CostError(ValueError):
+    """An exact p != 2 universal set whose estimated cost exceeds the caller's time limit."""
+
+
+def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit and the progress callback
+    U: np.ndarray,
+    eps: float,
+    p: float,
+    *,
+    refine: bool,
+    tol: float,
+    max_iter: int,
+    max_newton: int,
+    max_seconds: float | None = None,
+    progress=None,
 ) -> np.ndarray:
-    """Boolean keep-mask over the rows of U (orthonormal basis of the nonzero keys)."""
+    """Boolean keep-mask over the rows of U (orthonormal basis of the nonzero keys).
+
+    Candidates (Lewis bound >= eps) are certified in batches of :data:`CERT_BATCH`: the batched
+    ellipsoid certificates first, Newton (warm-started at the ellipsoid query) for those still
+    undecided.  After the first batch the total time is estimated from it; above
+    ``max_seconds`` a :class:`CostError` stating the estimate is raised.  ``progress(done,
+    total, estimate_seconds)`` is called after every batch.
+    """
     m = U.shape[0]
     if m == 0 or U.shape[1] == 0:
         return np.zeros(m, dtype=bool)
@@ -622,13 +681,36 @@ def _universal_active(
     cand = np.flatnonzero(keep)
     if cand.size == 0:
         return keep
-    lo, hi, Z = _cheap_bounds(U, p, v, cand)
-    for t, j in enumerate(cand):
-        if not at_least(hi[t : t + 1], eps)[0]:
-            keep[j] = False
-        elif lo[t] < eps:  # undecided: Newton, warm-started at the Lewis-ellipsoid query
-            _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton, q_init=U.T @ Z[:, t])
-            keep[j] = bool(at_least(np.array([ub]), eps)[0])
+    import time  # noqa: PLC0415
+
+    ls = 0.5 * (1.0 - 2.0 / p) * v
+    s = np.exp(ls - np.max(ls))
+    Q, _R = np.linalg.qr(U * s[:, None], mode="reduced")
+    t0 = time.perf_counter()
+    estimate = None
+    for start in range(0, cand.size, CERT_BATCH):
+        J = cand[start : start + CERT_BATCH]
+        lo, hi, Z = _cheap_bounds(U, p, Q, s, J, eps=eps)
+        for t, j in enumerate(J):
+            if lo[t] >= eps:  # a query gives it attention >= eps
+                continue
+            if not at_least(hi[t : t + 1], eps)[0]:
+                keep[j] = False
+            else:  # undecided: Newton, warm-started at the Lewis-ellipsoid query
+                _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton, q_init=U.T @ Z[:, t])
+                keep[j] = bool(at_least(np.array([ub]), eps)[0])
+        done = start + J.size
+        elapsed = time.perf_counter() - t0
+        estimate = elapsed * cand.size / done
+        if start == 0 and max_seconds is not None and estimate > max_seconds and done < cand.size:
+            raise CostError(
+                f"the exact p={p:g} set needs certificates for {cand.size:,} of {m:,} keys (their Lewis bound "
+                f"reaches eps={eps:g}); estimated {estimate:,.0f} s from the first {done} (limit "
+                f"max_seconds={max_seconds:g}). Pass max_seconds=None (CLI: --max-seconds inf) to run it anyway, "
+                f"raise eps, or use refine=False for the certified Lewis-bound superset"
+            )
+        if progress is not None:
+            progress(done, cand.size, estimate)
     return keep
 
 
@@ -643,6 +725,8 @@ def universal_set_p(
     tol: float = _DEFAULT_TOL,
     max_iter: int = _DEFAULT_MAX_ITER,
     max_newton: int = 200,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    progress=None,
 ) -> np.ndarray:
     """ε-universal set of power attention f(x) = ``|x|^p``: keys some query can give weight >= eps.
 
@@ -664,6 +748,14 @@ def universal_set_p(
         returned.
     tol, max_iter, max_newton
         Iteration controls of the Lewis-weight and sensitivity solvers.
+    max_seconds : float or None, default :data:`DEFAULT_MAX_SECONDS` (60)
+        Time limit of the certificates (``refine``, p >= 1).  Their cost is estimated from the
+        first batch of :data:`CERT_BATCH` candidates; an estimate above the limit raises
+        :class:`CostError` (a ValueError) naming it, before the rest of the work.  ``None``
+        opts in to any cost.
+    progress : callable, optional
+        Called as ``progress(done, total, estimate_seconds)`` after each batch of certified
+        candidates (the CLI draws a progress bar with it).
 
     Returns
     -------
@@ -677,8 +769,12 @@ def universal_set_p(
 
     Notes
     -----
-    Cost: one Lewis-weight computation, then for p >= 1 one vectorised dual bound for every
-    candidate, then a Newton solve (O(n·rank²) per step) for candidates still undecided.
+    Cost: one Lewis-weight computation (a QR of the n x rank keys per iteration), then for
+    p >= 1, for every candidate (Lewis bound >= eps), dual bounds costing O(n·rank) each
+    (batched matrix products), then a Newton solve (O(n·rank²) per step) for candidates still
+    undecided.  The candidates can be most keys for p > 2 (the Lewis bound carries the factor
+    rank^{p/2-1}), so the certificates cost O(n²·rank) in the worst case, against O(n·rank²)
+    for p = 2.  Memory: O(n·rank + rank²) (batches of :data:`CERT_BATCH` candidates).
     """
     eps = check_eps(eps)
     p = check_p(p)
@@ -694,7 +790,19 @@ def universal_set_p(
         return np.zeros(0, dtype=np.int64)
     U, active = _row_basis(K)
     keep = np.zeros(n, dtype=bool)
-    keep[active] = _universal_active(U, eps, p, refine=bool(refine), tol=tol, max_iter=max_iter, max_newton=max_newton)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a positive number of seconds or None (no limit), got {max_seconds!r}")
+    keep[active] = _universal_active(
+        U,
+        eps,
+        p,
+        refine=bool(refine),
+        tol=tol,
+        max_iter=max_iter,
+        max_newton=max_newton,
+        max_seconds=max_seconds,
+        progress=progress,
+    )
     return np.flatnonzero(keep).astype(np.int64)
 
 

@@ -148,20 +148,20 @@ def test_human_summary_and_output_files(data):
 
 
 def test_exact_with_p_other_than_2_goes_to_lewis(data, monkeypatch, capsys):
-    """--p P calls streamlev.universal_set(K, eps, p=P); checked in-process with a stand-in."""
+    """--p P calls streamlev.lewis.universal_set_p(K, eps, p=P, ...); checked in-process with a stand-in."""
     tmp, K = data
     seen = {}
 
-    def fake_universal_set(K_, eps, *, p=2.0, ridge=0.0):
-        seen.update(shape=K_.shape, eps=eps, p=p, ridge=ridge)
+    def fake_universal_set_p(K_, eps, *, p, ridge=0.0, max_seconds=None, progress=None):
+        seen.update(shape=K_.shape, eps=eps, p=p, ridge=ridge, max_seconds=max_seconds)
         return np.array([1, 2], dtype=np.int64)
 
-    import streamlev
+    from streamlev import lewis
 
-    monkeypatch.setattr(streamlev, "universal_set", fake_universal_set)
+    monkeypatch.setattr(lewis, "universal_set_p", fake_universal_set_p)
     rc = cli.main(["select", str(tmp / "k.npy"), "--eps", "0.1", "--p", "1.5", "--method", "exact", "--json"])
     assert rc == 0
-    assert seen == {"shape": K.shape, "eps": 0.1, "p": 1.5, "ridge": 0.0}
+    assert seen == {"shape": K.shape, "eps": 0.1, "p": 1.5, "ridge": 0.0, "max_seconds": 60.0}
     out = json.loads(capsys.readouterr().out)
     assert out["indices"] == [1, 2] and out["p"] == 1.5
 
@@ -332,3 +332,23 @@ def test_import_does_not_pull_optional_dependencies():
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=60, check=False)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def test_exact_p_refuses_over_the_time_limit_and_runs_with_inf(tmp_path):
+    """--max-seconds: an estimate above it is refused up front (exit 2, the estimate named); 'inf' opts in."""
+    K = np.random.default_rng(3).standard_normal((1500, 6))
+    np.save(tmp_path / "k.npy", K)
+    args = ["select", "k.npy", "--eps", "0.005", "--p", "3", "--method", "exact"]
+    r = run([*args, "--max-seconds", "1e-9"], cwd=tmp_path)
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert "estimated" in err and "--max-seconds inf" in err and "Traceback" not in err
+    r = run([*args, "--max-seconds", "inf", "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "estimated" in r.stderr.decode()  # the stated estimate, on stderr
+    from streamlev import lewis
+
+    want = lewis.universal_set_p(K, 0.005, p=3.0, max_seconds=None)
+    assert json.loads(r.stdout)["indices"] == want.tolist()
+    r = run([*args, "--max-seconds", "0"], cwd=tmp_path)
+    assert r.returncode == 2 and "--max-seconds" in r.stderr.decode()

@@ -299,3 +299,55 @@ def test_lewis_bound_valid_for_unconverged_weights(p):
     exact_set = np.flatnonzero(alpha >= 0.1)
     U = lewis.universal_set_p(K, 0.1, p=p, refine=False, tol=0.5)
     assert np.all(np.isin(exact_set, U))
+
+
+# --- exact sets at scale: batched certificates, the time limit, progress, memory --------------------------------
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0, 4.0))
+@pytest.mark.parametrize("batch", (1, 5, 128))
+def test_batched_certificates_give_the_oracle_set(p, batch, monkeypatch):
+    """Candidates certified in batches of any size: exactly the keys whose oracle sensitivity reaches eps."""
+    monkeypatch.setattr(lewis, "CERT_BATCH", batch)
+    K = keys(20)
+    U = sl.universal_set(K, 0.2, p=p)
+    naive.assert_set_matches(U, oracle_alpha(20, p), 0.2, rtol=1e-6)
+
+
+def test_time_limit_refuses_with_the_estimate_and_opt_in_runs(monkeypatch):
+    monkeypatch.setattr(lewis, "CERT_BATCH", 2)
+    K = keys(20)
+    with pytest.raises(lewis.CostError, match=r"estimated .* s from the first 2 .*max_seconds=None"):
+        lewis.universal_set_p(K, 0.05, p=3.0, max_seconds=1e-12)
+    U = lewis.universal_set_p(K, 0.05, p=3.0, max_seconds=None)
+    naive.assert_set_matches(U, oracle_alpha(20, 3.0), 0.05, rtol=1e-6)
+    with pytest.raises(ValueError, match="max_seconds"):
+        lewis.universal_set_p(K, 0.05, p=3.0, max_seconds=0)
+
+
+def test_progress_reports_every_batch_up_to_all_candidates(monkeypatch):
+    monkeypatch.setattr(lewis, "CERT_BATCH", 4)
+    calls = []
+    lewis.universal_set_p(keys(20), 0.05, p=1.5, progress=lambda done, total, est: calls.append((done, total, est)))
+    assert calls, "no progress reported"
+    dones = [c[0] for c in calls]
+    assert dones == sorted(dones) and dones[-1] == calls[0][1]
+    assert all(c[2] >= 0 for c in calls)
+
+
+@pytest.mark.parametrize("p", (1.5, 3.0))
+def test_exact_set_memory_is_linear_in_n(p):
+    """No n x candidates temporary: the traced peak stays a small multiple of the keys' size (m x batch arrays)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n, d = 3000, 8
+    K = rng.standard_normal((n, d))
+    tracemalloc.start()
+    try:
+        U = lewis.universal_set_p(K, 0.002, p=p, max_seconds=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert U.size > 100  # many candidates, so an n x candidates array would be large
+    assert peak < 12 * n * max(d, lewis.CERT_BATCH) * 8, peak  # n x |candidates| float64 alone: 72 MB
