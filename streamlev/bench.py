@@ -570,6 +570,7 @@ def run(
         f"streamlev {streamlev.__version__}, numpy {np.__version__}, BLAS: {blas}, cores: {os.cpu_count()}, "
         f"streamlev threads: {streamlev.get_num_threads()}"
     )
+    load_start = os.getloadavg()  # a shared machine's load moves single ratios: recorded with them
     main_rows = bench_main(n, dim, eps, repeat, with_svd=with_svd)
     results: list[dict[str, Any]] = [
         dict(
@@ -616,6 +617,8 @@ def run(
         )
     for a, b, s in memory[-1].get("segments") or []:
         results.append(dict(table="time per row along one pass", from_row=a, to_row=b, s_per_mrow=s / (b - a) * 1e6))
+    for when, load in (("start", load_start), ("end", os.getloadavg())):
+        results.append(dict(table="machine load", when=when, load_1min=load[0], load_5min=load[1], load_15min=load[2]))
     found = targets(main_rows, heads, memory)
     print("\n== performance targets (this run) ==")
     if quick:
