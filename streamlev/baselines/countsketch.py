@@ -59,7 +59,7 @@ class CountSketchLeverage(TwoPassBaseline):
     -----
     Passes: two (``update`` then ``second_pass`` over the same rows).  Memory: the ``m x d``
     sketch, then a ``d x d`` scoring map and the selected ids.  Work: O(d) per row in pass 1
-    (a sparse product), O(m·d² ) once, O(d²) per row in pass 2.  Mergeable (linear).
+    (a sparse product), O(m·d²) once, O(d²) per row in pass 2.  Mergeable (linear).
 
     Examples
     --------

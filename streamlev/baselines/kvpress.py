@@ -14,7 +14,7 @@ every score: for k >= d the scores are at most the centred leverage, and they eq
 float32 rounding when j is small against the smallest nonzero eigenvalue of G.  For k < rank the
 projection merges directions and the scores have no relative-error guarantee.  Centring also
 changes the quantity: the centred leverage of a key is not its leverage among the uncentred
-keys, which is what bounds attention (see docs/design.md, the section on the universal set).
+keys, which is what bounds attention (docs/design.md, section "Leverage scores and the universal set").
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class SRHTLeverage(TwoPassBaseline):
     -----
     Passes: two (``update`` then ``second_pass``; for keys held in memory, call both on the
     array).  Memory: the ``r₁ x d`` sketch and the sampled row indices, then a ``d x r₂`` map and
-    the selected ids.  Work: O(r₁·d) per row in pass 1, O(d·min(r₂, d)) per row in pass 2.
+    the selected ids.  Work: O((256 + r₁/256)·d) per row in pass 1, O(d·min(r₂, d)) per row in pass 2.
 
     Examples
     --------
