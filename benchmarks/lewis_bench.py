@@ -1,34 +1,40 @@
-"""Memory and time of the one-pass p != 2 universal set (streamlev.lewis.OnlinePowerSet).
+"""Exact and one-pass universal sets of power attention (p != 2): time, memory, and the time limit.
 
-For each exponent p the keys are streamed in blocks through OnlinePowerSet and compared with
-the in-memory exact set (streamlev.lewis.universal_set_p on all keys):
+Two tables, one JSON record (``benchmarks/results/lewis[_quick].json``):
 
-* held      - most key rows held between blocks (the state; bound c_p·rank/eps),
-* peak MB   - peak traced allocation during the pass (tracemalloc; numpy registers with it),
-* input MB  - the keys as float64, for scale,
-* superset  - the one-pass result contains every key of the exact set (the guarantee),
-* time      - wall time of the one pass (untraced run), and both times relative to
-              numpy.linalg.qr of the same keys (best of 5, measured in this process).
+exact
+    ``streamlev.lewis.universal_set_p`` on synthetic keys with the structure of real ones
+    (``--rows`` x ``--dim``, eps ``--eps``) for each ``--p``, against the p = 2 exact set
+    (``streamlev.universal_set``) of the same keys in the same process: seconds, the ratio to
+    p = 2 (target: within 20x), the candidates that needed certificates (Lewis bound >= eps),
+    the set size and the peak traced memory (tracemalloc, whose overhead is in the time) against
+    the keys' own size.  With ``--max-seconds S`` (default 60, the library's default) a request
+    estimated above S is refused up front; the row then records the estimate instead of a time.
+one-pass
+    ``streamlev.lewis.OnlinePowerSet`` streaming the keys in blocks, against the exact set:
+    most rows held (the state; bound c_p·rank/eps), peak traced memory, whether the one-pass
+    result contains the exact set (the guarantee), seconds.  Sizes ``--one-pass-rows``.
 
-Keys:
-    python benchmarks/lewis_bench.py                          # bundled MiniLM keys if present,
-                                                              # plus synthetic keys at growing n
-    python benchmarks/lewis_bench.py path/to/keys.npz --key K # (..., n, d) arrays: every stream
-    python benchmarks/lewis_bench.py keys.npy --p 1 1.5 3 --eps 0.05
+Keys: synthetic (``realish_keys``), or PATH: a .npy/.npz array of shape (..., n, d) read as
+independent streams (--max-streams of them, one-pass table only).  BLAS runs on one thread
+(the library's own setting for these small factorisations).
 
-A .npz/.npy array of shape (..., n, d) is read as independent streams of n keys (e.g. layers x
-heads); --max-streams limits how many are run.  BLAS is limited to one thread (small
-factorisations; see DESIGN.md §2).
+Usage::
+
+    python benchmarks/lewis_bench.py                 # 50,000 x 64, eps 0.01, p in 1, 1.5, 3, 4
+    python benchmarks/lewis_bench.py --quick         # 5,000 x 32
+    python benchmarks/lewis_bench.py --max-seconds inf   # run every request whatever its estimate
 """
 
-import argparse
 import os
 import time
 import tracemalloc
 
+import _common
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+import streamlev
 from streamlev import lewis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,90 +89,122 @@ def one_pass(K, eps, p, block, trace=False):
     return ops.result(), held, peak, dt
 
 
-def in_memory(K, eps, p, trace=False):
-    if trace:
+def exact_rows(K, eps, ps, max_seconds):
+    """The exact table for keys K: one row per p, each against the p = 2 exact set of K."""
+    t2, U2 = _common.best_time(lambda: streamlev.universal_set(K, eps), 3)
+    rows = []
+    for p in ps:
+        counts = {}
+
+        def progress(done, total, est, counts=counts):
+            counts.update(candidates=total, estimate=est)
+
         tracemalloc.start()
-    t = time.perf_counter()
-    U = lewis.universal_set_p(K, eps, p=p)
-    dt = time.perf_counter() - t
-    peak = 0
-    if trace:
-        _cur, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return U, peak, dt
-
-
-def qr_time(K, repeat=5):
-    """Best of ``repeat`` timings of numpy.linalg.qr(K) (the numpy reference, same process)."""
-    best = np.inf
-    for _ in range(repeat):
         t = time.perf_counter()
-        np.linalg.qr(K, mode="r")
-        best = min(best, time.perf_counter() - t)
-    return best
+        try:
+            U = lewis.universal_set_p(K, eps, p=p, max_seconds=max_seconds, progress=progress)
+            refused = None
+        except lewis.CostError as exc:
+            U, refused = None, str(exc)
+        dt = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        row = {
+            "table": "exact",
+            "n": K.shape[0],
+            "d": K.shape[1],
+            "p": p,
+            "eps": eps,
+            "candidates": counts.get("candidates", 0),
+            "estimate_seconds": counts.get("estimate"),
+            "refused": refused,
+            "seconds": None if refused else dt,
+            "p2_seconds": t2,
+            "x_p2": None if refused else dt / t2,
+            "size": None if U is None else int(U.size),
+            "p2_size": int(U2.size),
+            "peak_traced_bytes": peak,
+            "keys_bytes": K.nbytes,
+            "peak_over_keys": peak / K.nbytes,
+        }
+        if refused:
+            row["x_p2_estimated"] = counts.get("estimate", float("nan")) / t2
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "refused"}, flush=True)
+        rows.append(row)
+    return rows
 
 
-def row(label, K, eps, p, block):
-    res, held, _pk, dt = one_pass(K, eps, p, block)
-    _r, _h, peak, _dt = one_pass(K, eps, p, block, trace=True)
-    exact, _pk, dt_mem = in_memory(K, eps, p)
-    _e, peak_mem, _dt = in_memory(K, eps, p, trace=True)
-    tq = max(qr_time(K), 1e-6)
-    ok = bool(np.all(np.isin(exact, res)))
-    mb = 1 / 2**20
-    print(
-        f"{label:>22} {K.shape[0]:>7} {K.shape[1]:>3} {p:>4} {eps:>6} | {held:>6} {res.size:>6} "
-        f"{exact.size:>6} {str(ok):>8} | {peak * mb:>8.2f} {peak_mem * mb:>8.2f} {K.nbytes * mb:>8.2f} | "
-        f"{dt:>7.2f} {dt / tq:>8.0f} {dt_mem / tq:>8.0f}"
-    )
-    return ok, held, peak
+def one_pass_row(label, K, eps, p, block):
+    res, held, peak, dt = one_pass(K, eps, p, block, trace=True)
+    exact = lewis.universal_set_p(K, eps, p=p, max_seconds=None)
+    row = {
+        "table": "one-pass",
+        "keys": label,
+        "n": K.shape[0],
+        "d": K.shape[1],
+        "p": p,
+        "eps": eps,
+        "held": held,
+        "one_pass_size": int(res.size),
+        "exact_size": int(exact.size),
+        "superset": bool(np.all(np.isin(exact, res))),
+        "peak_traced_bytes": peak,
+        "keys_bytes": K.nbytes,
+        "seconds_traced": dt,
+    }
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    return row
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("path", nargs="?", help=".npy or .npz keys of shape (..., n, d)")
+    ap = _common.parser(__doc__, dim=64, rows=50_000, repeats=1)
+    ap.add_argument("path", nargs="?", help=".npy or .npz keys of shape (..., n, d) (one-pass table)")
     ap.add_argument("--key", help="array name inside a .npz (default K, else the first)")
-    ap.add_argument("--p", type=float, nargs="+", default=[1.0, 1.5, 3.0])
-    ap.add_argument("--eps", type=float, default=0.05)
-    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--p", type=float, nargs="+", default=[1.0, 1.5, 3.0, 4.0])
+    ap.add_argument("--eps", type=float, default=0.01)
+    ap.add_argument("--max-seconds", type=float, default=lewis.DEFAULT_MAX_SECONDS, help="'inf': no limit")
+    ap.add_argument("--block", type=int, default=256, help="one-pass block rows")
     ap.add_argument("--max-streams", type=int, default=3)
-    ap.add_argument(
-        "--sizes",
-        type=int,
-        nargs="+",
-        default=[4000, 16000],
-        help="synthetic stream lengths (memory must not grow with n)",
-    )
-    ap.add_argument("--d", type=int, default=32)
+    ap.add_argument("--one-pass-rows", type=int, nargs="+", default=[4000, 16000], help="one-pass stream lengths")
+    ap.add_argument("--one-pass-eps", type=float, default=0.05)
     args = ap.parse_args(argv)
-    path = args.path or (BUNDLED if os.path.exists(BUNDLED) else None)
-    hdr = (
-        f"{'keys':>22} {'n':>7} {'d':>3} {'p':>4} {'eps':>6} | {'held':>6} {'1pass':>6} {'exact':>6} "
-        f"{'superset':>8} | {'peak MB':>8} {'inmem MB':>8} {'input MB':>8} | {'time s':>7} "
-        f"{'1pass/qr':>8} {'inmem/qr':>8}"
-    )
-    all_ok = True
+    if args.quick:
+        args.rows, args.dim, args.one_pass_rows = [5000], [32], [2000, 4000]
+    limit = None if args.max_seconds == float("inf") else args.max_seconds
+    results, targets = [], []
     with threadpool_limits(1, user_api="blas"):
-        print(hdr)
-        print("-" * len(hdr))
+        for n in args.rows:
+            for d in args.dim:
+                rows = exact_rows(realish_keys(n, d), args.eps, args.p, limit)
+                results += rows
+                for r in rows:
+                    within = r["x_p2"] is not None and r["x_p2"] <= 20
+                    targets.append(
+                        {
+                            "name": f"exact p={r['p']:g} set, {n} x {d}, eps {args.eps:g}",
+                            "measured": r["x_p2"] if r["x_p2"] is not None else r.get("x_p2_estimated"),
+                            "target": "<= 20",
+                            "met": within,
+                            "unit": "x the p = 2 exact set"
+                            + ("" if r["x_p2"] is not None else " (estimated, refused)"),
+                        }
+                    )
+        path = args.path or (BUNDLED if os.path.exists(BUNDLED) else None)
         if path:
             streams = load_streams(path, args.key)
             for s in range(min(args.max_streams, streams.shape[0])):
                 for p in args.p:
-                    ok, _h, _pk = row(f"{os.path.basename(path)}[{s}]", streams[s], args.eps, p, args.block)
-                    all_ok &= ok
+                    label = f"{os.path.basename(path)}[{s}]"
+                    results.append(one_pass_row(label, streams[s], args.one_pass_eps, p, args.block))
         for p in args.p:
-            peaks = []
-            for n in args.sizes:
-                ok, _h, pk = row("synthetic", realish_keys(n, args.d), args.eps, p, args.block)
-                all_ok &= ok
-                peaks.append(pk)
-            print(
-                f"{'':>22} one-pass peak memory at n={args.sizes[-1]} / n={args.sizes[0]}: "
-                f"{peaks[-1] / peaks[0]:.2f}x (input grew {args.sizes[-1] / args.sizes[0]:.0f}x)"
-            )
-    print("every one-pass result contains the exact set:", all_ok)
-    return 0 if all_ok else 1
+            for n in args.one_pass_rows:
+                results.append(one_pass_row("synthetic", realish_keys(n, 32), args.one_pass_eps, p, args.block))
+    ok = all(r["superset"] for r in results if r["table"] == "one-pass")
+    targets.append(
+        {"name": "every one-pass result contains the exact set", "measured": ok, "target": "true", "met": ok}
+    )
+    _common.write_record("lewis", args, results, targets)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ against that route, and for the sketch whether its set equals the set of the num
 1e-8 either way).  numpy's Gram + Cholesky route is shown too: fast, but it squares the condition number.
 
     python benchmarks/wide_bench.py                      # d = 256, 512, 1024, 2048 (about 2 minutes)
-    python benchmarks/wide_bench.py --dims 1024 --eps 0.1
+    python benchmarks/wide_bench.py --dim 1024 --eps 0.1
+    python benchmarks/wide_bench.py --quick              # d = 256, 512 at a quarter of the rows
+    python benchmarks/wide_bench.py --dim 2048 --rows 8192   # one size; --rows pairs with --dim
+
+Every time is the best of ``--repeats`` runs; the record (``benchmarks/results/wide[_quick].json``) holds
+one row per method and d, and the target ratios (<= 1.0x numpy's QR for ``leverage_scores`` and
+``OnlineLeverage``).
 
 The exact sketch keeps a d x d triangular factor: rows go in by a triangular-pentagonal Householder QR
 (LAPACK dtpqrt) while they are few compared with d, by whitened Gram updates once chunks of 4·d rows fit
@@ -17,10 +23,11 @@ tokens would arrive, and buffers them (pending_rows).
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
 
+import _common
 import numpy as np
 import scipy.linalg as sla
 
@@ -67,36 +74,64 @@ def same_set(U, tau, eps, rtol=1e-8):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dims", default="256,512,1024,2048", help="comma-separated key dimensions")
+    ap = _common.parser(__doc__, dim=[256, 512, 1024, 2048], rows=None, repeats=1)
     ap.add_argument("--eps", type=float, default=0.1)
     args = ap.parse_args(argv)
-    dims = [int(x) for x in args.dims.split(",")]
+    dims = args.dim if not args.quick or args.dim != [256, 512, 1024, 2048] else [256, 512]
+    sizes = args.rows or [ROWS.get(d, max(4 * d, 8192)) // (4 if args.quick else 1) for d in dims]
+    if len(sizes) == 1:
+        sizes = sizes * len(dims)
+    if len(sizes) != len(dims):
+        raise SystemExit("--rows takes one size or one per --dim")
     warm = make_keys(3000, 64)
     streamlev.leverage_scores(warm)
     sketch(warm, args.eps)
+    print(f"load average at start: {os.getloadavg()}")
     print(
         f"{'method':<28}{'d':>6}{'n':>9}{'seconds':>10}{'rows/s':>11}{'vs numpy qr':>13}{'max rel err':>13}"
         f"{'same set':>10}"
     )
-    for d in dims:
-        n = ROWS.get(d, max(4 * d, 8192))
+    results, targets = [], []
+    for d, n in zip(dims, sizes):
         K = make_keys(n, d, seed=d)
-        t_qr, tau = timed(numpy_qr, K)
-        rows = [("numpy qr (reduced Q)", t_qr, 0.0, "-")]
-        t, tg = timed(numpy_gram, K)
-        rows.append(("numpy Gram + Cholesky", t, float(np.max(np.abs(tg - tau) / tau)), "-"))
-        t, ts = timed(streamlev.leverage_scores, K)
-        rows.append(("streamlev.leverage_scores", t, float(np.max(np.abs(ts - tau) / tau)), "-"))
-        t, U = timed(sketch, K, args.eps)
-        ok = "yes" if same_set(U, tau, args.eps) else "NO"
-        rows.append((f"OnlineLeverage eps={args.eps:g}", t, float("nan"), ok))
+        t_qr, tau = _common.best_time(lambda K=K: numpy_qr(K), args.repeats)
+        rows = [("numpy qr (reduced Q)", t_qr, 0.0, None)]
+        t, tg = _common.best_time(lambda K=K: numpy_gram(K), args.repeats)
+        rows.append(("numpy Gram + Cholesky", t, float(np.max(np.abs(tg - tau) / tau)), None))
+        t, ts = _common.best_time(lambda K=K: streamlev.leverage_scores(K), args.repeats)
+        rows.append(("streamlev.leverage_scores", t, float(np.max(np.abs(ts - tau) / tau)), None))
+        t, U = _common.best_time(lambda K=K: sketch(K, args.eps), args.repeats)
+        rows.append((f"OnlineLeverage eps={args.eps:g}", t, None, same_set(U, tau, args.eps)))
         for name, sec, err, ok in rows:
             print(
                 f"{name:<28}{d:>6}{n:>9,}{sec:>10.2f}{n / sec:>11,.0f}{sec / t_qr:>12.2f}x"
-                f"{'-' if err != err else f'{err:.1e}':>13}{ok:>10}"
+                f"{'-' if err is None else f'{err:.1e}':>13}{'-' if ok is None else ('yes' if ok else 'NO'):>10}"
             )
+            results.append(
+                {
+                    "method": name,
+                    "d": d,
+                    "n": n,
+                    "seconds": sec,
+                    "rows_per_s": n / sec,
+                    "x_numpy_qr": sec / t_qr,
+                    "max_rel_err_vs_numpy_qr": err,
+                    "same_set": ok,
+                    "loadavg": list(os.getloadavg()),
+                }
+            )
+            if name.startswith(("streamlev", "OnlineLeverage")):
+                targets.append(
+                    {
+                        "name": f"{name.split()[0]} d={d}, n={n}",
+                        "measured": sec / t_qr,
+                        "target": "<= 1.0",
+                        "met": sec / t_qr <= 1.0,
+                        "unit": "x numpy qr",
+                    }
+                )
         sys.stdout.flush()
+    _common.write_record("wide", args, results, targets)
 
 
 if __name__ == "__main__":

@@ -565,7 +565,10 @@ def _lower_general(z: np.ndarray, j: int, p: float) -> float:
 
 
 #: Candidates certified together by :func:`_cheap_bounds` (its temporaries are m x CERT_BATCH: O(n·d) memory).
-CERT_BATCH = 128
+CERT_BATCH = 32
+#: Tolerance of the Lewis weights (max |log τ - log w|) when certificates decide the set afterwards: any iterate
+#: gives a valid candidate bound, and each halving of the tolerance costs a leverage computation (p = 1).
+SCREEN_TOL = 1e-2
 #: :func:`universal_set_p` refuses, by default, work estimated to take longer than this many seconds.
 DEFAULT_MAX_SECONDS = 60.0
 
@@ -666,17 +669,20 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
     ellipsoid certificates first, Newton (warm-started at the ellipsoid query) for those still
     undecided.  After the first batch the total time is estimated from it; above
     ``max_seconds`` a :class:`CostError` stating the estimate is raised.  ``progress(done,
-    total, estimate_seconds)`` is called after every batch.
+    total, estimate_seconds)`` is called after every batch (the first one before any refusal).
     """
     m = U.shape[0]
     if m == 0 or U.shape[1] == 0:
         return np.zeros(m, dtype=bool)
     if p == 2.0:
         return at_least(_weighted_leverage(U, np.zeros(m)), eps)
-    tau, v = _lewis_active(U, p, tol, max_iter)
+    certify = refine and p >= 1.0
+    # With certificates to follow, the weights need not be converged: the bound holds for any iterate and only
+    # picks the candidates, so a looser iterate costs a few more candidates, not correctness.
+    tau, v = _lewis_active(U, p, max(tol, SCREEN_TOL) if certify else tol, max_iter)
     bound = _bound_from_weights(tau, v, p)
     keep = at_least(bound, eps)
-    if not refine or p < 1.0:
+    if not certify:
         return keep
     cand = np.flatnonzero(keep)
     if cand.size == 0:
@@ -702,6 +708,8 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
         done = start + J.size
         elapsed = time.perf_counter() - t0
         estimate = elapsed * cand.size / done
+        if progress is not None:
+            progress(done, cand.size, estimate)
         if start == 0 and max_seconds is not None and estimate > max_seconds and done < cand.size:
             raise CostError(
                 f"the exact p={p:g} set needs certificates for {cand.size:,} of {m:,} keys (their Lewis bound "
@@ -709,8 +717,6 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
                 f"max_seconds={max_seconds:g}). Pass max_seconds=None (CLI: --max-seconds inf) to run it anyway, "
                 f"raise eps, or use refine=False for the certified Lewis-bound superset"
             )
-        if progress is not None:
-            progress(done, cand.size, estimate)
     return keep
 
 
