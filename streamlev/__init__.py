@@ -23,7 +23,7 @@ _WHERE = {
     "Comparison": ".comparison",
     "compare": ".comparison",
     "leverage_scores": ".exact",
-    "universal_set": ".exact",
+    "universal_set": ".sets",
     "ConvergenceError": ".lewis",
     "OnlinePowerSet": ".lewis",
     "lewis_weights": ".lewis",

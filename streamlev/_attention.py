@@ -21,10 +21,13 @@ import math
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from . import serialize
 from ._factor import Factor, at_least
+from ._sketch import CallableInt, Sketch, deprecated
 from ._validate import as_block, as_keys, check_dim, check_eps, check_p, check_positive_int, check_ridge
-from .exact import leverage_scores, universal_set
+from .exact import leverage_scores
 from .lewis import (
     _certify_one,
     _dual_upper,
@@ -34,6 +37,7 @@ from .lewis import (
     _subset_keep,
     lewis_weights,
 )
+from .sets import universal_set
 
 __all__ = [
     "select_keys",
@@ -77,7 +81,15 @@ def _check_choice(eps, top_k):
 
 
 @_one_blas_thread
-def select_keys(K, *, eps=None, top_k=None, p: float = 2.0, ridge: float = 0.0, causal: bool = False) -> np.ndarray:
+def select_keys(
+    K: ArrayLike,
+    *,
+    eps: float | None = None,
+    top_k: int | None = None,
+    p: float = 2.0,
+    ridge: float = 0.0,
+    causal: bool = False,
+) -> np.ndarray:
     """Boolean mask of the keys to keep, for keys of shape (..., n, d) (e.g. heads x keys x dim).
 
     Parameters
@@ -293,13 +305,30 @@ def _weights_from_logits(logits, mask, kind, p):
     return np.divide(E, tot, out=np.zeros_like(E), where=tot > 0)
 
 
-def attention_weights(Q, K, *, mask=None, kind: str = "softmax", p: float = 2.0, scale=None) -> np.ndarray:
+def attention_weights(
+    Q: ArrayLike,
+    K: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    kind: str = "softmax",
+    p: float = 2.0,
+    scale: float | None = None,
+) -> np.ndarray:
     """Return the attention matrix A (..., n_q, n) over the kept keys (see :func:`attention`)."""
     logits, mask, p = _prepare(Q, K, mask=mask, kind=kind, p=p, scale=scale)
     return _weights_from_logits(logits, mask, kind, p)
 
 
-def attention(Q, K, V, *, mask=None, kind: str = "softmax", p: float = 2.0, scale=None) -> np.ndarray:
+def attention(
+    Q: ArrayLike,
+    K: ArrayLike,
+    V: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    kind: str = "softmax",
+    p: float = 2.0,
+    scale: float | None = None,
+) -> np.ndarray:
     """Attention over the keys a mask keeps.
 
     Parameters
@@ -362,7 +391,7 @@ def _as_attention_matrix(A):
     return A
 
 
-def heavy_entry_recall(A, mask, eps) -> float:
+def heavy_entry_recall(A: ArrayLike, mask: ArrayLike, eps: float) -> float:
     """Share of the heavy entries A_ij >= eps of full attention whose key the mask keeps.
 
     Parameters
@@ -390,7 +419,7 @@ def heavy_entry_recall(A, mask, eps) -> float:
     return int(np.count_nonzero(heavy & M)) / total
 
 
-def attention_mass_kept(A, mask) -> np.ndarray:
+def attention_mass_kept(A: ArrayLike, mask: ArrayLike) -> np.ndarray:
     """Attention mass each query keeps: Σ_{j kept} A_ij, shape (..., n_q).
 
     ``A`` is the full attention (rows summing to 1, or 0 for undefined rows).
@@ -400,7 +429,7 @@ def attention_mass_kept(A, mask) -> np.ndarray:
     return np.sum(np.where(M, A, 0.0), axis=-1)
 
 
-def relative_output_error(output, reference) -> float:
+def relative_output_error(output: ArrayLike, reference: ArrayLike) -> float:
     """Relative error ‖output - reference‖_F / ‖reference‖_F.
 
     0.0 when both are zero, inf when only the reference is zero.
@@ -421,10 +450,10 @@ def relative_output_error(output, reference) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-class LeverageKVCache:
+class LeverageKVCache(Sketch):
     """KV-cache eviction for decoding that keeps the prefix universal set (plus sinks and a window).
 
-    Keys (and optionally values) arrive one at a time.  After each :meth:`append` the cache
+    Keys (and optionally values) arrive in order.  After each token (:meth:`update`) the cache
     holds: the first ``sinks`` tokens, the last ``window`` tokens, and every other token whose
     attention can still reach ``eps``:
 
@@ -455,7 +484,10 @@ class LeverageKVCache:
         Ridge λ for p = 2; must be 0 for p != 2.
     """
 
-    def __init__(self, dim, eps, *, p: float = 2.0, sinks: int = 0, window: int = 0, ridge: float = 0.0):
+    _FAMILY = "LeverageKVCache"
+    _REPR = ("dim", "eps", "p", "sinks", "window", "n_seen", "n_candidates")
+
+    def __init__(self, dim: int, eps: float, *, p: float = 2.0, sinks: int = 0, window: int = 0, ridge: float = 0.0):
         self.dim = check_dim(dim)
         self.eps = check_eps(eps)
         self.p = check_p(p)
@@ -465,7 +497,7 @@ class LeverageKVCache:
         if self.p != 2.0 and self.ridge > 0:
             raise ValueError(f"ridge={self.ridge} is only defined for p = 2; for p={self.p} use ridge=0.0")
         self._factor = Factor(self.dim, self.ridge) if self.p == 2.0 else None
-        self.n_seen_ = 0
+        self._n = 0
         self.keys_ = np.zeros((0, self.dim))
         self.positions_ = np.zeros(0, dtype=np.int64)
         self.values_ = None
@@ -474,36 +506,96 @@ class LeverageKVCache:
     def __len__(self) -> int:
         return int(self.positions_.size)
 
+    @property
+    def n_seen(self) -> int:
+        """Tokens fed so far."""
+        return self._n
+
+    @property
+    def n_seen_(self) -> int:
+        """Deprecated spelling of :attr:`n_seen`."""
+        deprecated("LeverageKVCache.n_seen_", "n_seen")
+        return self._n
+
+    @property
+    def n_candidates(self) -> int:
+        """Tokens held (universal set, sinks and window)."""
+        return int(self.positions_.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of state: held keys, positions, values and (p = 2) the d x d factor."""
+        b = self.keys_.nbytes + self.positions_.nbytes
+        if self.values_ is not None:
+            b += self.values_.nbytes
+        if self._factor is not None:
+            b += self._factor.nbytes()
+        return CallableInt(b)
+
     def _protected(self, pos: np.ndarray) -> np.ndarray:
-        t = self.n_seen_
+        t = self._n
         return (pos < self.sinks) | (pos >= t - self.window)
 
+    def _check_values(self, values, m: int):
+        """Values of m tokens as float64 (m, dv), or None; refused if inconsistent with the tokens before."""
+        if values is None:
+            if self.values_ is not None:
+                raise ValueError("this cache stores values: pass value= (values= in update) with every key")
+            return None
+        val = np.asarray(values, dtype=np.float64)
+        val = val.reshape(m, -1) if val.ndim <= 1 else val
+        if val.ndim != 2 or val.shape[0] != m:
+            raise ValueError(f"values must have one row per key ({m}), got shape {np.shape(values)}")
+        if self.values_ is None:
+            if self._n > 0:
+                raise ValueError(
+                    "values must be given for every token or for none; the first tokens were appended without a value"
+                )
+        elif val.shape[1] != self.values_.shape[1]:
+            raise ValueError(f"value dimension changed from {self.values_.shape[1]} to {val.shape[1]}")
+        return val
+
     @_one_blas_thread
-    def append(self, key, value=None) -> LeverageKVCache:
-        """Add one token (key of shape (d,) or (1, d), optional value); evict; return self."""
+    def update(self, X: ArrayLike, ids: ArrayLike | None = None, *, values: ArrayLike | None = None) -> LeverageKVCache:
+        """Add tokens (keys of shape (m, d) or (d,), optional values (m, dv)) in order, evicting after each.
+
+        Tokens are numbered by position (sinks and window count positions),
+        so ``ids`` must be None or the next positions.  A refused block
+        leaves the cache as it was.
+        """
+        K = np.asarray(as_block(X, self.dim, name="key"), dtype=np.float64)
+        m = K.shape[0]
+        if ids is not None:
+            want = np.arange(self._n, self._n + m)
+            got = np.asarray(ids)
+            if got.shape != (m,) or got.dtype.kind not in "iu" or not np.array_equal(got, want):
+                raise ValueError(
+                    "LeverageKVCache numbers tokens by position (sinks and window count positions): "
+                    f"ids must be None or the next positions {self._n}..{self._n + m - 1}"
+                )
+        val = self._check_values(values, m)
+        if self.values_ is None and val is not None:
+            self.values_ = np.zeros((0, val.shape[1]))
+        for i in range(m):
+            self._add(K[i : i + 1], None if val is None else val[i : i + 1])
+        return self
+
+    def append(self, key: ArrayLike, value: ArrayLike | None = None) -> LeverageKVCache:
+        """Deprecated: ``update(key, values=value)`` adds one token (or several) the same way."""
+        deprecated("LeverageKVCache.append(key, value)", "update(key, values=value)")
         k = np.asarray(as_block(key, self.dim, name="key"), dtype=np.float64)
         if k.shape[0] != 1:
             raise ValueError(
                 f"append takes one key of shape ({self.dim},), got {k.shape[0]} rows; call append once per token"
             )
-        if value is not None:
-            val = np.asarray(value, dtype=np.float64).reshape(1, -1)
-            if self.values_ is None:
-                if self.n_seen_ > 0:
-                    raise ValueError(
-                        "values must be given for every token or for none; the first "
-                        "tokens were appended without a value"
-                    )
-                self.values_ = np.zeros((0, val.shape[1]))
-            elif val.shape[1] != self.values_.shape[1]:
-                raise ValueError(f"value dimension changed from {self.values_.shape[1]} to {val.shape[1]}")
-        elif self.values_ is not None:
-            raise ValueError("this cache stores values: pass value= with every key")
-        pos = self.n_seen_
-        self.n_seen_ += 1
+        return self.update(k, values=value)
+
+    def _add(self, k: np.ndarray, val: np.ndarray | None) -> None:
+        pos = self._n
+        self._n += 1
         keys = np.vstack([self.keys_, k])
         positions = np.append(self.positions_, pos)
-        values = None if self.values_ is None else np.vstack([self.values_, val])
+        values = None if val is None else np.vstack([self.values_, val])
         if self._factor is not None:
             self._factor.absorb(k)
             universal = at_least(self._factor.scores(keys), self.eps)
@@ -515,13 +607,88 @@ class LeverageKVCache:
         if values is not None:
             self.values_ = values[keep]
         self.max_size_ = max(self.max_size_, int(keep.sum()))
-        return self
 
-    def nbytes(self) -> int:
-        """Bytes of state: held keys, positions, values and (p = 2) the d x d factor."""
-        b = self.keys_.nbytes + self.positions_.nbytes
-        if self.values_ is not None:
-            b += self.values_.nbytes
+    def universal_set(self) -> np.ndarray:
+        """Sorted int64 positions of the tokens held (the prefix universal set, sinks and window)."""
+        return self.positions_.copy()
+
+    def merge(self, other: LeverageKVCache) -> LeverageKVCache:
+        """Not defined: a KV cache follows one sequence of token positions (sinks and window are positions)."""
+        raise NotImplementedError(
+            "LeverageKVCache cannot merge: it follows one sequence of token positions (sinks and window are "
+            "positions); to combine shards of keys use OnlineLeverage (p = 2) or OnlinePowerSet (p != 2)"
+        )
+
+    def to_bytes(self) -> bytes:
+        """Serialise (:mod:`streamlev.serialize`)."""
+        meta = {
+            "dim": self.dim,
+            "eps": self.eps,
+            "p": self.p,
+            "sinks": self.sinks,
+            "window": self.window,
+            "ridge": self.ridge,
+            "n_seen": self._n,
+            "max_size": self.max_size_,
+            "factor_rows": 0 if self._factor is None else self._factor.n,
+            "has_values": self.values_ is not None,
+        }
+        arrays = {"keys": self.keys_, "positions": self.positions_}
         if self._factor is not None:
-            b += self._factor.nbytes()
-        return int(b)
+            arrays["R"] = self._factor.R
+        if self.values_ is not None:
+            arrays["values"] = self.values_
+        return serialize.pack(self._FAMILY, meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LeverageKVCache:
+        """Restore a cache written by :meth:`to_bytes`; ``ValueError`` on any corruption."""
+        meta, arrays = serialize.unpack(data, cls._FAMILY)
+
+        def bad(msg):
+            return ValueError(f"not a valid streamlev sketch: {msg}")
+
+        fields = {"dim", "eps", "p", "sinks", "window", "ridge", "n_seen", "max_size", "factor_rows", "has_values"}
+        if set(meta) != fields:
+            raise bad("unexpected fields")
+        for k in ("n_seen", "max_size", "factor_rows"):
+            if not isinstance(meta[k], int) or isinstance(meta[k], bool) or not 0 <= meta[k] < 2**63:
+                raise bad(f"field {k} is not an int64 count")
+        if not isinstance(meta["has_values"], bool):
+            raise bad("flags are not booleans")
+        try:
+            c = cls(
+                meta["dim"], meta["eps"], p=meta["p"], sinks=meta["sinks"], window=meta["window"], ridge=meta["ridge"]
+            )
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+        want = {"keys", "positions"} | ({"R"} if c._factor is not None else set())
+        want |= {"values"} if meta["has_values"] else set()
+        if set(arrays) != want:
+            raise bad("unexpected arrays")
+        keys, pos = arrays["keys"], arrays["positions"]
+        m = keys.shape[0] if keys.ndim == 2 else -1
+        if keys.dtype != np.float64 or m < 0 or keys.shape[1] != c.dim or not np.isfinite(keys).all():
+            raise bad("held keys have the wrong dtype, shape or non-finite values")
+        if pos.dtype != np.int64 or pos.shape != (m,) or np.any(np.diff(pos) <= 0):
+            raise bad("positions have the wrong shape or are not increasing")
+        if m and (pos[0] < 0 or pos[-1] >= meta["n_seen"]) or meta["max_size"] < m:
+            raise bad("counts are inconsistent")
+        if c._factor is not None:
+            R = arrays["R"]
+            if R.shape != (c.dim, c.dim) or R.dtype != np.float64 or not np.isfinite(R).all():
+                raise bad("factor has the wrong shape, dtype or non-finite values")
+            if np.any(np.tril(R, -1) != 0) or meta["factor_rows"] != meta["n_seen"]:
+                raise bad("factor is not upper triangular or counts other rows")
+            c._factor.set_state(R, meta["factor_rows"])
+        if meta["has_values"]:
+            val = arrays["values"]
+            if val.dtype != np.float64 or val.ndim != 2 or val.shape[0] != m or not np.isfinite(val).all():
+                raise bad("values have the wrong dtype or shape")
+            c.values_ = val.copy()
+        c._n, c.max_size_ = meta["n_seen"], meta["max_size"]
+        c.keys_, c.positions_ = keys.copy(), pos.copy()
+        return c
+
+    def _canonical_bytes(self) -> bytes:
+        return self.to_bytes()  # serialising changes nothing

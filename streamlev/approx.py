@@ -58,9 +58,11 @@ import numbers
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import linalg as sla
 
 from ._factor import at_least
+from ._sketch import Sketch
 from ._validate import as_block, check_eps, check_positive_int, check_ridge, scan_keys
 from .serialize import pack, unpack
 
@@ -146,7 +148,7 @@ def _as_ids(ids, m: int) -> np.ndarray:
     return arr
 
 
-class ApproxLeverage:
+class ApproxLeverage(Sketch):
     """One-pass, mergeable approximate universal set of ridge leverage for large d.
 
     Keeps a Frequent Directions sketch of at most ``2·ell`` directions instead of
@@ -212,7 +214,7 @@ class ApproxLeverage:
     (True, True)
     """
 
-    def __init__(self, dim, eps, *, ell, ridge, start=0, max_c=2.0):
+    def __init__(self, dim: int, eps: float, *, ell: int, ridge: float, start: int = 0, max_c: float | None = 2.0):
         self.dim = check_positive_int(dim, "dim")
         self.eps = check_eps(eps)
         self.ell = check_positive_int(ell, "ell")
@@ -372,7 +374,7 @@ class ApproxLeverage:
         return self._cids[: self._nc]
 
     # -- public API -----------------------------------------------------------------------------------
-    def update(self, X, ids=None) -> ApproxLeverage:
+    def update(self, X: ArrayLike, ids: ArrayLike | None = None) -> ApproxLeverage:
         """Add a block of rows.
 
         Parameters
@@ -497,7 +499,14 @@ class ApproxLeverage:
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Serialise (exact round trip) with :func:`streamlev.serialize.pack`."""
+        """Serialise (exact round trip) with :func:`streamlev.serialize.pack`.
+
+        Canonical: candidates are re-scored first (evicted in place, as a
+        result would) and written sorted by id, so the bytes do not depend on
+        whether results were asked for before.
+        """
+        self._evict()
+        order = np.argsort(self._cids[: self._nc], kind="stable")
         meta = {
             "state_version": _STATE_VERSION,
             "dim": self.dim,
@@ -515,8 +524,8 @@ class ApproxLeverage:
         arrays = {
             "s": self._s,
             "vt": self._vt,
-            "cand_keys": self._ckeys[: self._nc],
-            "cand_ids": self._cids[: self._nc],
+            "cand_keys": self._ckeys[: self._nc][order],
+            "cand_ids": self._cids[: self._nc][order],
         }
         return pack(_FAMILY, meta, arrays)
 
@@ -605,21 +614,8 @@ class ApproxLeverage:
         sk._limit = meta["limit"]
         return sk
 
-    # -- pickling goes through the byte format ------------------------------------------------------
-    def __reduce__(self):
-        return (_restore, (self.to_bytes(),))
-
-    def __eq__(self, other):
-        return isinstance(other, ApproxLeverage) and self.to_bytes() == other.to_bytes()
-
-    __hash__ = None
-
     def __repr__(self) -> str:
         return (
             f"ApproxLeverage(dim={self.dim}, eps={self.eps}, ell={self.ell}, ridge={self.ridge}, "
             f"n_seen={self._n}, n_candidates={self._nc}, c={self.c:.4g})"
         )
-
-
-def _restore(data):
-    return ApproxLeverage.from_bytes(data)

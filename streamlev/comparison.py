@@ -332,7 +332,7 @@ def _make(meth, size, *, dim, eps, ridge, p, seed, sv2):
 def _reference(blocks: Callable[[], Iterable], eps, ridge, p, tick):
     """(n, d, exact set, exact scores or None, squared singular values or None)."""
     if p != 2.0:
-        from .exact import universal_set  # noqa: PLC0415
+        from .sets import universal_set  # noqa: PLC0415
 
         parts = []
         for B in blocks():

@@ -9,6 +9,7 @@ q_j = (KᵀK)⁺k_j, attains A_jj = τ_j, so no smaller Q-independent set exists
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validate import as_keys, check_eps, check_p, check_ridge
 
@@ -76,7 +77,7 @@ def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -
     return out
 
 
-def leverage_scores(K, *, ridge: float = 0.0) -> np.ndarray:
+def leverage_scores(K: ArrayLike, *, ridge: float = 0.0) -> np.ndarray:
     """Exact (ridge) leverage scores of the rows of K.
 
     Parameters
@@ -115,8 +116,8 @@ def leverage_scores(K, *, ridge: float = 0.0) -> np.ndarray:
     return _scores_validated(K, ridge)
 
 
-def universal_set(K, eps, *, p: float = 2.0, ridge: float = 0.0) -> np.ndarray:
-    """The ε-universal set of LevAttention: keys that some query can attend to with weight >= eps.
+def universal_set(K: ArrayLike, eps: float, *, p: float = 2.0, ridge: float = 0.0) -> np.ndarray:
+    """The ε-universal set of LevAttention for p = 2: keys with (ridge) leverage score >= eps.
 
     Parameters
     ----------
@@ -125,26 +126,25 @@ def universal_set(K, eps, *, p: float = 2.0, ridge: float = 0.0) -> np.ndarray:
     eps : float in (0, 1]
         Attention threshold.
     p : float, default 2.0
-        Exponent of the attention f(x) = |x|^p.  ``p = 2`` uses leverage
-        scores; other values use ℓ_p Lewis weights (see :mod:`streamlev.lewis`).
+        Only 2 (leverage scores); :func:`streamlev.universal_set` takes any p.
     ridge : float, default 0.0
-        λ >= 0 for ridge leverage scores (``p = 2`` only).
+        λ >= 0 for ridge leverage scores.
 
     Returns
     -------
     numpy.ndarray of int64
         Sorted indices ``{i : τ_i >= eps}``.  A computed score within a relative
         ``THRESHOLD_RTOL`` (1e-10) below eps counts as reaching it, so rounding
-        never drops a key whose exact score equals eps.  For p = 2 and every query matrix
+        never drops a key whose exact score equals eps.  For every query matrix
         Q, each entry A_ij >= eps of A = row-normalise((QKᵀ)∘²) has j in the
         set, and the set has at most rank(K)/eps members.
     """
     eps = check_eps(eps)
-    p = check_p(p)
-    if p != 2.0:
-        from . import lewis  # noqa: PLC0415 - optional path, imported on demand
-
-        return lewis.universal_set_p(K, eps, p=p, ridge=ridge)
+    if check_p(p) != 2.0:
+        raise ValueError(
+            f"streamlev.exact.universal_set computes leverage scores (p = 2), got p={p}; "
+            f"use streamlev.universal_set(K, eps, p={p}) for power attention"
+        )
     K = as_keys(K)
     ridge = check_ridge(ridge)
     tau = _scores_validated(K, ridge)

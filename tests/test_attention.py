@@ -274,7 +274,7 @@ def test_kv_cache_p2_holds_prefix_set_sinks_window_and_is_lossless():
     evicted_at = {}
     for t in range(n):
         before = set(cache.positions_.tolist())
-        cache.append(K[t], V[t])
+        cache.update(K[t], values=V[t])
         held = set(cache.positions_.tolist())
         for j in (before | {t}) - held:
             evicted_at[j] = t
@@ -307,7 +307,7 @@ def test_kv_cache_power_lossless_against_optimised_queries(p):
     evicted = set()
     for t in range(K.shape[0]):
         before = set(cache.positions_.tolist())
-        cache.append(K[t])
+        cache.update(K[t])
         evicted |= (before | {t}) - set(cache.positions_.tolist())
     assert evicted
     assert {0, 28, 29} <= set(cache.positions_.tolist())
@@ -327,13 +327,27 @@ def test_kv_cache_bad_input():
         att.LeverageKVCache(4, 0.1, window=-1)
     c = att.LeverageKVCache(4, 0.1)
     with pytest.raises(ValueError, match="expected 4"):
-        c.append(np.ones(5))
-    with pytest.raises(ValueError, match="one key"):
-        c.append(np.ones((2, 4)))
-    c.append(np.ones(4))
+        c.update(np.ones(5))
+    c.update(np.ones(4))
+    before = c.to_bytes()
     with pytest.raises(ValueError, match="every token or for none"):
-        c.append(np.ones(4), np.ones(2))
-    assert c.nbytes() > 0
+        c.update(np.ones(4), values=np.ones(2))
+    with pytest.raises(ValueError, match="positions 1..2"):
+        c.update(np.ones((2, 4)), ids=[5, 6])
+    assert c.to_bytes() == before
+    assert c.nbytes > 0
+
+
+def test_kv_cache_deprecated_spellings_warn_and_still_work():
+    c = att.LeverageKVCache(4, 0.1)
+    with pytest.warns(DeprecationWarning, match="update"):
+        c.append(np.ones(4))
+    with pytest.warns(DeprecationWarning, match="update"), pytest.raises(ValueError, match="one key"):
+        c.append(np.ones((2, 4)))
+    with pytest.warns(DeprecationWarning, match="n_seen"):
+        assert c.n_seen_ == 1 == c.n_seen
+    with pytest.warns(DeprecationWarning, match="nbytes"):
+        assert c.nbytes() == c.nbytes > 0
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -324,3 +324,11 @@ def test_small_keys_report_the_first_nonfinite_row():
     K[31, 0] = -np.inf
     with pytest.raises(ValueError, match="row 31"):
         sl.universal_set(K.astype(np.float32), 0.1)
+
+
+def test_the_exact_layer_takes_p_2_only_and_the_public_function_dispatches():
+    K = np.random.default_rng(3).standard_normal((30, 3))
+    with pytest.raises(ValueError, match=r"streamlev.universal_set\(K, eps, p=3.0\)"):
+        sl.exact.universal_set(K, 0.2, p=3.0)
+    np.testing.assert_array_equal(sl.universal_set(K, 0.2, p=3.0), sl.universal_set_p(K, 0.2, p=3.0))
+    np.testing.assert_array_equal(sl.universal_set(K, 0.2), np.flatnonzero(naive.leverage(K) >= 0.2))

@@ -1,7 +1,10 @@
 """The core never imports optional heavy dependencies."""
 
+import importlib.metadata
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "transformers", "dask", "distributed", "matplotlib", "tqdm", "sklearn", "numba")
 
@@ -23,3 +26,13 @@ def test_public_api():
         assert hasattr(streamlev, name), name
     for name in ("leverage_scores", "universal_set", "OnlineLeverage", "two_pass_universal_set", "MultiHeadLeverage"):
         assert name in streamlev.__all__
+    assert streamlev.__version__ == importlib.metadata.version("streamlev")  # one version, from pyproject
+
+
+def test_public_api_covered_by_tests():
+    """Every public name is used by some test module: a name added to __all__ without a test fails here."""
+    sources = "\n".join(p.read_text() for p in Path(__file__).resolve().parent.glob("test_*.py"))
+    import streamlev
+
+    untested = [name for name in streamlev.__all__ if not re.search(rf"\b{re.escape(name)}\b", sources)]
+    assert not untested, f"public names no test uses: {untested}"

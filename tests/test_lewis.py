@@ -273,12 +273,27 @@ def test_online_power_set_never_misses_and_stays_bounded(p):
         sizes.append(len(ops.index_))
     assert max(sizes) <= bound
     exact = sl.universal_set(K, eps, p=p)
-    assert np.all(np.isin(exact, ops.result()))
-    assert ops.nbytes() == ops.keys_.nbytes + ops.index_.nbytes
+    assert np.all(np.isin(exact, ops.universal_set()))
+    assert ops.nbytes >= ops.keys_.nbytes + ops.index_.nbytes
     np.testing.assert_array_equal(ops.keys_, K[ops.index_])
-    # one key at a time, through fit() over a generator: same guarantee
-    ops1 = lewis.OnlinePowerSet(3, eps, p=p).fit(K[i] for i in range(120))
-    assert np.all(np.isin(exact, ops1.result()))
+    # one key at a time: same guarantee
+    ops1 = lewis.OnlinePowerSet(3, eps, p=p)
+    for i in range(120):
+        ops1.update(K[i])
+    assert np.all(np.isin(exact, ops1.universal_set()))
+
+
+def test_online_power_set_deprecated_spellings_warn_and_still_work():
+    K = keys(25, n=40, d=3, heavy=3)
+    ops = lewis.OnlinePowerSet(3, 0.2, p=3.0)
+    with pytest.warns(DeprecationWarning, match="update"):
+        ops.fit(K[i : i + 10] for i in range(0, 40, 10))
+    with pytest.warns(DeprecationWarning, match="universal_set"):
+        np.testing.assert_array_equal(ops.result(), ops.universal_set())
+    with pytest.warns(DeprecationWarning, match="n_seen"):
+        assert ops.n_seen_ == 40 == ops.n_seen
+    with pytest.warns(DeprecationWarning, match="nbytes"):
+        assert ops.nbytes() == ops.nbytes
 
 
 def test_online_power_set_bad_input():

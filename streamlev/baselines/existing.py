@@ -280,12 +280,12 @@ class OnlinePower(Baseline):
     @property
     def n_seen(self) -> int:
         """Rows fed so far."""
-        return int(self.sketch.n_seen_)
+        return int(self.sketch.n_seen)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the rows held."""
-        return int(self.sketch.nbytes())
+        return int(self.sketch.nbytes)
 
     def update(self, X) -> OnlinePower:
         """Feed a block to the wrapped sketch; returns self."""
@@ -294,7 +294,7 @@ class OnlinePower(Baseline):
 
     def universal_set(self) -> np.ndarray:
         """Sorted int64 ids of the held keys (a superset of the exact ℓ_p universal set)."""
-        return self.sketch.result()
+        return self.sketch.universal_set()
 
     def merge(self, other):
         """Not mergeable: raises NotImplementedError."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import serialize
 from .._factor import (
@@ -27,6 +28,7 @@ from .._factor import (
     whitened_update_many,
 )
 from .._lazy import kernels
+from .._sketch import Sketch
 from .._threads import parts_for, split_run
 from .._validate import MAX_MAGNITUDE, as_keys, check_positive_int
 from .buffer import HEAD_PENDING_ENTRIES, PendingRows, candidate_chunk_rows, pending_rows, right_sized
@@ -53,7 +55,7 @@ ADMITTED_FLUSH = 4096
 ADMITTED_FLUSH_FRACTION = 8
 
 
-class MultiHeadLeverage:
+class MultiHeadLeverage(Sketch):
     """H independent key streams (e.g. the heads of one attention layer) in one sketch.
 
     Each head is an exact one-pass sketch with the guarantee of
@@ -93,6 +95,8 @@ class MultiHeadLeverage:
     """
 
     _FAMILY = "MultiHeadLeverage"
+    _MERGE_PARAMS = ("dim", "eps", "ridge")
+    _REPR = ("heads", "dim", "eps", "ridge", "n_seen")
 
     def __init__(self, heads: int, dim: int, eps: float, *, ridge: float = 0.0, start: int = 0):
         self.heads = check_positive_int(heads, "heads")
@@ -154,13 +158,7 @@ class MultiHeadLeverage:
             view = self._views[h] = attached(self._streams[h], self._ids, self.start)
         return view
 
-    def __repr__(self) -> str:
-        return (
-            f"MultiHeadLeverage(heads={self.heads}, dim={self.dim}, eps={self.eps:g}, "
-            f"ridge={self.ridge:g}, n_seen={self.n_seen})"
-        )
-
-    def update(self, X, ids=None) -> MultiHeadLeverage:
+    def update(self, X: ArrayLike, ids: ArrayLike | None = None) -> MultiHeadLeverage:
         """Feed a block of shape (H, m, dim) (or (H, dim) for one row per head).
 
         Validated as a whole before anything changes; a refused block leaves
@@ -600,7 +598,7 @@ class MultiHeadLeverage:
         return [fn(h, st) for h, st in enumerate(self._streams)]
 
     # -- results ----------------------------------------------------------------------------------
-    def universal_set(self, head: int | None = None):
+    def universal_set(self, head: int | None = None) -> list[np.ndarray] | np.ndarray:
         """Sorted int64 ids of each head's universal set (a list), or of one head."""
         self._flush_all()
         if head is not None:
@@ -618,8 +616,7 @@ class MultiHeadLeverage:
             raise TypeError(f"can only merge another MultiHeadLeverage, got {type(other).__name__}")
         if other.heads != self.heads:
             raise ValueError(f"cannot merge sketches with different numbers of heads: {self.heads} vs {other.heads}")
-        if other is self:
-            raise ValueError("cannot merge a sketch with itself (its rows would count twice)")
+        self._check_merge(other)
         self._seal_all()
         other._seal_all()  # a no-op for other's rows and answers
         self._streams[0].check_mergeable(other._streams[0])
@@ -682,12 +679,3 @@ class MultiHeadLeverage:
         obj.dim, obj.eps, obj.ridge, obj.start = first.dim, first.eps, first.ridge, start
         obj._init_shared([st for st, _, _ in subs], ids)
         return obj
-
-    def __reduce__(self):
-        return (MultiHeadLeverage.from_bytes, (self.to_bytes(),))
-
-    def __eq__(self, other):
-        """Same content: equal canonical bytes (:meth:`to_bytes`), computed on copies; neither sketch changes."""
-        return isinstance(other, MultiHeadLeverage) and self._copy().to_bytes() == other._copy().to_bytes()
-
-    __hash__ = None

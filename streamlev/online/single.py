@@ -38,13 +38,14 @@ one :class:`Stream` per head and one shared ledger.
 
 from __future__ import annotations
 
-import copy
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import serialize
 from .._factor import Factor, admit, qr_r, whiten
+from .._sketch import Sketch
 from .._validate import as_block, check_dim, check_eps, check_ridge
 from .buffer import CandidateStore, PendingRows, pending_rows
 from .ids import ID_MAX, IdLedger
@@ -226,7 +227,7 @@ class Stream:
         self.evict()
 
 
-class OnlineLeverage:
+class OnlineLeverage(Sketch):
     """One-pass, exact ε-universal set of a stream of keys (ridge or pseudo-inverse leverage).
 
     Parameters
@@ -276,6 +277,8 @@ class OnlineLeverage:
     """
 
     _FAMILY = "OnlineLeverage"
+    _MERGE_PARAMS = ("dim", "eps", "ridge")
+    _REPR = ("dim", "eps", "ridge", "n_seen", "n_candidates")
 
     def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, start: int = 0):
         self.dim = check_dim(dim)
@@ -324,14 +327,8 @@ class OnlineLeverage:
         self._stream.flush()
         return self._stream.factor.logdet_ridge()
 
-    def __repr__(self) -> str:
-        return (
-            f"OnlineLeverage(dim={self.dim}, eps={self.eps:g}, ridge={self.ridge:g}, "
-            f"n_seen={self.n_seen}, n_candidates={self.n_candidates})"
-        )
-
     # -- the stream -----------------------------------------------------------------------------
-    def update(self, X, ids=None) -> OnlineLeverage:
+    def update(self, X: ArrayLike, ids: ArrayLike | None = None) -> OnlineLeverage:
         """Feed a block of rows.
 
         Parameters
@@ -353,7 +350,7 @@ class OnlineLeverage:
             self._stream.ingest(B, ids, big=big)
         return self
 
-    def update_scores(self, X, ids=None) -> np.ndarray:
+    def update_scores(self, X: ArrayLike, ids: ArrayLike | None = None) -> np.ndarray:
         """Feed a block and return the online ridge leverage scores of its rows.
 
         The score of row i is τ_i^on = u_i / (1 + u_i) with
@@ -406,15 +403,8 @@ class OnlineLeverage:
 
     # -- merge ------------------------------------------------------------------------------------
     def _check_compatible(self, other) -> None:
-        if not isinstance(other, OnlineLeverage):
-            raise TypeError(f"can only merge another OnlineLeverage, got {type(other).__name__}")
-        for name in ("dim", "eps", "ridge"):
-            a, b = getattr(self, name), getattr(other, name)
-            if a != b:
-                raise ValueError(
-                    f"cannot merge sketches with different {name}: {a!r} vs {b!r}; create both with the same {name}"
-                )
-        if other is self or other._stream is self._stream:
+        self._check_merge(other)
+        if other._stream is self._stream:
             raise ValueError("cannot merge a sketch with itself (its rows would count twice)")
         check_merge_ids(self._ids, other._ids)
         self._stream.check_mergeable(other._stream)
@@ -456,23 +446,6 @@ class OnlineLeverage:
     def from_bytes(cls, data: bytes) -> OnlineLeverage:
         """Restore a sketch written by :meth:`to_bytes`; ``ValueError`` on any corruption."""
         return attached(*stream_from_bytes(data))
-
-    # -- pickling goes through the byte format (what Dask and multiprocessing use) ----------------
-    def __reduce__(self):
-        return (_restore, (self.to_bytes(),))
-
-    def __eq__(self, other):
-        """Same content: equal canonical bytes (:meth:`to_bytes`), computed on copies; neither sketch changes."""
-        if not isinstance(other, OnlineLeverage):
-            return False
-        mine = canonical_bytes(self._stream, self._ids, self.start)
-        return mine == canonical_bytes(other._stream, other._ids, other.start)
-
-    __hash__ = None
-
-
-def _restore(data):
-    return OnlineLeverage.from_bytes(data)
 
 
 def attached(stream: Stream, ids: IdLedger, start: int) -> OnlineLeverage:
@@ -522,11 +495,6 @@ def pack_stream(stream: Stream, ids: IdLedger, start: int) -> bytes:
     }
     arrays = {"R": stream.factor.R, "keys": np.ascontiguousarray(keys[order]), "ids": cand_ids[order], "ranges": ids.iv}
     return serialize.pack(OnlineLeverage._FAMILY, meta, arrays)
-
-
-def canonical_bytes(stream: Stream, ids: IdLedger, start: int) -> bytes:
-    """:func:`pack_stream` of a copy: the same bytes, and the stream does not change at all."""
-    return pack_stream(copy.deepcopy(stream), ids, start)
 
 
 def unpack_stream(meta: dict, arrays: dict) -> tuple[Stream, IdLedger, int]:
