@@ -79,8 +79,8 @@ class ApproxGuaranteeWarning(UserWarning):
 
 
 # -- threads -------------------------------------------------------------------------------------------
-# SVDs of (2·ell) x d matrices ran 30-250x slower with OpenBLAS's 2 threads than with 1 on the
-# 2-core machine (benchmarks/approx_bench.py prints the measurement), so every SVD runs on one thread.
+# SVDs of (2·ell) x d matrices run many times slower on several busy BLAS threads than on one
+# (benchmarks/approx_bench.py measures both; figures on the performance page), so every SVD runs on one thread.
 def _one_blas_thread():
     from ._factor import blas_threads  # the library's one thread controller
 
