@@ -73,6 +73,7 @@ nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # text/markdown outputs (tables) parsed as MyST, which has tables
 
 autosummary_generate = True
 autodoc_default_options = {"members": True, "show-inheritance": False}

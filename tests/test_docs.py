@@ -96,6 +96,7 @@ def test_docs_build_without_warnings_and_show_every_notebook(tmp_path):
     assert _tree(REPO / "notebooks") == before, "a notebook left files behind"
     copies = _tree(REPO / "docs" / "notebooks")
     assert copies == {Path(nb.name) for nb in notebooks}, "a notebook left files next to it"
+    assert "<table" in (out / "studies" / "training.html").read_text(encoding="utf-8")  # a table made at build time
     perf = (out / "performance.html").read_text(encoding="utf-8")
     for record in (REPO / "benchmarks" / "results").glob("*.json"):
         data = json.loads(record.read_text(encoding="utf-8"))
