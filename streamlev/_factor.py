@@ -29,7 +29,20 @@ import contextlib
 import numpy as np
 from scipy.linalg import lapack
 
+from ._lazy import kernels
 from ._threads import blas_threads, get_num_threads, parts_for, split_run
+from ._tuning import (
+    BOUND_MIN_ROWS_PER_DIM,
+    BOUND_REFRESH,
+    BOUND_SPLIT_MIN_DIM,
+    CHUNK_ROWS,
+    FAST_MIN_ROWS_PER_DIM,
+    GRAM_KERNEL_MAX_DIM,
+    RAMP_MIN,
+    TP_ENTRIES,
+    TP_NB,
+    TRI_INV_LAPACK_MIN_DIM,
+)
 
 __all__ = ["Factor", "blas_threads", "qr_r", "tp_qr_r", "merge_r", "THRESHOLD_RTOL", "at_least", "admit"]
 
@@ -81,13 +94,6 @@ def qr_r(A: np.ndarray) -> np.ndarray:
     if k < d:
         R = np.vstack([R, np.zeros((d - k, d))])
     return np.ascontiguousarray(R)
-
-
-#: Rows of B per LAPACK dtpqrt call in :func:`tp_qr_r` (bounds its Fortran-ordered float64 copy to 16 MB).
-TP_ENTRIES = 1 << 21
-#: Block size of dtpqrt.  One-thread timings of [R; B] with R triangular (64 and 1024 rows of B, in ms):
-#: d = 256: nb = 32 0.68 / 5.5, nb = 64 0.83 / 6.1, nb = 128 1.1 / 8.6; d = 1024: 12.0 / 102, 11.7 / 94, 18.6 / 90.
-TP_NB = 32
 
 
 def tp_qr_r(R: np.ndarray, B: np.ndarray, trap: int = 0) -> np.ndarray:
@@ -142,18 +148,9 @@ FAST_COND_MAX = 1e10
 
 def colnorms(R: np.ndarray) -> np.ndarray:
     """Euclidean norms of the columns (of each matrix of a stack), without overflow or underflow."""
-    from ._kernels import colnorms_batched  # noqa: PLC0415
-
     A = np.ascontiguousarray(R, dtype=np.float64)
-    out = colnorms_batched(A.reshape((-1,) + A.shape[-2:]))
+    out = kernels.colnorms_batched(A.reshape((-1,) + A.shape[-2:]))
     return out.reshape(A.shape[:-2] + A.shape[-1:])
-
-
-#: From this dimension on, triangular inverses come from LAPACK's dtrtri instead of the numba back substitution,
-#: whose row sweeps leave the cache on wide factors (one thread: d = 512 7.0 vs 2.9 ms, d = 1024 60 vs 17 ms,
-#: d = 2048 2.17 s vs 0.12 s; d = 256 1.2 vs 0.8 ms, d = 64 equal).  Each dimension has one method, so a cached
-#: inverse has the same bits however it was computed.
-TRI_INV_LAPACK_MIN_DIM = 512
 
 
 def tri_inv(R: np.ndarray) -> np.ndarray:
@@ -166,8 +163,6 @@ def tri_inv(R: np.ndarray) -> np.ndarray:
     so have the updates and sketches built from it (serialised, restored and
     continued sketches stay byte-identical).
     """
-    from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
-
     if not np.all(np.diag(R) != 0):  # pragma: no cover - callers check nonsingularity first
         raise np.linalg.LinAlgError("singular triangular factor")
     if R.shape[0] >= TRI_INV_LAPACK_MIN_DIM:
@@ -176,15 +171,11 @@ def tri_inv(R: np.ndarray) -> np.ndarray:
         if info != 0:  # pragma: no cover - nonsingularity was checked
             raise np.linalg.LinAlgError(f"LAPACK dtrtri failed with info={info}")
         return np.ascontiguousarray(np.triu(X))
-    return tri_inv_upper_batched(np.ascontiguousarray(R, dtype=np.float64)[None])[0]
-
-
-#: Rows per matrix product inside one thread's part (bounds the float64 temporaries to ~2 MB).
-_CHUNK_ROWS = 4096
+    return kernels.tri_inv_upper_batched(np.ascontiguousarray(R, dtype=np.float64)[None])[0]
 
 
 def _chunk(d: int) -> int:
-    return max(256, (_CHUNK_ROWS * 64) // max(1, d))
+    return max(256, (CHUNK_ROWS * 64) // max(1, d))
 
 
 def whiten(B: np.ndarray, Rinv: np.ndarray) -> np.ndarray:
@@ -205,8 +196,6 @@ def whitened_sqnorms(B: np.ndarray, W: np.ndarray) -> np.ndarray:
     Nothing of size m x d is kept: each thread multiplies chunks of its rows by
     W and keeps only the row norms.
     """
-    from ._kernels import row_sqnorms  # noqa: PLC0415
-
     m = B.shape[0]
     step = _chunk(B.shape[1])
 
@@ -214,19 +203,12 @@ def whitened_sqnorms(B: np.ndarray, W: np.ndarray) -> np.ndarray:
         out = np.empty(b - a)
         for s in range(a, b, step):
             e = min(b, s + step)
-            out[s - a : e - a] = row_sqnorms(whiten(B[s:e], W))
+            out[s - a : e - a] = kernels.row_sqnorms(whiten(B[s:e], W))
         return out
 
     with blas_threads(1):
         res = split_run(part, m, parts_for(m))
     return res[0] if len(res) == 1 else np.concatenate(res)
-
-
-#: Widest rows whose Gram matrix :func:`gram` forms with the numba kernel; wider ones go to BLAS on the whole block.
-#: Against numpy's two-thread ``B.T @ B`` on 2^22 entries (one-off script, AVX-512 machine): d = 128 13.4 vs 15.8 ms,
-#: d = 256 17-23 vs 18-21 ms, d = 512 35-43 vs 29-30 ms, d = 1024 133-135 vs 57-79 ms (the kernel's d x 264
-#: scratch leaves the L2 cache).
-GRAM_KERNEL_MAX_DIM = 256
 
 
 def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = None):
@@ -247,8 +229,6 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
     is in cache, and ``(C, norms)`` is returned: one pass over the block
     instead of two.
     """
-    from ._kernels import gram_upper, gram_upper_norms, scaled_row_sqnorms  # noqa: PLC0415
-
     m, d = B.shape
     step = _chunk(d)  # 4096 rows at d = 64: the float32 -> float64 copy stays in cache (benchmarks/kernels_bench.py)
     t = np.empty(m) if dinv is not None else None
@@ -261,7 +241,7 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
             e = min(b, s + rows)
             X = B[s:e]
             if t is not None:
-                t[s:e] = scaled_row_sqnorms(c_float(X), dinv)
+                t[s:e] = kernels.scaled_row_sqnorms(c_float(X), dinv)
             X = X.astype(np.float64, copy=False)
             if W is not None:
                 X = X @ W
@@ -273,9 +253,9 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
             return blas_part(a, b, step)
         C = np.zeros((d, d))
         if t is None:
-            gram_upper(B[a:b], C)
+            kernels.gram_upper(B[a:b], C)
         else:
-            gram_upper_norms(B[a:b], C, dinv, t[a:b])
+            kernels.gram_upper_norms(B[a:b], C, dinv, t[a:b])
         return C
 
     if W is None and d > GRAM_KERNEL_MAX_DIM:
@@ -311,9 +291,7 @@ def max_abs(B: np.ndarray) -> float:
     if B.size == 0:
         return 0.0
     if B.flags.c_contiguous and B.dtype in (np.float32, np.float64):
-        from ._kernels import scan_block  # noqa: PLC0415
-
-        return float(scan_block(B)[1])
+        return float(kernels.scan_block(B)[1])
     return float(max(B.max(), -B.min()))
 
 
@@ -321,23 +299,6 @@ def max_abs(B: np.ndarray) -> float:
 #: condition number below this (beyond it they screen out almost nothing, and
 #: their rounding margin grows with it).
 BOUND_COND_MAX = 1e6
-#: A screening bound is recomputed once the rows it was computed from grow by this factor ...
-BOUND_REFRESH = 1.25
-#: ... and by at least this many rows per dimension; evictions of fewer candidates than this many rows per
-#: dimension score them all instead of computing a fresh bound.  A bound costs one SVD of the d x d factor, about
-#: as much as scoring 4-8·d rows exactly here (one thread: d = 1024 0.2 s, d = 2048 2.7 s); at d <= 64 the 1.25x
-#: rule and the candidate counts decide as before.
-BOUND_MIN_ROWS_PER_DIM = 8
-#: _compute_bounds splits the SVDs of several factors over the threads from this dimension on.
-BOUND_SPLIT_MIN_DIM = 128
-#: Smallest chunk of a block taken through one fast update while a young factor ramps up.
-RAMP_MIN = 256
-#: A whitened update (tiers 1-2 of Factor.update) takes at least this many rows per dimension; smaller chunks go
-#: by Householder (:func:`tp_qr_r`).  A whitened update costs ~m·d² for its rows' Gram matrix plus ~6·d³ (the
-#: triangular inverse, R⁻ᵀCR⁻¹, Cholesky, U·R), the triangular-pentagonal QR ~2·m·d²: one thread, d = 256, ms for
-#: m = 256 / 1024 / 4096 rows, QR 1.8 / 5.5 / 28 against whitened 6.9 / 7.9 / 14; d = 1024, m = 1024 / 4096:
-#: 102 / 369 against 302 / 404; d = 64, m = 64 / 256: 0.05 / 0.18 against 0.17 / 0.21.
-FAST_MIN_ROWS_PER_DIM = 4
 
 
 def _bound_reusable(b, n: int, dim: int, fresh: bool) -> bool:
@@ -371,14 +332,12 @@ class Bound:
 
     def sqnorms(self, B: np.ndarray) -> np.ndarray:
         """‖b D⁻¹‖² for every row of B (one vectorised pass, split over threads for big blocks)."""
-        from ._kernels import scaled_row_sqnorms  # noqa: PLC0415
-
         B = c_float(B)
         m, d = B.shape
         min_rows = max(1, (1 << 18) // max(1, d))
         if m < 2 * min_rows:
-            return scaled_row_sqnorms(B, self.dinv)
-        res = split_run(lambda a, b: scaled_row_sqnorms(B[a:b], self.dinv), m, parts_for(m, min_rows))
+            return kernels.scaled_row_sqnorms(B, self.dinv)
+        res = split_run(lambda a, b: kernels.scaled_row_sqnorms(B[a:b], self.dinv), m, parts_for(m, min_rows))
         return res[0] if len(res) == 1 else np.concatenate(res)
 
 
@@ -658,8 +617,6 @@ class Factor:
         BOUND_MIN_ROWS_PER_DIM·d rows in all are scored without a bound (its
         SVD would cost more than their scores).
         """
-        from ._kernels import classify_rows  # noqa: PLC0415
-
         rows = sum(B.shape[0] for B in blocks)
         b = self.bound(fresh=True) if rows >= BOUND_MIN_ROWS_PER_DIM * self.dim else None
         if b is None:
@@ -668,7 +625,7 @@ class Factor:
         outs, todo = [], []
         for k, B in enumerate(blocks):
             codes = np.empty(B.shape[0], dtype=np.uint8)
-            n_und = classify_rows(c_float(B), b.dinv, float(b.up), float(b.lo), e, codes)
+            n_und = kernels.classify_rows(c_float(B), b.dinv, float(b.up), float(b.lo), e, codes)
             outs.append(codes == 1)
             if n_und:
                 todo.append((k, np.flatnonzero(codes == 2)))
@@ -899,12 +856,10 @@ def rinv_many(facs) -> np.ndarray:
     """Stacked inverses of several nonsingular factors (cached ones reused, the rest as :func:`tri_inv` would give)."""
     todo = [f for f in facs if f._rinv is None]
     if todo:
-        from ._kernels import tri_inv_upper_batched  # noqa: PLC0415
-
         if todo[0].dim >= TRI_INV_LAPACK_MIN_DIM:
             inv = [tri_inv(f.R) for f in todo]
         else:
-            inv = tri_inv_upper_batched(np.ascontiguousarray(np.stack([f.R for f in todo])))
+            inv = kernels.tri_inv_upper_batched(np.ascontiguousarray(np.stack([f.R for f in todo])))
         for f, ri in zip(todo, inv):
             f._rinv = ri
     return np.stack([f._rinv for f in facs])

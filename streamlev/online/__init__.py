@@ -6,7 +6,8 @@ stream), :mod:`~streamlev.online.gramsums` (running Gram sums of the
 multi-head kernel path), :mod:`~streamlev.online.heads` (H streams).
 """
 
-from .buffer import HEAD_PENDING_ENTRIES, PENDING_ENTRIES, candidate_chunk_rows, pending_rows
+from .._tuning import HEAD_PENDING_ENTRIES, PENDING_ENTRIES
+from .buffer import candidate_chunk_rows, pending_rows
 from .heads import MultiHeadLeverage
 from .single import OnlineLeverage
 

@@ -17,13 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._lazy import kernels
-
-#: Entries of the buffer of small blocks of one OnlineLeverage (:func:`pending_rows`): 16 MB of float64 keys.
-PENDING_ENTRIES = 1 << 21
-#: The same per head of a MultiHeadLeverage, whose heads share the arithmetic of a block (12 heads: 24 MB).
-HEAD_PENDING_ENTRIES = 1 << 18
-#: Candidate parts are joined into one array after an eviction leaves more than this many.
-MAX_PARTS = 256
+from .._tuning import MAX_PARTS, PENDING_ENTRIES
 
 
 def pending_rows(dim: int, entries: int = PENDING_ENTRIES) -> int:

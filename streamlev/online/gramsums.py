@@ -6,10 +6,7 @@ import numpy as np
 
 from .. import _threads as threads_mod
 from .._lazy import kernels
-
-#: Blocks of at least this many entries (H·m·d) run the multi-head kernel on numba's threads; smaller ones
-#: serially (a 12-head block of one row each costs less than a thread hand-off).
-PARALLEL_MIN_ENTRIES = 1 << 14
+from .._tuning import PARALLEL_MIN_ENTRIES
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
 

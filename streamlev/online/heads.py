@@ -30,29 +30,14 @@ from .._factor import (
 from .._lazy import kernels
 from .._sketch import Sketch
 from .._threads import parts_for, split_run
+from .._tuning import ACC_MIN_ROWS, ACC_MIN_ROWS_PER_DIM, ADMITTED_FLUSH, ADMITTED_FLUSH_FRACTION, HEAD_PENDING_ENTRIES
 from .._validate import MAX_MAGNITUDE, as_keys, check_positive_int
-from .buffer import HEAD_PENDING_ENTRIES, PendingRows, candidate_chunk_rows, pending_rows, right_sized
+from .buffer import PendingRows, candidate_chunk_rows, pending_rows, right_sized
 from .gramsums import GramSums
 from .ids import ID_MAX, IdLedger
 from .single import OnlineLeverage, Stream, attached, check_merge_ids, pack_stream, stream_from_bytes
 
 __all__ = ["MultiHeadLeverage"]
-
-#: Blocks of at least this many rows per head take the kernel path (MultiHeadLeverage._accumulate); smaller ones
-#: are copied to the shared row buffer: a kernel call has a fixed cost per head (a BLAS call and d x d sweeps) that
-#: a copy of a few rows has not (benchmarks/run.py, the multi-head decode and prefill cases).
-ACC_MIN_ROWS = 64
-#: ... and only once every head's factor holds at least this many rows per dimension: before, the kernel path's
-#: running sums come due after a block or two (a head's update takes at most n·32/d rows, FAST_TRACE_MAX), so it
-#: pays a stacked d x d update and a fresh state per block, where the shared buffer takes several blocks per
-#: batched update (benchmarks/run.py, multi-head streams of fresh Gaussian blocks at d = 128 and 256).
-ACC_MIN_ROWS_PER_DIM = 32
-#: MultiHeadLeverage updates its factors early, so that its screening bounds stay fresh, once this many rows
-#: (over all heads) were admitted since the last update and the rows waiting are at least 1/8 of the factor's:
-#: an admitted row costs a copy now and a score at the next eviction, an update of 12 factors with fresh bounds
-#: about what a few thousand admitted rows cost.
-ADMITTED_FLUSH = 4096
-ADMITTED_FLUSH_FRACTION = 8
 
 
 class MultiHeadLeverage(Sketch):

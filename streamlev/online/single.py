@@ -46,16 +46,12 @@ from numpy.typing import ArrayLike
 from .. import serialize
 from .._factor import Factor, admit, qr_r, whiten
 from .._sketch import Sketch
+from .._tuning import MIN_RESCORE, ONLINE_SUB
 from .._validate import as_block, check_dim, check_eps, check_ridge
 from .buffer import CandidateStore, PendingRows, pending_rows
 from .ids import ID_MAX, IdLedger
 
 __all__ = ["OnlineLeverage", "Stream"]
-
-#: Do not re-score candidates before there are this many (amortises tiny blocks).
-MIN_RESCORE = 256
-#: Rows per sub-block when computing sequential online scores (an s x s QR each).
-ONLINE_SUB = 64
 
 
 class Stream:
