@@ -290,7 +290,9 @@ def _select(args, prog: _Progress):
             finally:
                 cert.close()
         else:
-            U = streamlev.universal_set(K, args.eps, ridge=args.ridge)
+            from .exact import universal_set as leverage_set  # p = 2 (no lewis, hence no scipy, for small keys)
+
+            U = leverage_set(K, args.eps, ridge=args.ridge)
         return U, n, d, None, None
 
     if args.method == "two-pass":

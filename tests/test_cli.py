@@ -78,6 +78,7 @@ def check_result(res, K, eps, method, *, ridge=0.0):
         assert res["bound"] == int(d / eps)
     assert res["memory_bytes"] > 0 and "tracemalloc" in res["memory_measure"]
     assert res["seconds"] > 0
+    assert res["startup_seconds"] >= 0 and "startup_seconds" in res["seconds_measure"]  # start-up reported apart
 
 
 # --- results against the oracle ------------------------------------------------------------------------
