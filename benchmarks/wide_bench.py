@@ -13,7 +13,8 @@ against that route, and for the sketch whether its set equals the set of the num
 
 Every time is the best of ``--repeats`` runs; the record (``benchmarks/results/wide[_quick].json``) holds
 one row per method and d, and the target ratios (<= 1.0x numpy's QR for ``leverage_scores`` and
-``OnlineLeverage``).
+``OnlineLeverage``).  numpy's QR is timed on BLAS's default threads and on one; the ratios are to the faster
+of the two (on a busy machine, BLAS's threads can make it many times slower).
 
 The exact sketch keeps a d x d triangular factor: rows go in by a triangular-pentagonal Householder QR
 (LAPACK dtpqrt) while they are few compared with d, by whitened Gram updates once chunks of 4·d rows fit
@@ -30,6 +31,7 @@ import time
 import _common
 import numpy as np
 import scipy.linalg as sla
+from threadpoolctl import threadpool_limits
 
 import streamlev
 
@@ -94,8 +96,11 @@ def main(argv=None):
     results, targets = [], []
     for d, n in zip(dims, sizes):
         K = make_keys(n, d, seed=d)
-        t_qr, tau = _common.best_time(lambda K=K: numpy_qr(K), args.repeats)
-        rows = [("numpy qr (reduced Q)", t_qr, 0.0, None)]
+        t_qr_def, tau = _common.best_time(lambda K=K: numpy_qr(K), args.repeats)
+        with threadpool_limits(1, user_api="blas"):
+            t_qr_one, _tau1 = _common.best_time(lambda K=K: numpy_qr(K), args.repeats)
+        t_qr = min(t_qr_def, t_qr_one)  # the baseline: numpy's better thread setting (a busy machine slows threads)
+        rows = [("numpy qr (reduced Q)", t_qr_def, 0.0, None), ("numpy qr, 1 BLAS thread", t_qr_one, 0.0, None)]
         t, tg = _common.best_time(lambda K=K: numpy_gram(K), args.repeats)
         rows.append(("numpy Gram + Cholesky", t, float(np.max(np.abs(tg - tau) / tau)), None))
         t, ts = _common.best_time(lambda K=K: streamlev.leverage_scores(K), args.repeats)
