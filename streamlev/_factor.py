@@ -25,6 +25,7 @@ one O(d) pass per row; rows they decide are never multiplied by R⁻¹.
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import lapack
@@ -310,6 +311,29 @@ def _bound_reusable(b, n: int, dim: int, fresh: bool) -> bool:
     return not fresh and (n < BOUND_REFRESH * b.n or n < b.n + BOUND_MIN_ROWS_PER_DIM * dim)
 
 
+class Scorer(NamedTuple):
+    """How a factor scores rows: ``kind`` "tri" (triangular solve with ``R``), "dense" (the map ``W``) or "zero".
+
+    ``rank`` is the numerical rank, ``S`` the singular values of the column-normalised factor (None when not
+    computed).  ``R`` is None for "dense" and "zero", ``W`` None until the dense map is built.
+    """
+
+    kind: str
+    R: np.ndarray | None
+    W: np.ndarray | None
+    rank: int
+    S: np.ndarray | None
+
+
+class FastTest(NamedTuple):
+    """The cached fast-path test of a factor with ``n`` rows: ``ok``, the condition estimate, squares safe."""
+
+    n: int
+    ok: bool
+    cond: float
+    squares_safe: bool
+
+
 class Bound:
     """Two-sided screening bounds on the scores ``‖b S⁻¹‖²`` against a triangular factor S.
 
@@ -396,14 +420,14 @@ class Factor:
         cannot make it rank-deficient, so that triangular scoring equals the
         pseudo-inverse rule.
         """
-        if self._fast is None or self._fast[0] != self.n:
+        if self._fast is None or self._fast.n != self.n:
             self._set_fast(colnorms(self.R) if np.all(np.diag(self.R) != 0) else None)
-        return self._fast[1]
+        return self._fast.ok
 
     def _set_fast(self, colnorm: np.ndarray | None) -> None:
         """Cache the fast-path test for the current state (colnorm: the column norms; None if singular)."""
         if colnorm is None:
-            self._fast = (self.n, False, np.inf, False)
+            self._fast = FastTest(self.n, False, np.inf, False)
             return
         with blas_threads(1):
             rcond, info = lapack.dtrcon(self.R / colnorm, norm="1", uplo="U")
@@ -411,7 +435,7 @@ class Factor:
         # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
         ok = bool(cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3)
         squares_safe = bool(np.all((colnorm > _SQ_SAFE_LO) & (colnorm < _SQ_SAFE_HI)))
-        self._fast = (self.n, ok, cond, squares_safe)
+        self._fast = FastTest(self.n, ok, cond, squares_safe)
 
     def fast_rows(self) -> int:
         """Most rows one fast update takes: n·min(1/2, FAST_TRACE_MAX/(2d)), at least RAMP_MIN.
@@ -431,7 +455,9 @@ class Factor:
 
     def gram_tier(self, big: float) -> bool:
         """Whether tier 1 (the whitened Gram update) applies to rows whose largest |entry| is ``big``."""
-        return bool(self.fast_ok() and self._fast[2] <= GRAM_COND_MAX and self._fast[3] and big < _SQ_SAFE_HI)
+        if not self.fast_ok():  # (also caches the test for the current state)
+            return False
+        return bool(self._fast.cond <= GRAM_COND_MAX and self._fast.squares_safe and big < _SQ_SAFE_HI)
 
     def accept(self, U: np.ndarray, m: int) -> None:
         """Apply an accepted whitened update of m rows: R ← UR with I + G = UᵀU."""
@@ -579,7 +605,7 @@ class Factor:
 
     def logdet_ridge(self) -> float:
         """Ln det(I + RᵀR/λ), from the ridge factor (λ > 0 only)."""
-        Rl = self._get_scorer()[1]
+        Rl = self._get_scorer().R
         return float(2.0 * np.sum(np.log(np.abs(np.diag(Rl)))) - self.dim * np.log(self.ridge))
 
     # -- screening ---------------------------------------------------------------------------
@@ -647,29 +673,29 @@ class Factor:
         return self.classify_parts([B], eps)[0] if B.shape[0] else np.zeros(0, dtype=bool)
 
     # -- scoring -----------------------------------------------------------------------------
-    def _get_scorer(self):
+    def _get_scorer(self) -> Scorer:
         if self._scorer is not None:
             return self._scorer
         R = self.R
         d = self.dim
         if self.ridge > 0:
-            self._scorer = ("tri", tp_qr_r(R, np.sqrt(self.ridge) * np.eye(d), trap=d), None, d, None)
+            self._scorer = Scorer("tri", tp_qr_r(R, np.sqrt(self.ridge) * np.eye(d), trap=d), None, d, None)
             return self._scorer
         if self.fast_ok():
-            self._scorer = ("tri", R, None, d, None)
+            self._scorer = Scorer("tri", R, None, d, None)
             return self._scorer
         nz, scale, Rs = self._normalised()
         if not nz.any():
-            self._scorer = ("zero", None, None, 0, np.zeros(0))
+            self._scorer = Scorer("zero", None, None, 0, np.zeros(0))
             return self._scorer
         with blas_threads(1):
             S = np.linalg.svd(Rs, compute_uv=False)
         tol = S[0] * max(self.n, d) * _EPS64
         rank = int(np.count_nonzero(S > tol))
         if rank == d:
-            self._scorer = ("tri", R, None, rank, S)
+            self._scorer = Scorer("tri", R, None, rank, S)
         else:  # the pseudo-inverse map W comes from a second SVD, when something is scored (_dense_map)
-            self._scorer = ("dense", None, None, rank, S)
+            self._scorer = Scorer("dense", None, None, rank, S)
         return self._scorer
 
     def _normalised(self):
@@ -697,7 +723,7 @@ class Factor:
             _U, S2, Vt = np.linalg.svd(Rs, full_matrices=False)
         W = np.zeros((self.dim, rank))
         W[nz] = (Vt[:rank].T / S2[:rank]) / scale[nz][:, None]
-        self._scorer = (kind, None, W, rank, S)
+        self._scorer = Scorer(kind, None, W, rank, S)
         return W
 
     def _scoring_inv(self, R):
@@ -711,9 +737,9 @@ class Factor:
     def scoring_factor(self) -> np.ndarray:
         """The triangular factor scores are computed with (that of ``[R; √λI]`` when λ > 0)."""
         s = self._get_scorer()
-        if s[0] != "tri":
+        if s.kind != "tri":
             raise ValueError("the factor is rank-deficient; no triangular scoring factor")
-        return s[1]
+        return s.R
 
     def scoring_inverse(self) -> np.ndarray:
         """Inverse of :meth:`scoring_factor` (cached)."""
@@ -721,7 +747,7 @@ class Factor:
 
     @property
     def rank(self) -> int:
-        return self._get_scorer()[3]
+        return self._get_scorer().rank
 
     def scores(self, B: np.ndarray) -> np.ndarray:
         """Leverage scores of the rows of B with respect to the factor.
@@ -746,10 +772,10 @@ def _compute_bounds(facs) -> list:
     """:class:`Bound` of each factor at its current state (None where it has none), the SVDs stacked."""
     out = [None] * len(facs)
     # Fewer rows than dimensions (λ = 0): singular, no triangular scorer — known without the scorer's SVD.
-    tri = [i for i, f in enumerate(facs) if (f.ridge > 0 or f.n >= f.dim) and f._get_scorer()[0] == "tri"]
+    tri = [i for i, f in enumerate(facs) if (f.ridge > 0 or f.n >= f.dim) and f._get_scorer().kind == "tri"]
     if not tri:
         return out
-    S = np.stack([facs[i]._get_scorer()[1] for i in tri])
+    S = np.stack([facs[i]._get_scorer().R for i in tri])
     cn = colnorms(S)
     ok = np.all(cn > 0, axis=1)
     if not ok.any():
@@ -797,7 +823,7 @@ def bounds_many(facs, *, fresh: bool = False) -> list:
 
 def fast_ok_many(facs) -> list[bool]:
     """:meth:`Factor.fast_ok` of several factors of one dimension, the column norms as one stacked computation."""
-    stale = [f for f in facs if f._fast is None or f._fast[0] != f.n]
+    stale = [f for f in facs if f._fast is None or f._fast.n != f.n]
     if stale:
         Rs = np.stack([f.R for f in stale])
         nonsingular = np.all(np.diagonal(Rs, axis1=1, axis2=2) != 0, axis=1)
@@ -805,7 +831,7 @@ def fast_ok_many(facs) -> list[bool]:
         with blas_threads(1):  # one limit for all the condition estimates (nested contexts are free)
             for f, ok, c in zip(stale, nonsingular, cn):
                 f._set_fast(c if ok else None)
-    return [f._fast[1] for f in facs]
+    return [f._fast.ok for f in facs]
 
 
 def accept_many(facs, U: np.ndarray, m) -> None:

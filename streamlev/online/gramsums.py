@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import _threads as threads_mod
@@ -9,6 +11,22 @@ from .._lazy import kernels
 from .._tuning import PARALLEL_MIN_ENTRIES
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
+
+
+class KernelState(NamedTuple):
+    """What the multi-head kernel path needs of the factors' current state (one entry per head).
+
+    ``dinv``/``up``: the screening bounds (H, d) and (H,); ``W``: weights of the upper triangle of BᵀB giving
+    the whitened trace ⟨(RᵀR)⁻¹, BᵀB⟩ (H, d, d); ``limit``: most rows a head's running sum takes (H,);
+    ``budget``: the trace budget (FAST_TRACE_MAX); ``rows``: rows in each factor (H,).
+    """
+
+    dinv: np.ndarray
+    up: np.ndarray
+    W: np.ndarray
+    limit: np.ndarray
+    budget: float
+    rows: np.ndarray
 
 
 class GramSums:
@@ -47,7 +65,7 @@ class GramSums:
         ``tail``: (keys, ids, used) of the candidate tail kept rows are copied
         to; ``ids`` the block's ids or None for id0, id0 + 1, ...
         """
-        dinv, up, W, limit, budget = state[:5]
+        dinv, up, W, limit, budget = state.dinv, state.up, state.W, state.limit, state.budget
         m = X.shape[1]
         if self.keep.shape[1] < m:
             self.keep = np.zeros((X.shape[0], max(m, 2 * self.keep.shape[1])), dtype=bool)

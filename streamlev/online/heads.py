@@ -33,7 +33,7 @@ from .._threads import parts_for, split_run
 from .._tuning import ACC_MIN_ROWS, ACC_MIN_ROWS_PER_DIM, ADMITTED_FLUSH, ADMITTED_FLUSH_FRACTION, HEAD_PENDING_ENTRIES
 from .._validate import MAX_MAGNITUDE, as_keys, check_positive_int
 from .buffer import PendingRows, candidate_chunk_rows, pending_rows, right_sized
-from .gramsums import GramSums
+from .gramsums import GramSums, KernelState
 from .ids import ID_MAX, IdLedger
 from .single import OnlineLeverage, Stream, attached, check_merge_ids, pack_stream, stream_from_bytes
 
@@ -101,7 +101,7 @@ class MultiHeadLeverage(Sketch):
             st.pending.cap = pcap
         self._bounds = None  # stacked per-head screening bounds, refreshed after every factor change
         self._sums = None  # GramSums: Gram matrices of rows added to no factor yet (see _accumulate)
-        self._kstate = None  # what _accumulate needs of the factors' current state (None: stale)
+        self._kstate = None  # KernelState for _accumulate (None: stale; False: the kernel path does not apply)
         self._thr = admit_threshold(self.eps)
         self._fresh = False  # the next kernel state takes bounds at the factors' current state
 
@@ -260,7 +260,7 @@ class MultiHeadLeverage(Sketch):
             W = 2.0 * np.triu(M)  # weights of the upper triangle of BᵀB (its lower triangle is not formed)
             W -= M * np.eye(self.dim)
             limit = np.array([f.fast_rows() for f in facs], dtype=np.int64)
-            self._kstate = (dinv, up, W, limit, FAST_TRACE_MAX, np.array([f.n for f in facs]))
+            self._kstate = KernelState(dinv, up, W, limit, FAST_TRACE_MAX, np.array([f.n for f in facs]))
         return self._kstate or None
 
     def _changed(self):
@@ -348,8 +348,8 @@ class MultiHeadLeverage(Sketch):
             self._flush_sums()  # all heads at once: one stacked update (the heads fill up at similar rates)
         elif (
             sums.admitted >= ADMITTED_FLUSH
-            and np.all(sums.rows * ADMITTED_FLUSH_FRACTION >= state[5])
-            and np.all(state[5] * self.eps >= self.dim)
+            and np.all(sums.rows * ADMITTED_FLUSH_FRACTION >= state.rows)
+            and np.all(state.rows * self.eps >= self.dim)
         ):
             # Past the first rank/eps rows (before, nearly every row is in the universal set of the rows so
             # far), many rows passing the bound mean that it is stale: update the factors and bound early
@@ -366,7 +366,7 @@ class MultiHeadLeverage(Sketch):
         if state is None:
             return False
         sums = self._sums
-        if not kernels.gram_sum_one(sums.T[h], state[2][h], state[4], sums.hi[h], sums.lo[h], sums.tr[h : h + 1]):
+        if not kernels.gram_sum_one(sums.T[h], state.W[h], state.budget, sums.hi[h], sums.lo[h], sums.tr[h : h + 1]):
             return False
         sums.rows[h] += m
         return True
