@@ -1,0 +1,335 @@
+"""streamlev._factor against the oracles: screening bounds, the update tiers, QR and triangular inverses.
+
+Every check compares with tests/naive.py (float64 SVD of the column-normalised keys) or with a
+plain computation written here; none compares the library with itself only.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import streamlev as sl
+from streamlev._factor import Factor, admit, at_least
+
+from . import naive
+from .strategies import eps_values, key_matrices
+
+
+def _factor_of(K, ridge=0.0, block=None):
+    fac = Factor(K.shape[1], ridge)
+    block = block or K.shape[0]
+    for a in range(0, K.shape[0], block):
+        fac.update(K[a : a + block])
+    return fac
+
+
+# -- screening bounds ---------------------------------------------------------------------------------
+@given(key_matrices(min_n=2, max_n=120), st.sampled_from([0.0, 0.5]), st.integers(0, 2**31))
+def test_two_sided_bounds_hold_and_upper_stays_valid(K, ridge, seed):
+    """lb <= τ <= ub for absorbed rows (fresh bound); the upper side still holds after more rows."""
+    K64 = np.asarray(K, float)
+    fac = _factor_of(K, ridge)
+    b = fac.bound(fresh=True)
+    tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
+    if b is None:  # singular or too ill-conditioned: no bound is claimed, scoring is exact
+        return
+    t = b.sqnorms(K)
+    # (1e-14 absolute: the oracle's own rounding, e.g. 5e-34 for an all-zero row)
+    assert np.all(t * b.lo <= tau * (1 + 1e-9) + 1e-14)
+    assert np.all(t * b.up >= tau * (1 - 1e-9) - 1e-14)
+    # More rows: scores only fall, so the old upper bound still bounds every score.
+    rng = np.random.default_rng(seed)
+    more = rng.standard_normal((int(rng.integers(1, 60)), K.shape[1])) * rng.uniform(0.1, 10)
+    K2 = np.vstack([K64, more])
+    fac.update(more)
+    tau2 = naive.leverage(K2) if ridge == 0 else naive.ridge_leverage(K2, ridge)
+    assert np.all(b.sqnorms(K2) * b.up >= tau2 * (1 - 1e-9) - 1e-14)
+
+
+@given(key_matrices(min_n=2, max_n=150), eps_values, st.sampled_from([0.0, 0.3]))
+def test_classify_equals_exact_membership(K, eps, ridge):
+    from streamlev import _factor
+
+    fac = _factor_of(K, ridge)
+    got = fac.classify(K, eps)
+    np.testing.assert_array_equal(got, at_least(fac.scores(K), eps))
+    with pytest.MonkeyPatch.context() as mp:  # screening bounds even for few rows (by default only from 8·d rows)
+        mp.setattr(_factor, "BOUND_MIN_ROWS_PER_DIM", 0)
+        np.testing.assert_array_equal(_factor_of(K, ridge).classify(K, eps), got)
+    K64 = np.asarray(K, float)
+    tau = naive.leverage(K64) if ridge == 0 else naive.ridge_leverage(K64, ridge)
+    naive.assert_set_matches(np.flatnonzero(got), tau, eps)
+
+
+def test_classify_decides_most_rows_without_scoring():
+    """On well-conditioned keys the bounds decide almost every row (the point of screening)."""
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((50_000, 16)) * np.logspace(-3, 3, 16)
+    fac = _factor_of(K, block=8192)
+    b = fac.bound(fresh=True)
+    t = b.sqnorms(K)
+    eps = 16 / 50_000
+    undecided = at_least(t * b.up, eps) & ~at_least(t * b.lo, eps)
+    assert undecided.mean() < 0.5, undecided.mean()
+    tau = naive.leverage(K)
+    np.testing.assert_array_equal(np.flatnonzero(fac.classify(K, eps)), np.flatnonzero(at_least(tau, eps)))
+
+
+def test_few_rows_are_scored_without_a_fresh_bound(monkeypatch):
+    """Evicting fewer than 8·d candidates scores them (no SVD for a bound); more take the bound; both exact."""
+    from streamlev import _factor
+
+    calls = []
+    orig = _factor._compute_bounds
+    monkeypatch.setattr(_factor, "_compute_bounds", lambda facs: calls.append(len(facs)) or orig(facs))
+    rng = np.random.default_rng(61)
+    d = 40
+    K = rng.standard_normal((6000, d)) * np.logspace(-4, 4, d)
+    fac = _factor_of(K)
+    tau = naive.leverage(K)
+    for rows, eps in ((8 * d - 1, 0.004), (8 * d, 0.004), (6000, 0.01)):
+        calls.clear()
+        fac._bound = None
+        got = fac.classify(K[:rows], eps)
+        assert bool(calls) == (rows >= 8 * d), (rows, calls)
+        naive.assert_set_matches(np.flatnonzero(got), tau[:rows], eps)
+
+
+def test_admit_handles_infinite_bounds_and_the_threshold():
+    u = np.array([0.0, np.inf, 1e300, 0.25, 0.25 * (1 - 1e-6)])
+    # u/(1+u) >= 0.2 <=> u >= 0.25
+    np.testing.assert_array_equal(admit(u, 0.2), [False, True, True, True, False])
+    assert admit(np.array([np.inf]), 1.0)[0]
+
+
+def test_row_far_outside_the_span_is_admitted():
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((40_000, 8))
+    K[-1] = 1e200  # its scaled norm squared overflows to inf: must be admitted, not lost as NaN
+    sk = sl.OnlineLeverage(8, 0.5)
+    for a in range(0, K.shape[0], 5000):
+        sk.update(K[a : a + 5000])
+    assert K.shape[0] - 1 in sk.universal_set()
+    # the oracle's column norms would overflow; τ does not change when all of K is scaled by a constant
+    naive.assert_set_matches(sk.universal_set(), naive.leverage(K * 1e-190), 0.5)
+
+
+# -- the update ramp and tiers -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["gaussian", "scaled", "vandermonde", "rank_deficient", "new_directions"])
+def test_update_of_big_blocks_matches_the_oracle(kind):
+    """A young factor given one big block (probe, ramp, Householder fallbacks) scores like the SVD."""
+    rng = np.random.default_rng(7)
+    n, d = 30_000, 12
+    if kind == "gaussian":
+        K = rng.standard_normal((n, d))
+    elif kind == "scaled":
+        K = rng.standard_normal((n, d)) * np.logspace(-6, 6, d)
+    elif kind == "vandermonde":
+        K = np.vander(np.sort(rng.uniform(0, 1, n)), d)
+    elif kind == "rank_deficient":
+        K = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d))
+    else:  # the second half brings directions the first half lacks
+        K = rng.standard_normal((n, d))
+        K[: n // 2, d // 2 :] *= 1e-9
+    tau = naive.leverage(K)
+    for block in (n, 4096, 777):
+        got = _factor_of(K, block=block).scores(K)
+        tol = 1e-6 if kind == "vandermonde" else 1e-9
+        big = tau > 1e-12
+        err = np.max(np.abs(got[big] - tau[big]) / tau[big])
+        assert err <= tol, (kind, block, err)
+
+
+def test_block_and_stream_paths_agree_on_the_set():
+    rng = np.random.default_rng(11)
+    K = rng.standard_normal((120_000, 16))
+    K[:, :2] *= 30
+    K[rng.choice(K.shape[0], 10, replace=False)] *= 40
+    eps = 1e-3
+    tau = naive.leverage(K)
+    U = sl.universal_set(K, eps)
+    naive.assert_set_matches(U, tau, eps)
+    for block in (16384, 3000, 256):
+        sk = sl.OnlineLeverage(16, eps)
+        for a in range(0, K.shape[0], block):
+            sk.update(K[a : a + block])
+        np.testing.assert_array_equal(sk.universal_set(), U)
+    np.testing.assert_array_equal(sl.two_pass_universal_set(K, eps), U)
+
+
+@pytest.mark.parametrize("m", [1, 5, 70, 400])
+def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
+    """tp_qr_r (LAPACK dtpqrt on [R; B]) gives a triangular factor whose scores are the oracle's, chunked or not."""
+    from streamlev import _factor
+
+    rng = np.random.default_rng(43 + m)
+    d = 24
+    scales = np.logspace(-6, 6, d)
+    A0 = rng.standard_normal((40, d)) * scales
+    B = (rng.standard_normal((m, d)) * scales).astype(np.float32 if m == 70 else np.float64)
+    R0 = np.linalg.qr(A0, mode="r")  # numpy's own Householder QR, not the library's
+    keep = R0.copy()
+    K = np.vstack([A0, B.astype(np.float64)])
+    for entries in (_factor.TP_ENTRIES, 7 * d):  # one dtpqrt call, then chunks of 7 rows
+        monkeypatch.setattr(_factor, "TP_ENTRIES", entries)
+        R = _factor.tp_qr_r(R0, B)
+        assert R.shape == (d, d) and R.flags.c_contiguous
+        np.testing.assert_array_equal(np.tril(R, -1), 0.0)
+        np.testing.assert_array_equal(R0, keep)  # the input factor is not modified
+        tau = np.sum(np.linalg.solve(R.T, K.T) ** 2, axis=0)
+        np.testing.assert_allclose(tau, naive.leverage(K), rtol=1e-8, atol=1e-14)
+    # a merge: B triangular itself (trap = d), and a ridge-style diagonal
+    R2 = np.linalg.qr(B.astype(np.float64), mode="r") if m >= d else None
+    if R2 is not None:
+        Rm = _factor.merge_r(R0, R2)
+        np.testing.assert_allclose(np.sum(np.linalg.solve(Rm.T, K.T) ** 2, axis=0), naive.leverage(K), rtol=1e-8)
+    lam = 0.3
+    Rl = _factor.tp_qr_r(R0, np.sqrt(lam) * np.eye(d), trap=d)
+    np.testing.assert_allclose(
+        np.sum(np.linalg.solve(Rl.T, A0.T) ** 2, axis=0), naive.ridge_leverage(A0, lam), rtol=1e-8
+    )
+
+
+def test_wide_factor_takes_householder_until_whitened_updates_pay(monkeypatch):
+    """At d = 256 whitened updates come only in chunks of at least 4·d rows (Householder before that); exact."""
+    from streamlev import _factor
+
+    seen = []
+    orig = Factor._fast_update
+
+    def spy(self, B, *args, **kwargs):
+        seen.append(B.shape[0])
+        return orig(self, B, *args, **kwargs)
+
+    monkeypatch.setattr(Factor, "_fast_update", spy)
+    rng = np.random.default_rng(47)
+    d = 256
+    K = rng.standard_normal((14_000, d)) * np.logspace(-4, 4, d)
+    fac = Factor(d)
+    for a in range(0, K.shape[0], 3000):
+        fac.update(K[a : a + 3000])
+    assert _factor.FAST_MIN_ROWS_PER_DIM == 4
+    assert seen and min(seen) >= 4 * d  # some whitened updates, none of fewer than 4·d rows
+    assert fac.n == K.shape[0]
+    np.testing.assert_allclose(fac.scores(K), naive.leverage(K), rtol=1e-8)
+
+
+def test_rank_deficient_factor_rank_then_scores_state_by_state():
+    """Fewer rows than dimensions, then rank-deficient with many rows: rank and pinv scores at every state."""
+    rng = np.random.default_rng(53)
+    d = 40
+    K = np.vstack([rng.standard_normal((25, d)), rng.standard_normal((400, 7)) @ rng.standard_normal((7, d))])
+    K *= np.logspace(-5, 5, d)
+    fac = Factor(d)
+    for a, b in [(0, 10), (10, 25), (25, 30), (30, 425)]:
+        fac.update(K[a:b])
+        assert fac.bound(fresh=True) is None  # singular: no screening bounds
+        assert fac.rank == naive.rank(K[:b])  # the rank first (singular values only) ...
+        np.testing.assert_allclose(fac.scores(K[:b]), naive.leverage(K[:b]), rtol=1e-8, atol=1e-12)  # ... then scores
+        assert fac.rank == naive.rank(K[:b])
+
+
+@pytest.mark.parametrize("d", [200, 512])
+def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
+    """Kernel below TRI_INV_LAPACK_MIN_DIM, dtrtri from it: inverse to rounding, the same bits single and stacked."""
+    from streamlev._factor import TRI_INV_LAPACK_MIN_DIM, rinv_many, tri_inv
+
+    rng = np.random.default_rng(59)
+    facs = []
+    for _k in range(2):
+        f = Factor(d)
+        f.R = np.linalg.qr(rng.standard_normal((d + 9, d)) * np.logspace(-3, 3, d), mode="r")
+        facs.append(f)
+    X = tri_inv(facs[0].R)
+    assert X.flags.c_contiguous
+    np.testing.assert_array_equal(np.tril(X, -1), 0.0)
+    C = np.linalg.norm(facs[0].R, axis=0)  # R C⁻¹ is well conditioned; its inverse is C R⁻¹ (numpy's LU)
+    np.testing.assert_allclose(C[:, None] * X, np.linalg.inv(facs[0].R / C), rtol=1e-8, atol=1e-11)
+    stacked = rinv_many(facs)
+    np.testing.assert_array_equal(stacked[0], X)
+    np.testing.assert_array_equal(stacked[1], tri_inv(facs[1].R))
+    assert (d >= TRI_INV_LAPACK_MIN_DIM) == (d == 512)
+
+
+# -- small kernels against plain numpy / LAPACK ---------------------------------------------------------
+def test_batched_triangular_inverse_and_column_norms():
+    import scipy.linalg as sla
+
+    from streamlev._factor import colnorms
+    from streamlev._kernels import tri_inv_upper_batched
+
+    rng = np.random.default_rng(21)
+    d = 16
+    U = np.stack(
+        [
+            np.triu(rng.standard_normal((d, d))) + 4 * np.eye(d),
+            np.linalg.qr(np.vander(np.linspace(0, 1, 200), d))[1],  # cond ~1e8
+            (np.triu(rng.standard_normal((d, d))) + np.eye(d)) * np.logspace(-150, 150, d),
+        ]
+    )
+    inv = tri_inv_upper_batched(np.ascontiguousarray(U))
+    for k in range(U.shape[0]):
+        ref = sla.solve_triangular(U[k], np.eye(d))
+        assert np.all(np.tril(inv[k], -1) == 0)
+        # componentwise-accurate triangular inversion: |X - X*| <= c·d·u·|X||U||X| (Higham, ch. 8)
+        tol = 64 * d * np.finfo(float).eps * (np.abs(ref) @ np.abs(U[k]) @ np.abs(ref))
+        assert np.all(np.abs(inv[k] - ref) <= tol + 1e-300)
+
+    R = rng.standard_normal((4, 7, 5))
+    R[1] *= 1e-305  # squares underflow
+    R[2] *= 1e250  # squares overflow
+    R[3, :, 2] = 0.0  # a zero column
+    R[3, 0, 3] = 5e-324  # a denormal alone in its column
+    ref = np.array(
+        [
+            [float(np.sqrt(np.sum((c / np.abs(c).max()) ** 2)) * np.abs(c).max()) if np.any(c) else 0.0 for c in M.T]
+            for M in R
+        ]
+    )
+    got = colnorms(R)
+    np.testing.assert_allclose(got, ref, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(colnorms(R[0]), got[0])
+
+
+def test_absorb_gram_matches_householder():
+    from streamlev._factor import Factor, whitened_update_many
+
+    rng = np.random.default_rng(37)
+    d = 7
+    A = rng.standard_normal((500, d)) * np.logspace(-2, 2, d)
+    B = rng.standard_normal((300, d)) * np.logspace(-2, 2, d)
+    f = Factor(d)
+    f.update(A)
+    f.absorb_gram(B.T @ B, B.shape[0])
+    assert f.n == 800
+    K = np.vstack([A, B])
+    np.testing.assert_allclose(f.scores(K), naive.leverage(K), rtol=1e-10)
+    g = Factor(d)
+    g.update(A)
+    R = g.R.copy()
+    assert whitened_update_many([g], (1e3 * B).T @ (1e3 * B)[None], 300) == [0]  # trace far over 64: refused
+    np.testing.assert_array_equal(g.R, R)
+    assert g.n == 500
+
+
+def test_stacked_bounds_split_over_threads_are_identical_and_bracket_the_oracle(threads):
+    """bounds_many of wide factors (SVDs split over threads from BOUND_SPLIT_MIN_DIM): same bytes, valid bounds."""
+    from streamlev._factor import BOUND_SPLIT_MIN_DIM, bounds_many
+
+    d = BOUND_SPLIT_MIN_DIM + 2
+    rng = np.random.default_rng(41)
+    Ks = [rng.standard_normal((900, d)) * np.logspace(-2 - h, 2 + h, d) for h in range(5)]
+    got = {}
+    for t in (1, 2):
+        threads.set_num_threads(t)
+        facs = [_factor_of(K) for K in Ks]
+        got[t] = bounds_many(facs, fresh=True)
+    for b1, b2, K in zip(got[1], got[2], Ks):
+        assert b1 is not None and b2 is not None
+        np.testing.assert_array_equal(b1.dinv, b2.dinv)
+        assert (b1.up, b1.lo, b1.n) == (b2.up, b2.lo, b2.n)
+        tau = naive.leverage(K)  # ‖k_j S⁻¹‖² for the rows that built S
+        sq = np.sum((K * b1.dinv) ** 2, axis=1)
+        assert np.all(b1.lo * sq <= tau * (1 + 1e-9)) and np.all(tau <= b1.up * sq * (1 + 1e-9))
+        assert b1.up / b1.lo > 1.0  # a real bracket, not a point
