@@ -208,7 +208,10 @@ def main():
                 str(args.repeats),
             ]
             cmd += ["--head-rows", str(args.head_rows), "--rows", str(args.rows[0]), "--dim", str(args.dim[0])]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                raise SystemExit(f"the {policy!r} run failed:\n{proc.stderr}")
+            out = proc.stdout
             rows = json.loads(next(line[5:] for line in out.splitlines() if line.startswith("ROWS ")))
             for row in rows:
                 print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)

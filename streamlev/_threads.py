@@ -39,6 +39,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from ._tuning import PROBE_COST_RATIO, PROBE_MAX_INTERVAL, PROBE_MIN_INTERVAL, RATE_WEIGHT
+
 __all__ = [
     "blas_threads",
     "get_num_threads",
@@ -496,17 +498,6 @@ class parallel_region:  # noqa: N801 - used like a function: ``with parallel_reg
 
 
 # -- threads or not, from measured speed ------------------------------------------------------------------------
-#: A probe of the mode not in use runs at most this often (seconds) while it keeps losing; the interval doubles
-#: after each lost probe up to :data:`PROBE_MAX_INTERVAL` and restarts from here when a probe wins.
-PROBE_MIN_INTERVAL = 0.05
-PROBE_MAX_INTERVAL = 1.0
-#: After a lost probe that cost ``x`` seconds more than the mode in use would have, the next one waits at least
-#: ``PROBE_COST_RATIO·x`` seconds (beyond :data:`PROBE_MAX_INTERVAL` if need be), so lost probes cost at most
-#: about 1/PROBE_COST_RATIO of the run time whatever the load.
-PROBE_COST_RATIO = 20.0
-#: Weight of the newest call in the running speed of the mode in use (exponential moving average).
-RATE_WEIGHT = 0.25
-
 #: False runs every split on threads whatever they measure (ignoring load); for benchmarks comparing both.
 _ADAPTIVE = True
 

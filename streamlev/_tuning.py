@@ -70,3 +70,31 @@ ACC_MIN_ROWS_PER_DIM = 32
 ADMITTED_FLUSH = 4096
 #: ... and the rows waiting are at least 1/this of the factor's.
 ADMITTED_FLUSH_FRACTION = 8
+
+# -- threads (streamlev._threads) -----------------------------------------------------------------------
+#: A probe of the mode not in use (threads or the calling thread alone) runs at most this often (seconds) while
+#: it keeps losing; the interval doubles after each lost probe up to PROBE_MAX_INTERVAL and restarts from here
+#: when a probe wins (benchmarks/load_bench.py).
+PROBE_MIN_INTERVAL = 0.05
+PROBE_MAX_INTERVAL = 1.0
+#: After a lost probe that cost ``x`` seconds more than the mode in use would have, the next one waits at least
+#: ``PROBE_COST_RATIO·x`` seconds (beyond PROBE_MAX_INTERVAL if need be), so lost probes cost at most about
+#: 1/PROBE_COST_RATIO of the run time whatever the load.
+PROBE_COST_RATIO = 20.0
+#: Weight of the newest call in the running speed of the mode in use (exponential moving average).
+RATE_WEIGHT = 0.25
+
+# -- small inputs (streamlev.exact, streamlev._validate) ------------------------------------------------------
+#: Keys with at most this many entries (n·d) and no ridge are scored by one LAPACK SVD of the column-normalised
+#: matrix and validated with numpy instead of the blocked factor and the numba scan: no compiled kernel is
+#: loaded, so a short job in a fresh process does not pay for loading them (benchmarks/coldstart_bench.py).
+SMALL_ENTRIES = 1 << 17
+
+# -- exact p != 2 sets (streamlev.lewis) ---------------------------------------------------------------------
+#: Candidates certified together: temporaries are n x CERT_BATCH, against per-batch call overhead
+#: (benchmarks/lewis_bench.py).
+CERT_BATCH = 32
+#: Tolerance of the Lewis weights (max |log τ - log w|) when certificates decide the set afterwards: any iterate
+#: gives a valid candidate bound, and each halving of the tolerance costs a leverage computation at p = 1
+#: (benchmarks/lewis_bench.py).
+SCREEN_TOL = 1e-2

@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from ._tuning import SMALL_ENTRIES
+
 __all__ = [
     "as_keys",
     "as_block",
@@ -41,7 +43,7 @@ def first_nonfinite_row(X: np.ndarray) -> int:
 
 
 #: Arrays of at most this many entries are scanned with numpy (no compiled kernel to load for a short job).
-_SMALL_SCAN = 1 << 17
+_SMALL_SCAN = SMALL_ENTRIES
 
 
 def scan_keys(X: np.ndarray) -> tuple[int, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._tuning import SMALL_ENTRIES
 from ._validate import as_keys, check_eps, check_p, check_ridge
 
 __all__ = ["leverage_scores", "universal_set", "DEFAULT_BLOCK"]
@@ -25,12 +26,6 @@ DEFAULT_BLOCK = 16384
 def _blocks(n: int, block: int):
     for start in range(0, n, block):
         yield start, min(n, start + block)
-
-
-#: Keys with at most this many entries (n·d) and no ridge are scored by one LAPACK SVD of the column-normalised
-#: matrix (:func:`_scores_small`) instead of the blocked factor: no compiled kernel is loaded, so a short job in
-#: a fresh process does not pay for loading them (``python benchmarks/coldstart_bench.py``).
-SMALL_ENTRIES = 1 << 17
 
 
 def _scores_small(K: np.ndarray) -> np.ndarray:

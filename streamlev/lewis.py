@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 from . import serialize
 from ._factor import THRESHOLD_RTOL, at_least, blas_threads
 from ._sketch import CallableInt, Sketch, deprecated
+from ._tuning import CERT_BATCH, SCREEN_TOL
 from ._validate import as_block, as_keys, check_dim, check_eps, check_p, check_ridge
 from .exact import leverage_scores
 from .exact import universal_set as _leverage_universal_set
@@ -569,11 +570,6 @@ def _lower_general(z: np.ndarray, j: int, p: float) -> float:
     return float((az[j] / zmax) ** p / np.sum((az / zmax) ** p))
 
 
-#: Candidates certified together by :func:`_cheap_bounds` (its temporaries are m x CERT_BATCH: O(n·d) memory).
-CERT_BATCH = 32
-#: Tolerance of the Lewis weights (max |log τ - log w|) when certificates decide the set afterwards: any iterate
-#: gives a valid candidate bound, and each halving of the tolerance costs a leverage computation (p = 1).
-SCREEN_TOL = 1e-2
 #: :func:`universal_set_p` refuses, by default, work estimated to take longer than this many seconds.
 DEFAULT_MAX_SECONDS = 60.0
 

@@ -353,3 +353,9 @@ def test_exact_p_refuses_over_the_time_limit_and_runs_with_inf(tmp_path):
     assert json.loads(r.stdout)["indices"] == want.tolist()
     r = run([*args, "--max-seconds", "0"], cwd=tmp_path)
     assert r.returncode == 2 and "--max-seconds" in r.stderr.decode()
+
+
+def test_max_seconds_default_is_the_librarys():
+    from streamlev import lewis
+
+    assert cli._DEFAULT_MAX_SECONDS == lewis.DEFAULT_MAX_SECONDS
