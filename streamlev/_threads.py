@@ -188,9 +188,9 @@ def set_num_threads(n: int | None) -> int:
     if n is None:
         _USER_THREADS = None
         return prev
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of threads must be a positive integer (or None for the default), got {n!r}")
-    _USER_THREADS = int(n)
+    from ._validate import check_positive_int  # noqa: PLC0415 - the API's one integer rule
+
+    _USER_THREADS = check_positive_int(n, "the number of threads (None for the default)")
     return prev
 
 

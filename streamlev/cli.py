@@ -123,12 +123,32 @@ def _size_bound(n, d, eps, p, rank=None):
         return None, None
     if p > 2:
         # ℓ_p Lewis weights sum to rank <= d and A_ij <= d^(p/2-1)·w_j (docs/design.md, "Power attention").
-        return int(np.floor(d ** (p / 2) / eps)), "d^(p/2)/eps"
+        return _count(d ** (p / 2) / eps), "d^(p/2)/eps"
     if rank is not None:
-        return int(np.floor(rank / eps + 1e-9)), "rank/eps"
+        return _count(rank / eps + 1e-9), "rank/eps"
     if n is not None and n < d:
-        return int(np.floor(n / eps)), "n/eps (rank <= n)"
-    return int(np.floor(d / eps + 1e-9)), "d/eps (rank <= d)"
+        return _count(n / eps), "n/eps (rank <= n)"
+    return _count(d / eps + 1e-9), "d/eps (rank <= d)"
+
+
+def _count(bound: float) -> int | float:
+    """floor(bound) as an int while it has at most 15 digits, else a float (printed as 1.23e+300, not 300 digits)."""
+    return int(np.floor(bound)) if bound < 1e15 else float(bound)
+
+
+def _show(bound: int | float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:.3g}"
+
+
+def _check_output(path: str) -> None:
+    """Refuse an --output that cannot be written, before any work is done."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path!r} is a directory; give a file name such as {os.path.join(path, 'u.npy')!r}")
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {path!r}: the directory {parent!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"--output {path!r} is not writable; choose another path")
 
 
 def _write_indices(path: str, U: np.ndarray) -> None:
@@ -153,6 +173,8 @@ def _check_select_args(args):
             f"--p {args.p:g} is supported by --method exact only (the streaming methods "
             f"compute p = 2 leverage scores); add --method exact"
         )
+    if args.output is not None:
+        _check_output(args.output)
     if stdin and args.method == "two-pass":
         raise UsageError(
             "--method two-pass reads its input twice, but stdin can be read once; "
@@ -260,6 +282,7 @@ def _select(args, prog: _Progress):
     import streamlev
 
     from .streams import iter_blocks, load_keys, source_shape
+    from .twopass import two_pass
 
     src = args.path
     kw = {"key": args.key, "dim": args.dim, "dtype": args.dtype}
@@ -300,10 +323,8 @@ def _select(args, prog: _Progress):
         def fresh():
             return prog.wrap(iter_blocks(src, args.block_size, **kw))
 
-        U = streamlev.two_pass_universal_set(fresh, args.eps, ridge=args.ridge)
-        if n is None:
-            n = prog.rows // 2
-        return U, n, d, None, None
+        res = two_pass(fresh, args.eps, ridge=args.ridge)
+        return res.indices, res.n, d, res.rank, None
 
     # online
     blocks = prog.wrap(iter_blocks(src, args.block_size, **kw))
@@ -328,7 +349,10 @@ def _cmd_select(args) -> int:
     _check_select_args(args)
     from .streams import source_shape
 
-    n0, d0 = source_shape(args.path, key=args.key, dim=args.dim)  # errors (missing file...) before any work
+    try:
+        n0, d0 = source_shape(args.path, key=args.key, dim=args.dim)  # errors (missing file...) before any work
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} (or '-' to read raw rows from standard input)") from None
     total = None if n0 is None else (2 * n0 if args.method == "two-pass" else n0)
     show_bar = not args.quiet and sys.stderr is not None and sys.stderr.isatty() and (n0 is None or n0 >= _LONG_ROWS)
     prog = _Progress(total, f"streamlev {args.method}", show_bar)
@@ -386,7 +410,7 @@ def _cmd_select(args) -> int:
         + (f", ridge={args.ridge:g}" if args.ridge else "")
     )
     listing = f": {shown}" if U.size else ""
-    print(f"universal set: {U.size:,} keys (bound {bound_kind} = {bound:,}){listing}")
+    print(f"universal set: {U.size:,} keys (bound {bound_kind} = {_show(bound)}){listing}")
     extra = f", sketch {sketch_bytes / 2**20:.2f} MiB" if sketch_bytes is not None else ""
     print(
         f"time {seconds:.3f} s (after {startup:.3f} s loading the library), "

@@ -51,6 +51,7 @@ from ._validate import (
 )
 from .exact import DEFAULT_BLOCK
 from .online import OnlineLeverage
+from .streams import open_npy
 
 __all__ = ["universal_set", "universal_sets", "sketch", "power_candidates", "from_npy", "DEFAULT_SPLIT_EVERY"]
 
@@ -515,14 +516,7 @@ def from_npy(path, *, chunk_rows=None):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike naming a .npy file, got {type(path).__name__}")
     path = os.path.abspath(os.fspath(path))
-    try:
-        mm = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"cannot memory-map {path!r} as a .npy file ({exc}); write the keys with np.save(path, K)"
-        ) from None
-    if not isinstance(mm, np.ndarray) or mm.ndim != 2:
-        raise ValueError(f"{path!r} must hold a 2-D (n, d) array, got shape {getattr(mm, 'shape', None)}")
+    mm = open_npy(path)  # the reader of the command line: same checks, same messages
     as_keys(np.zeros((0, mm.shape[1]), dtype=mm.dtype), name="the keys in " + repr(path))
     n, d = mm.shape
     if chunk_rows is None:

@@ -62,6 +62,7 @@ __all__ = [
     "rereadable",
     "source_shape",
     "load_keys",
+    "open_npy",
     "DEFAULT_BLOCK",
 ]
 
@@ -99,9 +100,7 @@ def _is_binary_stream(source) -> bool:
 def _file_kind(path: str) -> str:
     """'npy', 'npz' or 'text', by suffix, checked against the file's first bytes."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"no such file: {path!r}; check the path (use '-' to read raw rows from standard input)"
-        )
+        raise FileNotFoundError(f"no such file: {path!r}; check the path")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory; pass a .npy, .npz, .csv or .txt file")
     with open(path, "rb") as f:
@@ -231,14 +230,16 @@ def _read_npy_header(f, what: str):
         version = np.lib.format.read_magic(f)
     except ValueError:
         raise ValueError(f"{what} is not a .npy file (bad magic string); write keys with np.save(path, K)") from None
+    # numpy's public readers know format versions 1.0 and 2.0; np.save writes 3.0 only for structured
+    # dtypes with non-ASCII field names, which are not keys anyway.
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(
+            f"{what} has .npy format version {version[0]}.{version[1]}, which streamlev does not read "
+            f"(1.0 and 2.0 only; the file may be corrupt); re-create it with np.save(path, K)"
+        )
     try:
-        if version == (1, 0):
-            shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dt = np.lib.format.read_array_header_2_0(f)
-        else:
-            reader = np.lib.format._read_array_header  # version 3.0 has no public reader
-            shape, fortran, dt = reader(f, version)
+        shape, fortran, dt = readers[version](f)
     except (ValueError, SyntaxError, EOFError) as exc:
         raise ValueError(f"{what} has a corrupt .npy header ({exc}); re-create it with np.save(path, K)") from None
     if dt.hasobject:
@@ -266,6 +267,21 @@ def _open_npy(path: str) -> np.ndarray:
     if shape[0] * shape[1] == 0:
         return np.empty(shape, dtype=dt)
     return np.memmap(path, dtype=dt, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def open_npy(path) -> np.ndarray:
+    """A 2-D ``.npy`` file as a read-only memory map, with the reader's checks and messages.
+
+    The one ``.npy`` opener of the package (the command line, :func:`iter_blocks`
+    and :func:`streamlev.dask.from_npy`): a missing file, a file that is not
+    ``.npy``, an unknown format version, a truncated file or a wrong shape get
+    the same message wherever they are met.
+    """
+    path = os.fspath(path)
+    kind = _file_kind(path)
+    if kind != "npy":
+        raise ValueError(f"{path!r} is not a .npy file (it is read as {kind}); write keys with np.save(path, K)")
+    return _open_npy(path)
 
 
 # ------------------------------------------------------------------------------------------------

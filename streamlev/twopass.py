@@ -11,12 +11,14 @@ so memory is the d x d factor plus one block whatever n is.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ._factor import Factor
 from ._validate import check_eps, check_positive_int, check_ridge
 
-__all__ = ["two_pass_universal_set"]
+__all__ = ["two_pass_universal_set", "two_pass", "TwoPassResult"]
 
 
 def _open_source(source, block_size):
@@ -30,6 +32,14 @@ def _open_source(source, block_size):
             "only once; use streamlev.OnlineLeverage for one pass)"
         )
     return lambda: iter_blocks(source, block_size)
+
+
+class TwoPassResult(NamedTuple):
+    """What :func:`two_pass` found: the universal set, the number of rows and the rank of the keys."""
+
+    indices: np.ndarray
+    n: int
+    rank: int
 
 
 def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.ndarray:
@@ -61,6 +71,15 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
     rows in the same order; if the second pass yields a different number of
     rows a ``ValueError`` is raised.
     """
+    return two_pass(source, eps, ridge=ridge, block_size=block_size).indices
+
+
+def two_pass(source, eps, *, ridge=0.0, block_size=None) -> TwoPassResult:
+    """:func:`two_pass_universal_set`, also reporting the number of rows and the rank of the keys.
+
+    The rank is that of the final factor (the :func:`numpy.linalg.matrix_rank`
+    rule applied to the column-normalised factor; ``d`` when ``ridge > 0``).
+    """
     eps = check_eps(eps)
     ridge = check_ridge(ridge)
     if block_size is not None:
@@ -75,7 +94,7 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
             fac = Factor(d, ridge)
         fac.update(B)
     if fac is None:
-        return np.zeros(0, dtype=np.int64)
+        return TwoPassResult(np.zeros(0, dtype=np.int64), 0, 0)
     n1 = fac.n
     found = []
     offset = 0
@@ -91,4 +110,5 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
             f"the source yielded {n1} rows in pass 1 but {offset} in pass 2; "
             f"a two-pass source must yield the same rows each time"
         )
-    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+    found = np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+    return TwoPassResult(found, n1, fac.rank)

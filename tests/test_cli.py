@@ -139,7 +139,7 @@ def test_human_summary_and_output_files(data):
     r = run(["select", "k.npy", "--eps", EPS, "--output", "u.npy"], cwd=tmp)
     assert r.returncode == 0, r.stderr
     text = r.stdout.decode()
-    assert f"universal set: {truth.size} keys" in text and "d/eps" in text and "wrote" in text
+    assert f"universal set: {truth.size} keys" in text and "rank/eps = 120" in text and "wrote" in text
     assert r.stderr == b""  # no progress bar when stderr is not a terminal
     np.testing.assert_array_equal(np.load(tmp / "u.npy"), truth)
     assert run(["select", "k.npy", "--eps", EPS, "--output", "u.json", "--quiet"], cwd=tmp).returncode == 0
@@ -192,6 +192,7 @@ def bad(tmp_path_factory):
     np.save(tmp / "ok.npy", K)
     (tmp / "prose.txt").write_text("These are not the keys you are looking for.\n")
     (tmp / "fake.npy").write_text("1,2,3\n")
+    (tmp / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
     Kn = K.copy()
     Kn[57, 1] = np.nan
     np.save(tmp / "nan.npy", Kn)
@@ -211,6 +212,7 @@ BAD = [
     (["missing.npy", "--eps", "0.1"], None, ["no such file", "missing.npy"]),
     (["prose.txt", "--eps", "0.1"], None, ["line 1", "not a number"]),
     (["fake.npy", "--eps", "0.1"], None, ["not a .npy file"]),
+    (["garbage.npy", "--eps", "0.1"], None, ["garbage.npy", "format version"]),
     (["trunc.npy", "--eps", "0.1"], None, ["truncated"]),
     (["nan.npy", "--eps", "0.1"], None, ["NaN", "row 57"]),
     (["nan.npy", "--eps", "0.1", "--method", "exact"], None, ["NaN", "row 57"]),
@@ -359,3 +361,61 @@ def test_max_seconds_default_is_the_librarys():
     from streamlev import lewis
 
     assert cli._DEFAULT_MAX_SECONDS == lewis.DEFAULT_MAX_SECONDS
+
+
+def run_in_process(argv, capsys):
+    """(exit status, stdout, stderr) of ``streamlev ARGV`` run in this process (no interpreter start-up)."""
+    rc = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("target", ["a_dir", "no_such_dir/u.npy"])
+def test_unwritable_output_is_refused_before_any_work(data, target, monkeypatch, capsys):
+    tmp, _ = data
+    (tmp / "a_dir").mkdir(exist_ok=True)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the selection ran although --output cannot be written")
+
+    monkeypatch.setattr(cli, "_select", no_work)
+    rc, out, err = run_in_process(["select", tmp / "k.npy", "--eps", EPS, "--output", tmp / target], capsys)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "--output" in err and str(tmp / target) in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "method"),
+    [
+        (["--eps", "1e-300"], "two-pass"),
+        (["--eps", "1e-300", "--method", "online"], "online"),
+        (["--eps", "0.1", "--p", "100", "--method", "exact"], "exact"),
+    ],
+)
+def test_size_bounds_print_with_a_few_significant_digits(data, args, method, capsys):
+    tmp, K = data
+    rc, out, err = run_in_process(["select", tmp / "k.npy", *args], capsys)
+    assert rc == 0, err
+    line = next(s for s in out.splitlines() if s.startswith("universal set:"))
+    assert len(line) < 120, line
+    rc, out, _ = run_in_process(["select", tmp / "k.npy", *args, "--json"], capsys)
+    res = json.loads(out)
+    assert len(json.dumps(res["bound"])) < 25
+    assert res["bound"] >= res["size"] and res["method"] == method
+
+
+@pytest.mark.parametrize("method", ["two-pass", "online"])
+def test_json_reports_the_rank_for_streaming_methods(tmp_path, method, capsys):
+    K = heavy_keys(200, 6)
+    K[:, 2] = K[:, 1] - 3.0 * K[:, 4]  # rank 5
+    np.save(tmp_path / "k.npy", K)
+    rc, out, err = run_in_process(["select", tmp_path / "k.npy", "--eps", EPS, "--method", method, "--json"], capsys)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["rank"] == naive.rank(K) == 5
+    check_result(res, K, EPS, method)
+
+
+def test_missing_file_advice_names_stdin_only_on_the_command_line(tmp_path, capsys):
+    rc, _, err = run_in_process(["select", tmp_path / "missing.npy", "--eps", EPS], capsys)
+    assert rc == 2 and "no such file" in err and "'-'" in err

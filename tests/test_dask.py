@@ -301,7 +301,7 @@ def test_bad_input_is_refused_with_a_fix():
         sd.universal_set(x, 0.1, compute="no")
     with pytest.raises(TypeError, match="dask array"):
         sd.universal_set("keys.npy", 0.1)
-    with pytest.raises(ValueError, match="memory-map"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         sd.from_npy("/nonexistent/keys.npy")
     with pytest.raises(TypeError, match="path"):
         sd.from_npy(3)
@@ -330,3 +330,23 @@ def test_numpy_input_and_empty_arrays():
         assert sd.universal_sets([], 0.1) == []
         sk = sd.sketch(K, 0.05)
     assert sk.n_seen == 300
+
+
+@pytest.mark.parametrize("content", [b"1,2,3\n", b"\x93NUMPY garbage", None, "truncated", "vector"])
+def test_from_npy_gives_the_message_of_the_file_reader(tmp_path, content):
+    """from_npy and the command line share one .npy reader, hence one message per problem."""
+    from streamlev.streams import iter_blocks
+
+    path = tmp_path / "bad.npy"
+    if content == "truncated":
+        np.save(path, np.ones((50, 4)))
+        path.write_bytes(path.read_bytes()[:-40])
+    elif content == "vector":
+        np.save(path, np.ones(7))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ValueError, OSError)) as expected:
+        next(iter_blocks(path))
+    with pytest.raises(type(expected.value)) as got:
+        sd.from_npy(path)
+    assert str(got.value) == str(expected.value)

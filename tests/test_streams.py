@@ -323,6 +323,18 @@ def test_not_an_npy(tmp_path):
         iter_blocks(p)
 
 
+@pytest.mark.parametrize(
+    "head", [b"\x93NUMPY garbage", b"\x93NUMPY\x03\x00" + b"\x10\x00\x00\x00{}", b"\x93NUMPY\x07\x01"]
+)
+def test_npy_with_an_unknown_format_version_is_refused_in_one_line(tmp_path, head):
+    """Only the format versions numpy's public readers know (1.0, 2.0) are read; others get advice."""
+    p = tmp_path / "odd.npy"
+    p.write_bytes(head + b" " * 64)
+    with pytest.raises(ValueError, match=r"format version .*np\.save") as info:
+        iter_blocks(p)
+    assert "\n" not in str(info.value)
+
+
 def test_truncated_npy(tmp_path):
     p = tmp_path / "t.npy"
     np.save(p, keys(100, 4))

@@ -34,9 +34,9 @@ def test_results_do_not_depend_on_the_thread_count(threads):
 
 
 def test_set_num_threads_validates_and_restores(threads):
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="integer >= 1"):
         threads.set_num_threads(0)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(TypeError, match="integer >= 1"):
         threads.set_num_threads(1.5)
     threads.set_num_threads(3)
     assert threads.get_num_threads() == 3

@@ -78,3 +78,9 @@ def test_empty_and_bad_arguments(tmp_path):
     bad[7, 1] = np.nan
     with pytest.raises(ValueError, match="row 7"):
         sl.two_pass_universal_set(bad, 0.1, block_size=4)
+
+
+def test_missing_file_message_gives_no_command_line_advice(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file") as info:
+        sl.two_pass_universal_set(tmp_path / "missing.npy", 0.1)
+    assert "'-'" not in str(info.value) and "stdin" not in str(info.value)
