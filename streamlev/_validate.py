@@ -20,6 +20,8 @@ __all__ = [
     "check_eps",
     "check_ridge",
     "check_p",
+    "P_MIN",
+    "P_MAX",
     "check_dim",
     "check_positive_int",
     "first_nonfinite_row",
@@ -250,13 +252,25 @@ def check_ridge(ridge) -> float:
     return r
 
 
+#: Supported exponents of f(x) = |x|^p.  Above P_MAX the dual certificates of the ℓ_p
+#: sensitivities need magnitudes beyond the float64 range (at p = 100 they kept keys whose
+#: sensitivity is below 1e-6, tests/test_lewis.py); below P_MIN the Lewis fixed-point iteration,
+#: whose rate is 1 - p/2, does not converge in its iteration budget.
+P_MIN, P_MAX = 0.1, 64.0
+
+
 def check_p(p) -> float:
-    """Check that p is a finite real number > 0."""
+    """Check that p is a real number in [P_MIN, P_MAX] = [0.1, 64]."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a real number > 0, got {type(p).__name__}")
+        raise TypeError(f"p must be a real number in [{P_MIN:g}, {P_MAX:g}], got {type(p).__name__}")
     v = float(p)
     if not (v > 0.0) or not math.isfinite(v):
         raise ValueError(f"p must be a finite number > 0 (f(x) = |x|^p), got {p!r}")
+    if not (P_MIN <= v <= P_MAX):
+        raise ValueError(
+            f"p must lie in [{P_MIN:g}, {P_MAX:g}] (f(x) = |x|^p), got {p:.6g}; outside that range the "
+            f"ℓ_p weights and certificates leave the float64 range"
+        )
     return v
 
 

@@ -377,7 +377,10 @@ def _dual_upper(U: np.ndarray, y: np.ndarray, uj: np.ndarray, p: float) -> float
         pc = p / (p - 1.0)
         nrm = ymax * float(np.sum((ay / ymax) ** pc)) ** (1.0 / pc)
     corr = e * m ** max(0.0, 0.5 - 1.0 / p) * (1.0 + 1e-12)
-    return (nrm + corr) ** p
+    # In the log domain: for large p a dual far from optimal gives a bound beyond the float range, and
+    # such a bound (> 1 >= α_j) certifies nothing: +inf.
+    log_ub = p * math.log(nrm + corr) if nrm + corr > 0.0 else -math.inf
+    return math.exp(log_ub) if log_ub < 700.0 else math.inf
 
 
 def _weighted_correction(U: np.ndarray, rho: np.ndarray, az: np.ndarray) -> np.ndarray:

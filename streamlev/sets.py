@@ -26,7 +26,8 @@ def universal_set(K: ArrayLike, eps: float, *, p: float = 2.0, ridge: float = 0.
     eps : float in (0, 1]
         Attention threshold.
     p : float, default 2.0
-        Exponent of the attention f(x) = |x|^p.  ``p = 2`` uses leverage
+        Exponent of the attention f(x) = |x|^p, in [0.1, 64] (other values are
+        refused with that range: ``streamlev._validate.P_MIN``, ``P_MAX``).  ``p = 2`` uses leverage
         scores (:func:`streamlev.exact.universal_set`); other values use ℓ_p
         Lewis weights (:func:`streamlev.universal_set_p`).
     ridge : float, default 0.0

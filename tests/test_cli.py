@@ -239,6 +239,7 @@ BAD = [
     (["ok.npy", "--eps", "0.1", "--ridge", "-1"], None, ["ridge", ">= 0"]),
     (["ok.npy", "--eps", "0.1", "--p", "3"], None, ["--p 3", "--method exact"]),
     (["ok.npy", "--eps", "0.1", "--p", "0"], None, ["p must be"]),
+    (["ok.npy", "--eps", "0.1", "--p", "100", "--method", "exact"], None, ["p must lie in [0.1, 64]"]),
     (["-", "--eps", "0.1"], b"", ["--dim", "--dtype"]),
     (["-", "--eps", "0.1", "--dim", "4", "--dtype", "int8"], b"", ["--dtype", "invalid choice"]),
     (["-", "--eps", "0.1", "--dim", "4", "--dtype", "float32"], b"\x00" * 30, ["ended inside a row"]),
@@ -389,7 +390,7 @@ def test_unwritable_output_is_refused_before_any_work(data, target, monkeypatch,
     [
         (["--eps", "1e-300"], "two-pass"),
         (["--eps", "1e-300", "--method", "online"], "online"),
-        (["--eps", "0.1", "--p", "100", "--method", "exact"], "exact"),
+        (["--eps", "0.1", "--p", "64", "--method", "exact"], "exact"),
     ],
 )
 def test_size_bounds_print_with_a_few_significant_digits(data, args, method, capsys):

@@ -366,3 +366,29 @@ def test_exact_set_memory_is_linear_in_n(p):
         tracemalloc.stop()
     assert U.size > 100  # many candidates, so an n x candidates array would be large
     assert peak < 12 * n * max(d, lewis.CERT_BATCH) * 8, peak  # n x |candidates| float64 alone: 72 MB
+
+
+@pytest.mark.parametrize("p", [100.0, 1e6, 0.05, 1e-9])
+def test_p_outside_the_supported_range_is_refused_up_front(p):
+    """Beyond [P_MIN, P_MAX] the certificates leave the float range (p = 100 kept keys whose
+    sensitivity is below 1e-6); such p are refused by every entry point with the range."""
+    K = np.random.default_rng(0).standard_normal((300, 8))
+    for call in (
+        lambda: sl.universal_set(K, 0.1, p=p),
+        lambda: sl.lewis_weights(K, p),
+        lambda: lewis.OnlinePowerSet(8, 0.1, p=p),
+    ):
+        with pytest.raises(ValueError, match=r"p must lie in \[0\.1, 64\]"):
+            call()
+
+
+@pytest.mark.parametrize("p", [64.0, 40.0])
+def test_largest_supported_p_matches_the_oracle(p):
+    K = keys(20)
+    naive.assert_set_matches(sl.universal_set(K, 0.2, p=p), naive_lp.sensitivities(K, p), 0.2, rtol=1e-6)
+
+
+def test_dual_bound_beyond_the_float_range_is_infinite_not_an_error():
+    U = np.linalg.qr(np.random.default_rng(1).standard_normal((30, 3)))[0]
+    y = np.full(30, 1e4)
+    assert lewis._dual_upper(U, y, U[0], 60.0) == np.inf
