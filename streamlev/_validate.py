@@ -15,8 +15,10 @@ import numpy as np
 from ._tuning import SMALL_ENTRIES
 
 __all__ = [
+    "PrecisionWarning",
     "as_keys",
     "as_block",
+    "unmasked",
     "check_eps",
     "check_ridge",
     "check_p",
@@ -95,13 +97,58 @@ def scan_keys(X: np.ndarray) -> tuple[int, float]:
     return -1, float(np.max(np.abs(X)))
 
 
+class PrecisionWarning(UserWarning):
+    """Keys given in extended precision (float128 / longdouble) were rounded to float64."""
+
+
+def unmasked(K, name: str):
+    """The data of a masked array with nothing masked; a masked array with masked entries is refused.
+
+    numpy's conversions drop the mask silently, so masked entries would be read as whatever
+    values lie under them.
+    """
+    if not isinstance(K, np.ma.MaskedArray):
+        return K
+    masked = int(np.count_nonzero(np.ma.getmaskarray(K)))
+    if masked:
+        raise ValueError(
+            f"{name} is a masked array with {masked} masked entries, which streamlev would read as the "
+            f"values under the mask; pass {name}.filled(value) to impute them or "
+            f"np.ma.compress_rows({name}) to drop the rows that hold them"
+        )
+    return np.ma.getdata(K)
+
+
+def _from_extended(arr: np.ndarray, name: str) -> np.ndarray:
+    """Extended precision (float128 / longdouble) rounded to float64: warns when values change."""
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not np.array_equal(np.isfinite(out), finite):
+        raise ValueError(
+            f"{name} has dtype {arr.dtype} with values beyond the float64 range (streamlev computes in "
+            f"float64); rescale the keys (leverage scores do not change when K is multiplied by a constant)"
+        )
+    if np.any(out[finite] != arr[finite]):
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(
+            f"{name} has dtype {arr.dtype}: streamlev computes in float64, so its values were rounded to "
+            f"float64; pass {name}.astype(np.float64) to do this knowingly",
+            PrecisionWarning,
+            stacklevel=4,
+        )
+    return out
+
+
 def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype in (np.float32, np.float64):
             return arr
-        # float16 and extended precision: compute in float64.
-        return arr.astype(np.float64)
+        if arr.dtype.itemsize > 8:
+            return _from_extended(arr, name)
+        return arr.astype(np.float64)  # float16: exact in float64
     if kind in "iub":
         return arr.astype(np.float64)
     if kind == "c":
@@ -148,6 +195,7 @@ def as_keys(
         raise TypeError(
             f"{name} must be a numeric array, got a {type(K).__name__}; load the data first (e.g. np.load(path))"
         )
+    K = unmasked(K, name)
     try:
         arr = np.asarray(K)
     except Exception as exc:  # ragged lists and the like
@@ -212,6 +260,7 @@ def as_block(X, dim: int, *, name: str = "X", with_max: bool = False):
     """A block of a stream: ``(m, dim)`` or a single row ``(dim,)`` -> 2-D array (and its max |entry|)."""
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} must be a numeric array, got a {type(X).__name__}")
+    X = unmasked(X, name)
     if isinstance(X, np.ndarray):
         arr = X
     else:

@@ -79,7 +79,13 @@ def leverage_scores(K: ArrayLike, *, ridge: float = 0.0) -> np.ndarray:
     ----------
     K : array_like, shape (n, d)
         Keys, one per row.  float32 keys are read as float32 and accumulated in
-        float64; integer and bool keys are converted to float64.
+        float64; integer, bool and float16 keys are converted to float64 (exactly);
+        extended precision (float128 / longdouble) is rounded to float64 with a
+        :class:`streamlev._validate.PrecisionWarning` when that changes a value.
+        Masked arrays are refused when an entry is masked (pass ``K.filled(v)`` or
+        ``np.ma.compress_rows(K)``).  A 1-D array is refused here (its dimension
+        would be a guess); the ``update`` methods of the sketches, whose dimension
+        is fixed, read a 1-D array as one key.
     ridge : float, default 0.0
         λ >= 0.  ``ridge > 0`` gives τ_i = k_iᵀ(KᵀK + λI)⁻¹k_i.  ``ridge = 0``
         gives τ_i = k_iᵀ(KᵀK)⁺k_i, where singular values of the

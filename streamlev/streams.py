@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ._validate import as_block, as_keys, check_positive_int, first_nonfinite_row
+from ._validate import as_block, as_keys, check_positive_int, first_nonfinite_row, unmasked
 from .exact import DEFAULT_BLOCK
 
 __all__ = [
@@ -632,7 +632,7 @@ def iter_blocks(source, block_size=None, *, key=None, dim=None, dtype=None) -> I
             return _iter_npz(path, key, fixed, dim, dtype)
         return _iter_text(path, fixed, dim, dtype)
     if _is_arraylike(source):
-        return _iter_array(np.asarray(source), fixed, dim, dtype, "K")
+        return _iter_array(np.asarray(unmasked(source, "K")), fixed, dim, dtype, "K")
     if _is_binary_stream(source):
         return _iter_binary(source, fixed, dim, dtype, "the binary stream")
     if callable(source):
@@ -706,7 +706,7 @@ def source_shape(source, *, key=None, dim=None):
         head = _text_delim(path)
         return None, (head[1] if head is not None else dim)
     if _is_arraylike(source):
-        arr = np.asarray(source)
+        arr = np.asarray(unmasked(source, "K"))
         if arr.ndim != 2:
             as_keys(arr, name="K")
         return tuple(int(s) for s in arr.shape)
@@ -725,7 +725,7 @@ def load_keys(source, *, key=None, dim=None, dtype=None) -> np.ndarray:
         K = np.asarray(_open_npy(os.fspath(source)))
         return _cast(K, _norm_dtype(dtype))
     if _is_arraylike(source):
-        return _cast(np.asarray(source), _norm_dtype(dtype))
+        return _cast(np.asarray(unmasked(source, "K")), _norm_dtype(dtype))
     blocks = list(iter_blocks(source, key=key, dim=dim, dtype=dtype))
     if not blocks:
         n, d = source_shape(source, key=key, dim=dim)
