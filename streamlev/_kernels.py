@@ -236,9 +236,19 @@ def _column_verdict(poison, big):  # pragma: no cover - compiled
     return bad, top
 
 
+@jit([numba.float64(numba.float64[::1])])
+def _smallest_column(big):  # pragma: no cover - compiled
+    """Smallest non-zero per-column largest |x| (+inf when every column is zero)."""
+    small = np.inf
+    for j in range(big.shape[0]):
+        if 0.0 < big[j] < small:
+            small = big[j]
+    return small
+
+
 @jit(
     [
-        numba.types.Tuple((numba.int64, numba.float64))(
+        numba.types.Tuple((numba.int64, numba.float64, numba.float64))(
             _arr(dt, 3), numba.int64, numba.int64, numba.float64[:, ::1], numba.float64[:, ::1]
         )
         for dt in (numba.float64, numba.float32)
@@ -262,31 +272,39 @@ def scan_screen_rows(P, a, b, dinv, norms):  # pragma: no cover - compiled
     H, _, d = P.shape
     poison = np.zeros(d)
     big = np.zeros(d)
+    small = np.inf
     for h in range(H):
+        hbig = np.zeros(d)
         for i in range(a, b):
             s = 0.0
             for j in range(d):
                 v = np.float64(P[h, i, j])
                 poison[j] += v * 0.0
                 x = abs(v)
-                big[j] = x if x > big[j] else big[j]
+                hbig[j] = x if x > hbig[j] else hbig[j]
                 w = v * dinv[h, j]
                 s += w * w
             norms[h, i - a] = s
+        small = min(small, _smallest_column(hbig))
+        for j in range(d):
+            big[j] = hbig[j] if hbig[j] > big[j] else big[j]
     bad, top = _column_verdict(poison, big)
     if not bad:
-        return -1, top
+        return -1, top, small
     for h in range(H):  # rare path: locate the first bad row
         for i in range(a, b):
             for j in range(d):
                 if not np.isfinite(P[h, i, j]):
-                    return h * (b - a) + i - a, top
-    return -1, top  # unreachable
+                    return h * (b - a) + i - a, top, small
+    return -1, top, small  # unreachable
 
 
-@jit([numba.types.Tuple((numba.int64, numba.float64))(_arr(dt, 2, ro)) for dt, ro in _KEY_TYPES])
+@jit([numba.types.Tuple((numba.int64, numba.float64, numba.float64))(_arr(dt, 2, ro)) for dt, ro in _KEY_TYPES])
 def scan_block(X):  # pragma: no cover - compiled
-    """(first row holding NaN/±inf or -1, largest |x|), in one pass.
+    """(first row holding NaN/±inf or -1, largest |x|, smallest non-zero column maximum), in one pass.
+
+    The third value (+inf when every column is zero) lets the validation refuse
+    or rescale columns too small to factorise (:data:`streamlev._validate.MIN_MAGNITUDE`).
 
     One accumulator per column (no reduction across the inner loop), so LLVM
     vectorises it without any fastmath flag: 0.19 ms for a 16384 x 64 block,
@@ -302,13 +320,14 @@ def scan_block(X):  # pragma: no cover - compiled
             a = abs(v)
             big[j] = a if a > big[j] else big[j]
     bad, top = _column_verdict(poison, big)
+    small = _smallest_column(big)
     if not bad:
-        return -1, top
+        return -1, top, small
     for i in range(m):  # rare path: locate the first bad row
         for j in range(d):
             if not np.isfinite(X[i, j]):
-                return i, top
-    return -1, top  # unreachable
+                return i, top, small
+    return -1, top, small  # unreachable
 
 
 # -- Gram matrices: C += XᵀX (upper triangle) in float64, no BLAS -------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -25,6 +26,7 @@ __all__ = [
     "P_MIN",
     "P_MAX",
     "check_dim",
+    "check_factor_memory",
     "check_positive_int",
     "first_nonfinite_row",
 ]
@@ -50,51 +52,92 @@ def first_nonfinite_row(X: np.ndarray) -> int:
 _SMALL_SCAN = SMALL_ENTRIES
 
 
-def scan_keys(X: np.ndarray) -> tuple[int, float]:
-    """(first row with NaN/±inf or -1, largest |x|) of a 2-D float array, one pass, no temporaries.
+def scan_keys(X: np.ndarray) -> tuple[int, float, float]:
+    """(first row with NaN/±inf or -1, largest |x|, tiny-column hint) of a 2-D array, one pass, no temporaries.
 
-    float32/float64 arrays go through one vectorised numba pass
-    (:func:`streamlev._kernels.scan_block`), split over the library's threads
-    for large arrays; other layouts are scanned in C-ordered row chunks.
+    The hint is the smallest non-zero column maximum over some range of rows
+    (+inf if none): it is >= :data:`MIN_MAGNITUDE` whenever no column of X is
+    that small, so only a hint below it needs the exact check of
+    :func:`tiny_columns`.  float32/float64 arrays go through one vectorised
+    numba pass (:func:`streamlev._kernels.scan_block`), split over the
+    library's threads for large arrays; other layouts are scanned in C-ordered
+    row chunks.
     """
     if X.size == 0:
-        return -1, 0.0
+        return -1, 0.0, np.inf
     if X.size <= _SMALL_SCAN and X.dtype.kind == "f":  # small: numpy, so that no compiled kernel is loaded
         bad = ~np.isfinite(X)
         if bad.any():
-            return int(np.flatnonzero(bad.any(axis=1))[0]), 0.0
-        return -1, float(np.max(np.abs(X)))
+            return int(np.flatnonzero(bad.any(axis=1))[0]), 0.0, np.inf
+        cmax = np.max(np.abs(X), axis=0)
+        return -1, float(np.max(cmax)), float(np.min(cmax[cmax > 0], initial=np.inf))
     if X.dtype in (np.float32, np.float64):
         from ._kernels import scan_block
         from ._threads import parts_for, split_bounds, split_run
 
         if X.flags.c_contiguous and X.size < (1 << 18):
-            bad, big = scan_block(X)
-            return int(bad), float(big)
+            bad, big, small = scan_block(X)
+            return int(bad), float(big), float(small)
         if X.flags.c_contiguous:
 
             def part(a, b):
                 return scan_block(X[a:b])
 
             parts = split_run(part, X.shape[0], parts_for(X.shape[0], max(1, (1 << 18) // max(1, X.shape[1]))))
-            top = max(float(big) for _, big in parts)
-            for (bad, _), (a, _b) in zip(parts, split_bounds(X.shape[0], len(parts))):
+            top = max(float(big) for _, big, _ in parts)
+            small = min(float(sm) for _, _, sm in parts)
+            for (bad, _, _), (a, _b) in zip(parts, split_bounds(X.shape[0], len(parts))):
                 if bad >= 0:
-                    return a + int(bad), top
-            return -1, top
+                    return a + int(bad), top, small
+            return -1, top, small
         # Other layouts: scan C-ordered copies of row chunks (bounded temporary memory).
         step = max(1, (1 << 20) // max(1, X.shape[1]))
-        top = 0.0
+        top, small = 0.0, np.inf
         for a in range(0, X.shape[0], step):
-            bad, big = scan_block(np.ascontiguousarray(X[a : a + step]))
-            top = max(top, float(big))
+            bad, big, sm = scan_block(np.ascontiguousarray(X[a : a + step]))
+            top, small = max(top, float(big)), min(small, float(sm))
             if bad >= 0:
-                return a + int(bad), top
-        return -1, top
+                return a + int(bad), top, small
+        return -1, top, small
     bad = ~np.isfinite(X)
     if bad.any():
-        return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0]), 0.0
-    return -1, float(np.max(np.abs(X)))
+        return int(np.flatnonzero(bad.any(axis=tuple(range(1, X.ndim))))[0]), 0.0, np.inf
+    cmax = np.max(np.abs(X), axis=0)
+    return -1, float(np.max(cmax)), float(np.min(cmax[cmax > 0], initial=np.inf))
+
+
+#: Smallest column magnitude factorised as given.  A column whose largest |x| is below it (its
+#: norm near the subnormal range) makes the column-normalised factor divide by a norm whose
+#: reciprocal overflows; in memory such columns are rescaled by exact powers of two (leverage
+#: scores do not depend on column scales), in a stream the block is refused.
+MIN_MAGNITUDE = 2.0**-1000
+
+
+def tiny_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, largest |x|) of the non-zero columns of a 2-D array whose largest |x| is below MIN_MAGNITUDE."""
+    step = max(1, (1 << 20) // max(1, X.shape[1]))
+    cmax = np.zeros(X.shape[1])
+    for a in range(0, X.shape[0], step):
+        np.maximum(cmax, np.max(np.abs(X[a : a + step]), axis=0), out=cmax)
+    cols = np.flatnonzero((cmax > 0) & (cmax < MIN_MAGNITUDE))
+    return cols, cmax[cols]
+
+
+def rescale_tiny_columns(X: np.ndarray) -> np.ndarray:
+    """X with every column whose largest |x| is below MIN_MAGNITUDE multiplied by a power of two.
+
+    The factor brings the column's largest |x| into [0.5, 1); multiplying by a
+    power of two is exact, so the result is the keys of the same problem up to
+    column scaling, to which leverage scores and ℓ_p Lewis weights and
+    sensitivities (ridge = 0) are invariant.  X itself is returned when no
+    column is that small.
+    """
+    cols, cmax = tiny_columns(X)
+    if cols.size == 0:
+        return X
+    out = np.array(X, dtype=np.float64, order="C")
+    out[:, cols] = np.ldexp(out[:, cols], -np.frexp(cmax)[1])
+    return out
 
 
 class PrecisionWarning(UserWarning):
@@ -163,7 +206,14 @@ def _convert_dtype(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def as_keys(
-    K, *, name: str = "K", ndim: int = 2, dim: int | None = None, check_finite: bool = True, with_max: bool = False
+    K,
+    *,
+    name: str = "K",
+    ndim: int = 2,
+    dim: int | None = None,
+    check_finite: bool = True,
+    with_max: bool = False,
+    tiny: str = "refuse",
 ):
     """Check and convert a key matrix (or a stack of them).
 
@@ -183,6 +233,12 @@ def as_keys(
     with_max : bool
         Also return the largest |entry| found by the finiteness scan (so that
         callers need no second pass over the block).
+    tiny : {"refuse", "rescale"}
+        What to do with a non-zero column whose largest |entry| is below
+        :data:`MIN_MAGNITUDE` (checked with ``check_finite``): refuse it with
+        advice, or (2-D keys of a computation invariant to column scaling, i.e.
+        plain leverage scores and ℓ_p weights in memory) return a copy with such
+        columns multiplied by exact powers of two (:func:`rescale_tiny_columns`).
 
     Returns
     -------
@@ -227,16 +283,9 @@ def as_keys(
     top = 0.0
     if check_finite:
         flat = arr.reshape((int(np.prod(arr.shape[:-2])),) + arr.shape[-2:]) if arr.ndim > 2 else arr[None]
-        scans = None
-        if arr.ndim > 2 and arr.size and arr.flags.c_contiguous:
-            # One pass over the whole stack; only a stack with a bad entry is scanned again stream by
-            # stream, to name the stream in the message.
-            bad, big = scan_keys(arr.reshape(-1, d))
-            if bad < 0 and big <= MAX_MAGNITUDE:
-                scans, top = (), big
-        if scans is None:
-            scans = ((h,) + scan_keys(flat[h]) for h in range(flat.shape[0] if arr.size else 0))
-        for h, bad, big in scans:
+        # Stream by stream: a column too small to factorise in one stream of a stack may be large in another.
+        scans = ((h,) + scan_keys(flat[h]) for h in range(flat.shape[0] if arr.size else 0))
+        for h, bad, big, small in scans:
             top = max(top, big)
             where = f"stream {tuple(int(i) for i in np.unravel_index(h, arr.shape[:-2]))}, " if arr.ndim > 2 else ""
             if bad >= 0:
@@ -251,6 +300,21 @@ def as_keys(
                     f"rescale the keys (leverage scores do not change when K is multiplied by a "
                     f"constant)"
                 )
+            if small < MIN_MAGNITUDE:
+                cols, cmax = tiny_columns(flat[h])
+                if cols.size and tiny == "rescale" and arr.ndim == 2:
+                    arr = rescale_tiny_columns(arr)
+                    top = scan_keys(arr)[1]
+                elif cols.size:
+                    j, e = int(cols[0]), int(-np.frexp(cmax[0])[1])
+                    raise ValueError(
+                        f"{name} has {cols.size} non-zero column(s) whose largest magnitude is below "
+                        f"{MIN_MAGNITUDE:.3g} (column {j} in {where}rows up to {flat.shape[1] - 1}: {cmax[0]:.3g}), "
+                        f"too close to the float64 underflow to factorise here; multiply such columns by a "
+                        f"power of two in every block, e.g. np.ldexp({name}[..., {j}], {e}) (plain leverage "
+                        f"scores do not change when a column is scaled; streamlev.universal_set and "
+                        f"leverage_scores on keys in memory do this themselves)"
+                    )
     elif with_max and arr.size:
         top = float(np.max(np.abs(arr)))
     return (arr, top) if with_max else arr
@@ -331,6 +395,39 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {v}")
     return v
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"  # pragma: no cover
+
+
+def check_factor_memory(dim: int, who: str, *, copies: int = 1) -> None:
+    """Refuse a d x d factor (``copies`` of them) larger than this machine's memory, with the alternative.
+
+    The exact sketches keep a d x d float64 triangular factor per stream (and
+    d x d scratch while updating); past the machine's memory the allocation would fail
+    deep inside numpy, or succeed lazily and fail later.
+    """
+    need = 8.0 * dim * dim * copies
+    have = _physical_memory()
+    if have is not None and need > have:
+        per = f"{copies} x " if copies > 1 else ""
+        raise ValueError(
+            f"{who} with dim = {dim} keeps {per}a d x d float64 factor: {_bytes(need)}, more than this machine's "
+            f"{_bytes(have)} of memory; use streamlev.ApproxLeverage(dim, eps, ell=..., ridge=...), whose memory "
+            f"is about 2·ell x d (ApproxLeverage.suggest picks ell and ridge), or reduce the key dimension"
+        )
 
 
 def check_dim(dim) -> int:

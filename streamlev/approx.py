@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,10 +64,10 @@ from scipy import linalg as sla
 
 from ._factor import at_least
 from ._sketch import Sketch
-from ._validate import as_block, check_eps, check_positive_int, check_ridge, scan_keys
+from ._validate import as_block, as_keys, check_eps, check_positive_int, check_ridge, scan_keys
 from .serialize import pack, unpack
 
-__all__ = ["ApproxLeverage", "ApproxGuaranteeWarning"]
+__all__ = ["ApproxLeverage", "ApproxGuaranteeWarning", "ApproxSuggestion"]
 
 _FAMILY = "ApproxLeverage"
 _STATE_VERSION = 1
@@ -117,6 +118,15 @@ def _svd_rows(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = s / scale
     keep = int(np.count_nonzero(s > 0.0))
     return np.ascontiguousarray(s[:keep]), np.ascontiguousarray(vt[:keep])
+
+
+class ApproxSuggestion(NamedTuple):
+    """Parameters chosen by :meth:`ApproxLeverage.suggest`."""
+
+    ell: int
+    ridge: float
+    #: Estimated bound on the shrinkage Δ (c = 1 + Δ/ridge).
+    tail: float
 
 
 def _check_max_c(max_c):
@@ -233,6 +243,7 @@ class ApproxLeverage(Sketch):
             raise TypeError(f"start must be an integer, got {type(start).__name__}")
         self.start = int(start)
         self.max_c = _check_max_c(max_c)
+        self._c_warned = False  # the update-time warning is given once per sketch object (not serialised)
         self._cap = 2 * self.ell
         self._s = np.zeros(0)
         self._vt = np.zeros((0, self.dim))
@@ -418,6 +429,7 @@ class ApproxLeverage(Sketch):
             self._append_candidates(X[adm], id_arr[adm])
         if self._nc > self._limit:
             self._evict()
+        self._warn_c(stacklevel=3, growing=True)
         return self
 
     def universal_set(self) -> np.ndarray:
@@ -428,17 +440,33 @@ class ApproxLeverage(Sketch):
         :attr:`c` > ``max_c``.
         """
         ids = self._evict()
-        if self.max_c is not None and self.c > self.max_c:
-            need = self._delta / (self.max_c - 1.0) if self.max_c > 1.0 else math.inf
-            warnings.warn(
-                f"ApproxLeverage: accumulated shrinkage Δ = {self._delta:.4g} gives c = 1 + Δ/ridge = "
-                f"{self.c:.4g} > max_c = {self.max_c:g}; the set still contains every key with ridge "
-                f"score >= eps but may also hold keys with scores down to eps/c. For c <= max_c on "
-                f"this stream use ridge >= {need:.4g}, or a larger ell.",
-                ApproxGuaranteeWarning,
-                stacklevel=2,
-            )
+        self._warn_c(stacklevel=3)
         return np.sort(ids)
+
+    def _warn_c(self, *, stacklevel: int, growing: bool = False) -> None:
+        """ApproxGuaranteeWarning when c > max_c (at updates and merges: once, when it first happens)."""
+        if self.max_c is None or not self.c > self.max_c:
+            return
+        if growing:
+            if self._c_warned:
+                return
+            self._c_warned = True
+        need = self._delta / (self.max_c - 1.0) if self.max_c > 1.0 else math.inf
+        grows = (
+            " Candidates are admitted against upper bounds up to c times the score, so the sketch now "
+            "keeps many more keys (up to about (2·ell + dim·(c − 1))/eps)."
+            if growing
+            else ""
+        )
+        warnings.warn(
+            f"ApproxLeverage: accumulated shrinkage Δ = {self._delta:.4g} gives c = 1 + Δ/ridge = "
+            f"{self.c:.4g} > max_c = {self.max_c:g}; the set still contains every key with ridge "
+            f"score >= eps but may also hold keys with scores down to eps/c.{grows} For c <= max_c on "
+            f"this stream use ridge >= {need:.4g}, or a larger ell (ApproxLeverage.suggest picks both "
+            f"from a sample of the keys).",
+            ApproxGuaranteeWarning,
+            stacklevel=stacklevel,
+        )
 
     def scores(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, upper-bound scores τ̃) of the current set, sorted by id; τ_i <= τ̃_i <= c·τ_i."""
@@ -495,7 +523,83 @@ class ApproxLeverage(Sketch):
         self._next_id = max(self._next_id, other._next_id)
         self._append_candidates(other._ckeys[: other._nc], other._cids[: other._nc])
         self._evict()
+        self._warn_c(stacklevel=3, growing=True)
         return self
+
+    @staticmethod
+    def suggest(sample, *, c: float = 1.5, ell: int | None = None, n_rows: int | None = None, margin=None):
+        """Choose ``ell`` and ``ridge`` for a target approximation factor c from a sample of the keys.
+
+        Parameters
+        ----------
+        sample : array_like, shape (m, d)
+            Keys: all of them, or a uniform random sample of the stream.
+        c : float, default 1.5
+            Target factor c = 1 + Δ/ridge (> 1).
+        ell : int, optional
+            Directions kept per shrink (default ``min(d, 64)``); memory is about
+            ``2·ell`` x d floats plus the candidates.
+        n_rows : int, optional
+            Rows of the whole stream when ``sample`` is a sample of it (default:
+            the sample is the stream).
+        margin : float, optional
+            Safety factor on the tail energy estimated from a sample (default 1
+            when the sample is the stream, 2 otherwise).
+
+        Returns
+        -------
+        ApproxSuggestion
+            ``(ell, ridge, tail)``: ``ridge = margin·(n_rows/m)·min_k ‖S − S_k‖_F² /
+            ((ell + 1 − k)(c − 1))`` over 0 <= k <= ell, with S the sample and
+            ``tail`` the estimated ``min_k ‖A − A_k‖_F² / (ell + 1 − k)``.
+
+        Notes
+        -----
+        Guarantee: by bound (2) of the module docstring, Δ <= ‖A − A_k‖_F² / (ell + 1 − k)
+        for every k <= ell, in any block order and through merges.  So when the
+        stream is exactly the rows of ``sample`` (``n_rows`` not given), an
+        ``ApproxLeverage(d, eps, ell=ell, ridge=ridge)`` over it ends with
+        :attr:`c` <= c.  For a sample of a longer stream the same holds whenever the
+        stream's tail energy ‖A − A_k‖_F² (k the minimiser) is at most
+        ``margin·(n_rows/m)`` times the sample's; a uniform sample estimates it
+        without bias and ``margin`` absorbs the sampling error.  A ridge that is
+        too small is reported at update time by :class:`ApproxGuaranteeWarning`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamlev.approx import ApproxLeverage
+        >>> rng = np.random.default_rng(0)
+        >>> K = rng.standard_normal((3000, 6)) @ rng.standard_normal((6, 128)) + 0.05 * rng.standard_normal((3000, 128))
+        >>> ell, ridge, _ = ApproxLeverage.suggest(K, c=1.5, ell=16)
+        >>> sk = ApproxLeverage(128, 0.1, ell=ell, ridge=ridge)
+        >>> for block in np.array_split(K, 6):
+        ...     _ = sk.update(block)
+        >>> bool(sk.c <= 1.5)
+        True
+        """
+        S = np.asarray(as_keys(sample, name="sample"), dtype=np.float64)
+        m, d = S.shape
+        if m == 0:
+            raise ValueError("sample holds no keys; pass some rows of the stream")
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Real) or not (1.0 < float(c) < math.inf):
+            raise ValueError(f"c must be a finite number > 1 (the target 1 + Δ/ridge), got {c!r}")
+        ell = min(d, 64) if ell is None else check_positive_int(ell, "ell")
+        if ell > d:
+            raise ValueError(f"ell must be at most the key dimension d = {d}, got {ell}")
+        n_rows = m if n_rows is None else check_positive_int(n_rows, "n_rows")
+        if margin is None:
+            margin = 1.0 if n_rows == m else 2.0
+        if isinstance(margin, (bool, np.bool_)) or not isinstance(margin, numbers.Real) or not margin >= 1.0:
+            raise ValueError(f"margin must be a number >= 1, got {margin!r}")
+        sv = sla.svd(S, compute_uv=False, check_finite=False)
+        sq = np.zeros(max(d, ell) + 1)
+        sq[: sv.size] = sv**2
+        tails = np.cumsum(sq[::-1])[::-1]  # tails[k] = Σ_{i >= k} σ_i² = ‖S − S_k‖_F²
+        k = np.arange(ell + 1)
+        tail = float(margin) * (n_rows / m) * float(np.min(tails[k] / (ell + 1 - k)))
+        floor = 1e-12 * float(tails[0]) * (n_rows / m) or np.finfo(np.float64).tiny  # ridge must be > 0
+        return ApproxSuggestion(int(ell), max(tail / (float(c) - 1.0), floor), tail)
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

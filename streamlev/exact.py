@@ -53,6 +53,15 @@ def _scores_small(K: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", U, U)
 
 
+def _tiny_rule(ridge: float) -> str:
+    """What to do with columns too small to factorise (``_validate.MIN_MAGNITUDE``).
+
+    They are rescaled by exact powers of two when the scores do not depend on
+    column scales (ridge = 0); ridge scores do, so such columns are refused.
+    """
+    return "rescale" if ridge == 0.0 else "refuse"
+
+
 def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -> np.ndarray:
     n, d = K.shape
     out = np.empty(n, dtype=np.float64)
@@ -112,8 +121,8 @@ def leverage_scores(K: ArrayLike, *, ridge: float = 0.0) -> np.ndarray:
     or column scales spanning 1e-6..1e6, against a float64 SVD of the
     column-normalised matrix.
     """
-    K = as_keys(K)
     ridge = check_ridge(ridge)
+    K = as_keys(K, tiny=_tiny_rule(ridge))
     return _scores_validated(K, ridge)
 
 
@@ -146,7 +155,7 @@ def universal_set(K: ArrayLike, eps: float, *, p: float = 2.0, ridge: float = 0.
             f"streamlev.exact.universal_set computes leverage scores (p = 2), got p={p}; "
             f"use streamlev.universal_set(K, eps, p={p}) for power attention"
         )
-    K = as_keys(K)
     ridge = check_ridge(ridge)
+    K = as_keys(K, tiny=_tiny_rule(ridge))
     tau = _scores_validated(K, ridge)
     return np.flatnonzero(tau >= eps * (1.0 - THRESHOLD_RTOL)).astype(np.int64)  # _factor.at_least's rule

@@ -270,7 +270,7 @@ def lewis_weights(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_M
     to an orthonormal basis of their row space (the weights depend only on it), which also
     removes any dependence on the scaling of the columns.
     """
-    K = as_keys(K)
+    K = as_keys(K, tiny="rescale")  # ℓ_p weights do not depend on column scales
     p = check_p(p)
     tol, max_iter = _check_tol_iter(tol, max_iter)
     n = K.shape[0]
@@ -338,7 +338,7 @@ def lewis_bound(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX
     S^{p/2} <= (Σ v)^{p/2-1}·‖Kx‖_p^p.  With |k_j·x|^p <= u_j S^{p/2} both bounds follow; at the
     fixed point u = v = w and Σ w = rank.
     """
-    K = as_keys(K)
+    K = as_keys(K, tiny="rescale")  # ℓ_p weights do not depend on column scales
     p = check_p(p)
     tol, max_iter = _check_tol_iter(tol, max_iter)
     out = np.zeros(K.shape[0])
@@ -531,7 +531,7 @@ def sensitivity_bounds(K, p, *, indices=None, max_newton: int = 200):
         lower_j <= α_j <= upper_j up to rounding.  lower_j is attained by an explicit query;
         upper_j is certified by a dual vector y with Kᵀy = k_j (weak duality).  Zero rows: 0, 0.
     """
-    K = as_keys(K)
+    K = as_keys(K, tiny="rescale")  # ℓ_p weights do not depend on column scales
     p = check_p(p)
     if p < 1.0:
         raise ValueError(
@@ -793,7 +793,7 @@ def universal_set_p(
         return _leverage_universal_set(K, eps, ridge=ridge)
     if ridge > 0:
         raise ValueError(f"ridge={ridge} is only defined for p = 2 (ridge leverage scores); for p={p} use ridge=0.0")
-    K = as_keys(K)
+    K = as_keys(K, tiny="rescale")  # ℓ_p weights do not depend on column scales
     tol, max_iter = _check_tol_iter(tol, max_iter)
     n = K.shape[0]
     if n == 0:

@@ -50,3 +50,27 @@ def key_matrices(draw, *, min_n=1, max_n=80, min_d=1, max_d=8, kinds=KINDS, floa
 
 
 eps_values = st.sampled_from([1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 1e-3])
+
+
+#: Scales at the edges of the float64 range: subnormal, near the underflow, large.
+HOSTILE_SCALES = (2.0**-1070, 1e-310, 1e-300, 1e-200, 1e-150, 1e150, 1e200)
+
+
+@st.composite
+def hostile_keys(draw, *, max_n=60, max_d=6):
+    """(K, how): a structured key matrix with its whole, one column, or one row scaled to the edge of
+    the float range, or every column by its own scale.  Whole and column scales leave plain leverage
+    scores unchanged; a row scale changes them (compare with the oracle on K itself)."""
+    K = draw(key_matrices(min_n=1, max_n=max_n, min_d=1, max_d=max_d, float32=False))
+    n, d = K.shape
+    how = draw(st.sampled_from(["whole", "column", "row", "columns"]))
+    s = draw(st.sampled_from(HOSTILE_SCALES))
+    if how == "whole":
+        K = K * s
+    elif how == "column":
+        K[:, draw(st.integers(0, d - 1))] *= s
+    elif how == "row":
+        K[draw(st.integers(0, n - 1))] *= s
+    else:
+        K = K * np.array(draw(st.lists(st.sampled_from((1.0,) + HOSTILE_SCALES), min_size=d, max_size=d)))
+    return K, f"{how} x {s:g}"

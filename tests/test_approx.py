@@ -18,6 +18,10 @@ from streamlev.approx import ApproxGuaranteeWarning, ApproxLeverage
 
 from . import naive
 
+# Many tests use a small ridge on purpose (c > max_c); the warning itself is tested with pytest.warns
+# and with warnings turned into errors where it must not appear.
+pytestmark = pytest.mark.filterwarnings("ignore::streamlev.approx.ApproxGuaranteeWarning")
+
 RTOL = 1e-8  # ties within this relative distance of a threshold may go either way
 
 
@@ -462,3 +466,51 @@ def test_well_formed_but_inconsistent_states_refused():
     del m["delta"]
     with pytest.raises(ValueError):
         ApproxLeverage.from_bytes(serialize.pack("ApproxLeverage", m, arrays))
+
+
+def test_too_small_a_ridge_warns_at_the_update_where_c_exceeds_max_c_once():
+    rng = np.random.default_rng(7)
+    K = rng.standard_normal((1200, 32))
+    sk = ApproxLeverage(32, 0.2, ell=4, ridge=1.0, max_c=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ApproxGuaranteeWarning)
+        sk.update(K[:4])  # no shrinkage yet: c = 1
+    assert sk.c == 1.0
+    with pytest.warns(ApproxGuaranteeWarning, match=r"c = 1 \+ Δ/ridge .* > max_c = 2.*suggest") as record:
+        for block in np.array_split(K[4:], 6):
+            sk.update(block)
+    assert len(record) == 1 and sk.c > 2.0  # once, at the update where it happened
+    assert record[0].filename == __file__  # points at the caller's update()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ApproxGuaranteeWarning)
+        sk.update(K[:10], ids=np.arange(5000, 5010))  # not repeated
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_suggest_gives_ell_and_ridge_that_keep_c_below_the_target(whole):
+    rng = np.random.default_rng(8)
+    n, d = 4000, 96
+    K = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d)) + 0.1 * rng.standard_normal((n, d))
+    K[[17, 2500]] += 30 * rng.standard_normal((2, d))
+    sample = K if whole else K[rng.choice(n, 800, replace=False)]
+    ell, ridge, tail = ApproxLeverage.suggest(sample, c=1.5, ell=12, n_rows=None if whole else n)
+    assert ell == 12 and ridge == pytest.approx(tail / 0.5)
+    sk = ApproxLeverage(d, 0.1, ell=ell, ridge=ridge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ApproxGuaranteeWarning)
+        for block in np.array_split(K, 10):
+            sk.update(block)
+        U = sk.universal_set()
+    assert sk.c <= 1.5
+    tau = naive.ridge_leverage(K, ridge)
+    assert set(np.flatnonzero(tau >= 0.1)) <= set(U.tolist()) <= set(np.flatnonzero(tau >= 0.1 / sk.c * (1 - 1e-9)))
+
+
+def test_suggest_refuses_bad_arguments():
+    K = np.ones((10, 4))
+    with pytest.raises(ValueError, match="c must be"):
+        ApproxLeverage.suggest(K, c=1.0)
+    with pytest.raises(ValueError, match="ell must be at most"):
+        ApproxLeverage.suggest(K, ell=5)
+    with pytest.raises(ValueError, match="no keys"):
+        ApproxLeverage.suggest(np.zeros((0, 4)))

@@ -193,6 +193,7 @@ def bad(tmp_path_factory):
     (tmp / "prose.txt").write_text("These are not the keys you are looking for.\n")
     (tmp / "fake.npy").write_text("1,2,3\n")
     (tmp / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(tmp / "tiny.npy", K * 1e-310)
     Kn = K.copy()
     Kn[57, 1] = np.nan
     np.save(tmp / "nan.npy", Kn)
@@ -213,6 +214,8 @@ BAD = [
     (["prose.txt", "--eps", "0.1"], None, ["line 1", "not a number"]),
     (["fake.npy", "--eps", "0.1"], None, ["not a .npy file"]),
     (["garbage.npy", "--eps", "0.1"], None, ["garbage.npy", "format version"]),
+    (["tiny.npy", "--eps", "0.1"], None, ["magnitude", "ldexp"]),
+    (["tiny.npy", "--eps", "0.1", "--method", "online"], None, ["magnitude", "ldexp"]),
     (["trunc.npy", "--eps", "0.1"], None, ["truncated"]),
     (["nan.npy", "--eps", "0.1"], None, ["NaN", "row 57"]),
     (["nan.npy", "--eps", "0.1", "--method", "exact"], None, ["NaN", "row 57"]),
@@ -420,3 +423,14 @@ def test_json_reports_the_rank_for_streaming_methods(tmp_path, method, capsys):
 def test_missing_file_advice_names_stdin_only_on_the_command_line(tmp_path, capsys):
     rc, _, err = run_in_process(["select", tmp_path / "missing.npy", "--eps", EPS], capsys)
     assert rc == 2 and "no such file" in err and "'-'" in err
+
+
+def test_subnormal_keys_in_memory_give_the_unscaled_answer(tmp_path, capsys):
+    """--method exact rescales tiny columns exactly; the streaming methods refuse them (see BAD)."""
+    K = heavy_keys(200, 5)
+    np.save(tmp_path / "tiny.npy", K * 1e-310)
+    rc, out, err = run_in_process(
+        ["select", tmp_path / "tiny.npy", "--eps", EPS, "--method", "exact", "--json"], capsys
+    )
+    assert rc == 0, err
+    naive.assert_set_matches(np.array(json.loads(out)["indices"], dtype=np.int64), naive.leverage(K), EPS)

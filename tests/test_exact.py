@@ -1,5 +1,7 @@
 """Exact leverage scores and universal sets against independent oracles (tests/naive.py)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -332,3 +334,59 @@ def test_the_exact_layer_takes_p_2_only_and_the_public_function_dispatches():
         sl.exact.universal_set(K, 0.2, p=3.0)
     np.testing.assert_array_equal(sl.universal_set(K, 0.2, p=3.0), sl.universal_set_p(K, 0.2, p=3.0))
     np.testing.assert_array_equal(sl.universal_set(K, 0.2), np.flatnonzero(naive.leverage(K) >= 0.2))
+
+
+TINY_SCALES = [1e-310, 2.0**-1070, 1e-320]
+
+
+def tiny_variants(G, s):
+    """G with the whole matrix, one column or two columns scaled by s (plain leverage scores unchanged)."""
+    one = G.copy()
+    one[:, 3] *= s
+    two = G.copy()
+    two[:, [0, 5]] *= s
+    return {"whole": G * s, "one column": one, "two columns": two}
+
+
+def column_normalised(K):
+    """K with each column scaled to max |x| in [0.5, 1) by exact powers of two: the oracle's view of tiny keys."""
+    m = np.max(np.abs(K), axis=0)
+    return np.ldexp(K, -np.frexp(np.where(m > 0, m, 1.0))[1])
+
+
+@pytest.mark.parametrize("s", TINY_SCALES)
+def test_subnormal_keys_in_memory_give_the_unscaled_answer(s):
+    """Columns near the underflow are rescaled by exact powers of two before factoring."""
+    G = np.random.default_rng(0).standard_normal((300, 8))
+    for name, K in tiny_variants(G, s).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning from NaN or overflow
+            got = sl.universal_set(K, 0.04)
+            scores = sl.leverage_scores(K)
+        # subnormal entries keep fewer digits than G (1e-320 about 3), so the reference is the oracle on
+        # the rounded keys themselves, column-normalised; at 1e-310 that is G's own answer
+        tau = naive.leverage(column_normalised(K))
+        naive.assert_set_matches(got, tau, 0.04)
+        np.testing.assert_allclose(scores, tau, rtol=1e-9, atol=1e-12, err_msg=name)
+        if s == 1e-310:
+            naive.assert_set_matches(got, naive.leverage(G), 0.04)
+
+
+def test_subnormal_keys_for_p_other_than_2_give_the_unscaled_answer():
+    from . import naive_lp
+
+    G = np.random.default_rng(3).standard_normal((24, 3)) * [0.3, 1.0, 3.0]
+    alpha = naive_lp.sensitivities(G, 3.0)
+    for K in (G * 1e-310, G * [1.0, 1e-312, 1.0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            naive.assert_set_matches(sl.universal_set(K, 0.2, p=3.0), alpha, 0.2, rtol=1e-6)
+            np.testing.assert_allclose(sl.lewis_weights(K, 3.0), sl.lewis_weights(G, 3.0), rtol=1e-6)
+
+
+def test_subnormal_column_with_a_ridge_is_refused_with_advice():
+    """Ridge scores change with column scales, so tiny columns cannot be rescaled silently."""
+    G = np.random.default_rng(1).standard_normal((50, 4))
+    G[:, 2] *= 1e-310
+    with pytest.raises(ValueError, match=r"column 2 .*ldexp"):
+        sl.universal_set(G, 0.1, ridge=0.5)

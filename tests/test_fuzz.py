@@ -34,10 +34,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import streamlev as sl
 from streamlev import MultiHeadLeverage, OnlineLeverage, serialize
-from streamlev.approx import ApproxLeverage
+from streamlev.approx import ApproxGuaranteeWarning, ApproxLeverage
 
 from . import naive
+from .strategies import hostile_keys
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest_v1.json").read_text())
@@ -578,13 +580,16 @@ def _approx_bases():
     rng = np.random.default_rng(3)
     K = rng.standard_normal((120, 6))
     K[::11] *= 40
-    a = ApproxLeverage(6, 0.05, ell=2, ridge=5.0).update(K[:60])
-    b = ApproxLeverage(6, 0.05, ell=2, ridge=5.0, start=60).update(K[60:].astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ApproxGuaranteeWarning)  # a small ridge on purpose: many candidates
+        a = ApproxLeverage(6, 0.05, ell=2, ridge=5.0).update(K[:60])
+        b = ApproxLeverage(6, 0.05, ell=2, ridge=5.0, start=60).update(K[60:].astype(np.float32))
+        merged = ApproxLeverage.from_bytes(a.to_bytes()).merge(b).to_bytes()
     return {
         "approx-empty": ApproxLeverage(3, 0.5, ell=1, ridge=1.0).to_bytes(),
         "approx-f64": a.to_bytes(),
         "approx-f32": b.to_bytes(),
-        "approx-merged": ApproxLeverage.from_bytes(a.to_bytes()).merge(b).to_bytes(),
+        "approx-merged": merged,
     }
 
 
@@ -765,3 +770,41 @@ def test_zz_fuzz_statistics():
     # a fuzzer whose inputs are all refused (or all accepted) never reaches half of from_bytes
     assert FUZZ_STATS["refused"] > 0 and FUZZ_STATS["accepted"] > 0, FUZZ_STATS
     assert FUZZ_STATS["max_mem_ratio"] <= MEM_FACTOR
+
+
+# --- hostile magnitudes through every path ----------------------------------------------------------------
+
+
+def _column_normalised(K):
+    m = np.max(np.abs(K), axis=0)
+    return np.ldexp(K, -np.frexp(np.where(m > 0, m, 1.0))[1])
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(hostile_keys(), st.sampled_from([0.5, 0.1, 0.02]))
+def test_hostile_magnitudes_give_the_oracle_or_a_one_line_refusal(case, eps):
+    """In memory: always the oracle's set (tiny columns are rescaled exactly).  One pass, two passes and
+    heads: the oracle's set, or a ValueError in one line that leaves the sketch byte-identical."""
+    K, _how = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tau = naive.leverage(_column_normalised(K))
+        naive.assert_set_matches(sl.universal_set(K, eps), tau, eps)
+        n, d = K.shape
+        online = sl.OnlineLeverage(d, eps)
+        heads = sl.MultiHeadLeverage(2, d, eps)
+        runs = [
+            (lambda: online.update(K).universal_set(), online),
+            (lambda: sl.two_pass_universal_set(K, eps, block_size=max(1, n // 3)), None),
+            (lambda: heads.update(np.stack([K, K])).universal_set()[1], heads),
+        ]
+        for run, sketch in runs:
+            before = None if sketch is None else sketch.to_bytes()
+            try:
+                got = run()
+            except ValueError as exc:
+                assert "\n" not in str(exc) and "magnitude" in str(exc)
+                if sketch is not None:
+                    assert sketch.to_bytes() == before
+                continue
+            naive.assert_set_matches(got, tau, eps)

@@ -112,3 +112,80 @@ def test_one_dimensional_input_follows_one_rule_everywhere():
     assert online.to_bytes() == sl.OnlineLeverage(4, 0.1).update(x.reshape(1, -1)).to_bytes()
     with pytest.raises(ValueError, match="expected 4, got 3"):
         sl.OnlineLeverage(4, 0.1).update(x[:3])
+
+
+def _hostile_scalings():
+    """Keys at the edges of the float range: (name, K).  Column and whole-matrix scales leave plain
+    leverage scores unchanged; row scales change them (the oracle sees the same matrix)."""
+    G = np.random.default_rng(5).standard_normal((120, 6))
+    G[[3, 60], 5] *= 40.0  # a couple of heavy rows
+    out = {}
+    for s in (1e-310, 1e-300, 1e-200, 1e200):
+        out[f"all x {s:g}"] = G * s
+        col = G.copy()
+        col[:, 2] *= s
+        out[f"column x {s:g}"] = col
+        row = G.copy()
+        row[7] *= s
+        out[f"row x {s:g}"] = row
+    mixed = G * [1e-310, 1.0, 1e200, 1e-300, 1e-150, 1.0]
+    out["mixed columns"] = mixed
+    return out
+
+
+def _oracle_set(K, eps):
+    from . import naive
+
+    m = np.max(np.abs(K), axis=0)
+    return naive.leverage(np.ldexp(K, -np.frexp(np.where(m > 0, m, 1.0))[1]))
+
+
+def _stream_runs(K, eps):
+    """(name, run() -> indices, sketch or None) for every path that reads keys block by block."""
+    import streamlev.dask as sd
+
+    d = K.shape[1]
+    online = sl.OnlineLeverage(d, eps)
+    heads = sl.MultiHeadLeverage(2, d, eps)
+    left, right = sl.OnlineLeverage(d, eps), sl.OnlineLeverage(d, eps)
+
+    def merged():
+        left.update(K[:50])
+        right.update(K[50:], ids=np.arange(50, K.shape[0]))
+        return left.merge(right).universal_set()
+
+    return [
+        ("OnlineLeverage", lambda: online.update(K[:40]).update(K[40:]).universal_set(), online),
+        ("two_pass", lambda: sl.two_pass_universal_set(K, eps, block_size=32), None),
+        ("merge", merged, left),
+        ("MultiHeadLeverage", lambda: heads.update(np.stack([K, K[::-1]])).universal_set()[0], heads),
+        ("dask", lambda: sd.universal_set(K, eps), None),
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(_hostile_scalings()))
+def test_every_path_gives_the_oracle_or_refuses_in_one_line(case):
+    from . import naive
+
+    K = _hostile_scalings()[case]
+    eps = 0.05
+    tau = _oracle_set(K, eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        naive.assert_set_matches(sl.universal_set(K, eps), tau, eps)  # in memory: always answers
+        for name, run, sketch in _stream_runs(K, eps):
+            before = None if sketch is None else sketch.to_bytes()
+            try:
+                got = run()
+            except ValueError as exc:
+                assert "\n" not in str(exc) and "magnitude" in str(exc), (name, str(exc))
+                if sketch is not None and name != "merge":
+                    assert sketch.to_bytes() == before, name
+                continue
+            naive.assert_set_matches(got, tau, eps)
+
+
+@pytest.mark.parametrize("make", [lambda: sl.OnlineLeverage(10**6, 0.1), lambda: sl.MultiHeadLeverage(64, 10**5, 0.1)])
+def test_a_factor_beyond_the_machine_memory_is_refused_with_the_alternative(make):
+    with pytest.raises(ValueError, match=r"d x d float64 factor: .*iB, more than this machine's .*ApproxLeverage"):
+        make()

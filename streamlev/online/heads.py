@@ -31,7 +31,7 @@ from .._lazy import kernels
 from .._sketch import Sketch
 from .._threads import parts_for, split_run
 from .._tuning import ACC_MIN_ROWS, ACC_MIN_ROWS_PER_DIM, ADMITTED_FLUSH, ADMITTED_FLUSH_FRACTION, HEAD_PENDING_ENTRIES
-from .._validate import MAX_MAGNITUDE, as_keys, check_positive_int
+from .._validate import MAX_MAGNITUDE, MIN_MAGNITUDE, as_keys, check_dim, check_factor_memory, check_positive_int
 from .buffer import PendingRows, candidate_chunk_rows, pending_rows, right_sized
 from .gramsums import GramSums, KernelState
 from .ids import ID_MAX, IdLedger
@@ -85,6 +85,7 @@ class MultiHeadLeverage(Sketch):
 
     def __init__(self, heads: int, dim: int, eps: float, *, ridge: float = 0.0, start: int = 0):
         self.heads = check_positive_int(heads, "heads")
+        check_factor_memory(check_dim(dim), "MultiHeadLeverage", copies=self.heads)
         first = OnlineLeverage(dim, eps, ridge=ridge, start=start)  # validates the parameters
         self.dim, self.eps, self.ridge, self.start = first.dim, first.eps, first.ridge, first.start
         self._init_shared([Stream(self.dim, self.eps, self.ridge) for _ in range(self.heads)], IdLedger(self.start))
@@ -499,8 +500,8 @@ class MultiHeadLeverage(Sketch):
         ids = self._ids.check(ids, m)
         P[:, n0 : n0 + m] = X
         norms = np.empty((self.heads, m))
-        bad, big = kernels.scan_screen_rows(P, n0, n0 + m, self._stacked_bounds()[0], norms)
-        if bad >= 0 or not big <= MAX_MAGNITUDE:
+        bad, big, small = kernels.scan_screen_rows(P, n0, n0 + m, self._stacked_bounds()[0], norms)
+        if bad >= 0 or not big <= MAX_MAGNITUDE or small < MIN_MAGNITUDE:
             return None
         return P[:, n0 : n0 + m], ids, self._admission(norms), float(big)
 

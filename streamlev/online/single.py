@@ -47,7 +47,7 @@ from .. import serialize
 from .._factor import Factor, admit, qr_r, whiten
 from .._sketch import Sketch
 from .._tuning import MIN_RESCORE, ONLINE_SUB
-from .._validate import as_block, check_dim, check_eps, check_ridge
+from .._validate import as_block, check_dim, check_eps, check_factor_memory, check_ridge
 from .buffer import CandidateStore, PendingRows, pending_rows
 from .ids import ID_MAX, IdLedger
 
@@ -278,6 +278,7 @@ class OnlineLeverage(Sketch):
 
     def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, start: int = 0):
         self.dim = check_dim(dim)
+        check_factor_memory(self.dim, "OnlineLeverage")
         self.eps = check_eps(eps)
         self.ridge = check_ridge(ridge)
         if isinstance(start, (bool, np.bool_)) or not isinstance(start, numbers.Integral):
