@@ -35,9 +35,13 @@ def test_scan_screen_rows_against_numpy(dtype):
     P = (rng.standard_normal((H, cap, d)) * np.logspace(-3, 3, d)).astype(dtype)
     dinv = rng.random((H, d)) + 0.1
     norms = np.empty((H, b - a))
-    bad, big = scan_screen_rows(P, a, b, dinv, norms)
+    P[1, a:b, 5] = 0.0  # a zero column of one head is not "small"
+    P[2, a:b, 7] *= 1e-20  # the smallest non-zero column maximum, in one head only
+    bad, big, small = scan_screen_rows(P, a, b, dinv, norms)
     rows = P[:, a:b].astype(np.float64)
     assert bad == -1 and big == np.abs(rows).max()
+    cmax = np.abs(rows).max(axis=1)  # (H, d) per-head column maxima
+    assert small == cmax[cmax > 0].min() == cmax[2, 7]
     np.testing.assert_allclose(norms, np.sum((rows * dinv[:, None, :]) ** 2, axis=2), rtol=1e-14)
     P[:, :a] = np.nan  # outside the range: ignored
     P[:, b:] = np.inf
