@@ -34,7 +34,7 @@ def _entry_points(dim):
     import streamlev.dask as sd
 
     online = sl.OnlineLeverage(dim, 0.1)
-    approx = sl.ApproxLeverage(dim, 0.1, ell=max(1, dim // 2), ridge=1.0)
+    approx = sl.ApproxLeverage(dim, 0.1, ell=max(1, dim // 2), ridge=1.0, max_c=None)
     power = sl.OnlinePowerSet(dim, 0.1, p=3.0)
     heads = sl.MultiHeadLeverage(2, dim, 0.1)
     return [
