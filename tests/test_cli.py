@@ -139,7 +139,7 @@ def test_human_summary_and_output_files(data):
     r = run(["select", "k.npy", "--eps", EPS, "--output", "u.npy"], cwd=tmp)
     assert r.returncode == 0, r.stderr
     text = r.stdout.decode()
-    assert f"universal set: {truth.size} keys" in text and "rank/eps = 120" in text and "wrote" in text
+    assert f"universal set: {truth.size} keys" in text and "d/eps" in text and "wrote" in text
     assert r.stderr == b""  # no progress bar when stderr is not a terminal
     np.testing.assert_array_equal(np.load(tmp / "u.npy"), truth)
     assert run(["select", "k.npy", "--eps", EPS, "--output", "u.json", "--quiet"], cwd=tmp).returncode == 0
@@ -214,7 +214,6 @@ BAD = [
     (["prose.txt", "--eps", "0.1"], None, ["line 1", "not a number"]),
     (["fake.npy", "--eps", "0.1"], None, ["not a .npy file"]),
     (["garbage.npy", "--eps", "0.1"], None, ["garbage.npy", "format version"]),
-    (["tiny.npy", "--eps", "0.1"], None, ["magnitude", "ldexp"]),
     (["tiny.npy", "--eps", "0.1", "--method", "online"], None, ["magnitude", "ldexp"]),
     (["trunc.npy", "--eps", "0.1"], None, ["truncated"]),
     (["nan.npy", "--eps", "0.1"], None, ["NaN", "row 57"]),
@@ -410,7 +409,7 @@ def test_size_bounds_print_with_a_few_significant_digits(data, args, method, cap
 
 @pytest.mark.parametrize("method", ["two-pass", "online"])
 def test_json_reports_the_rank_for_streaming_methods(tmp_path, method, capsys):
-    K = heavy_keys(200, 6)
+    K = heavy_keys(23_000, 6)  # more entries than exact.SMALL_ENTRIES: really streamed
     K[:, 2] = K[:, 1] - 3.0 * K[:, 4]  # rank 5
     np.save(tmp_path / "k.npy", K)
     rc, out, err = run_in_process(["select", tmp_path / "k.npy", "--eps", EPS, "--method", method, "--json"], capsys)
