@@ -12,8 +12,8 @@ numerically rank-deficient, ``‖b D⁻¹ V_r S_r⁻¹‖²`` from the SVD of th
 column-normalised ``R D⁻¹`` — the pseudo-inverse scores with the rank tolerance
 of :func:`numpy.linalg.matrix_rank`, judged after column scaling.
 
-Why not the Gram matrix: ``KᵀK`` squares the condition number (DESIGN.md §2
-measured 4e-3 relative error at cond 1.3e8).  Householder QR is backward stable
+Why not the Gram matrix: ``KᵀK`` squares the condition number (docs/design.md,
+the section on numerics: errors of order 1e-3 at condition numbers near 1e8).  Householder QR is backward stable
 column by column, so its scores are invariant to column scaling in floating
 point as well as in exact arithmetic.
 
@@ -102,15 +102,13 @@ def tp_qr_r(R: np.ndarray, B: np.ndarray, trap: int = 0) -> np.ndarray:
 
     LAPACK's triangular-pentagonal QR (dtpqrt) never touches R's zero lower
     triangle: ~2·m·d² flops for m rows of B against ~2·d²·(d + m - d/3) for
-    dgeqrf on the stacked matrix — 5-15x less time at d = 1024 for m <= 4096,
-    2-3x at d = 256, the same at d = 64 (one thread, this machine).  ``trap > 0``
+    dgeqrf on the stacked matrix — far less time at d >= 256 (``benchmarks/wide_bench.py``).  ``trap > 0``
     declares the last ``trap`` rows of B upper trapezoidal (LAPACK's L; ``trap = d``:
     B is a d x d triangular factor itself, as in a merge).  B is copied to float64 Fortran
     order at most TP_ENTRIES entries at a time; R is not modified.  Runs LAPACK
     single-threaded (see :func:`blas_threads`).  Not split over threads: scipy's
-    dtpqrt holds the GIL (two calls of 4096 x 1024 rows in two threads took
-    671 ms against 710 ms in a row), and numpy's QR, which releases it, ignores
-    R's triangle.
+    dtpqrt holds the GIL (two calls in two threads take as long as in a row),
+    and numpy's QR, which releases it, ignores R's triangle.
     """
     d = R.shape[0]
     A = np.array(R, dtype=np.float64, order="F")
@@ -218,9 +216,8 @@ def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = N
     Each thread forms the Gram matrix of its contiguous rows and the parts
     are added in a fixed order.  BᵀB comes from the numba kernel
     :func:`streamlev._kernels.gram_upper` (float32 rows converted as they are
-    read, so products and sums are float64 throughout); on the AVX-512
-    machine 10^6 x 64 rows took 94-95 ms this way against 108-113 ms with
-    numpy's ``X.T @ X`` per part (``benchmarks/kernels_bench.py``).  Rows
+    read, so products and sums are float64 throughout), faster than numpy's
+    ``X.T @ X`` per part at these widths (``benchmarks/kernels_bench.py``).  Rows
     wider than :data:`GRAM_KERNEL_MAX_DIM` go to one BLAS ``X.T @ X`` over
     the whole block instead.  (B W)ᵀ(B W) multiplies by W with numpy, a
     chunk at a time.
@@ -476,7 +473,7 @@ class Factor:
         screening norms ``screen.sqnorms(B)`` are returned as well, computed
         in the same sweep as the Gram product where tier 1 applies.
 
-        Three tiers, chosen per chunk (DESIGN.md §1.8):
+        Three tiers, chosen per chunk (docs/design.md, the section on factor updates):
 
         1. *Whitened Gram update* (column-normalised factor with estimated
            condition number <= GRAM_COND_MAX, squares safe): C = BᵀB (float64,
@@ -783,8 +780,8 @@ def _compute_bounds(facs) -> list:
     X = S[ok] / cn[ok][:, None, :]
     k = X.shape[0]
     # Many wide factors (MultiHeadLeverage's heads): their SVDs split over the threads, which gives the same
-    # bytes (each matrix's SVD runs alone on one thread either way).  12 heads, one round each: d = 256 59-63 ms
-    # serial vs 31 ms split, d = 128 12 vs 6 ms, d = 64 2.0 vs 2.7 ms (thread hand-off), so only from d = 128.
+    # bytes (each matrix's SVD runs alone on one thread either way); below BOUND_SPLIT_MIN_DIM the thread
+    # hand-off costs more than it saves.
     parts = parts_for(k, 1) if S.shape[-1] >= BOUND_SPLIT_MIN_DIM else 1
     with blas_threads(1):
         res = split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts)
