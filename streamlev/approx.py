@@ -527,7 +527,14 @@ class ApproxLeverage(Sketch):
         return self
 
     @staticmethod
-    def suggest(sample, *, c: float = 1.5, ell: int | None = None, n_rows: int | None = None, margin=None):
+    def suggest(
+        sample: ArrayLike,
+        *,
+        c: float = 1.5,
+        ell: int | None = None,
+        n_rows: int | None = None,
+        margin: float | None = None,
+    ) -> ApproxSuggestion:
         """Choose ``ell`` and ``ridge`` for a target approximation factor c from a sample of the keys.
 
         Parameters
@@ -634,7 +641,7 @@ class ApproxLeverage(Sketch):
         return pack(_FAMILY, meta, arrays)
 
     @classmethod
-    def from_bytes(cls, data) -> ApproxLeverage:
+    def from_bytes(cls, data: bytes) -> ApproxLeverage:
         """Restore a sketch written by :meth:`to_bytes`; anything malformed raises ValueError."""
         meta, arrays = unpack(data, _FAMILY)
 

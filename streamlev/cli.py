@@ -624,7 +624,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``streamlev`` console script."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._factor import Factor, at_least
 from ._validate import check_eps, check_p, check_positive_int, check_ridge
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["Comparison", "compare", "QUANTILES"]
 
@@ -133,7 +140,7 @@ class Comparison:
             "summary": self.summary(),
         }
 
-    def to_json(self, **kwargs) -> str:
+    def to_json(self, **kwargs: object) -> str:
         """The result as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
         return json.dumps(self.to_dict(), **kwargs)
 
@@ -190,7 +197,7 @@ class Comparison:
             )
         return "\n".join(lines) + "\n"
 
-    def plot(self, axes=None):
+    def plot(self, axes: Sequence[Axes] | None = None) -> Figure:
         """Recall and precision against peak state bytes, one point per method and size, bars over seeds.
 
         Parameters
@@ -421,8 +428,8 @@ def _record(meth, size, budget, seed, U, exact, ratios, scored, peak, seconds, n
 
 
 def compare(
-    source,
-    eps,
+    source: str | os.PathLike | ArrayLike | Callable[[], Iterable[ArrayLike]],
+    eps: float,
     methods: Sequence | None = None,
     *,
     seeds: int | Sequence[int] = 3,
@@ -430,7 +437,7 @@ def compare(
     p: float = 2.0,
     block_size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
-    **read_kw,
+    **read_kw: object,
 ) -> Comparison:
     """Run leverage sketches side by side on one key stream and measure them against the exact set.
 

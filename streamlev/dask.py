@@ -39,7 +39,9 @@ import os
 import dask
 import dask.array as da
 import numpy as np
+from dask.delayed import Delayed
 from dask.sizeof import sizeof as _dask_sizeof
+from numpy.typing import ArrayLike
 
 from ._validate import (
     as_keys,
@@ -225,7 +227,16 @@ def _finish(result, compute):
 
 
 # -- public API --------------------------------------------------------------------------------
-def universal_set(x, eps, *, ridge=0.0, p=2.0, split_every=None, block_size=None, compute=True):
+def universal_set(
+    x: da.Array | ArrayLike,
+    eps: float,
+    *,
+    ridge: float = 0.0,
+    p: float = 2.0,
+    split_every: int | None = None,
+    block_size: int | None = None,
+    compute: bool = True,
+) -> np.ndarray | Delayed:
     """Exact ε-universal set of the rows of a Dask array, computed chunk by chunk.
 
     Parameters
@@ -284,7 +295,15 @@ def universal_set(x, eps, *, ridge=0.0, p=2.0, split_every=None, block_size=None
     return _finish(dask.delayed(_ids_task, pure=True)(root), compute)
 
 
-def sketch(x, eps, *, ridge=0.0, split_every=None, block_size=None, compute=True):
+def sketch(
+    x: da.Array | ArrayLike,
+    eps: float,
+    *,
+    ridge: float = 0.0,
+    split_every: int | None = None,
+    block_size: int | None = None,
+    compute: bool = True,
+) -> OnlineLeverage | Delayed:
     """Compute the merged :class:`~streamlev.OnlineLeverage` sketch of all rows of a Dask array.
 
     Same parameters as :func:`universal_set` (p = 2 only).  The sketch holds
@@ -305,7 +324,16 @@ def sketch(x, eps, *, ridge=0.0, split_every=None, block_size=None, compute=True
     return _finish(root, compute)
 
 
-def universal_sets(x, eps, *, ridge=0.0, p=2.0, split_every=None, block_size=None, compute=True):
+def universal_sets(
+    x: da.Array | ArrayLike,
+    eps: float,
+    *,
+    ridge: float = 0.0,
+    p: float = 2.0,
+    split_every: int | None = None,
+    block_size: int | None = None,
+    compute: bool = True,
+) -> list[np.ndarray] | Delayed:
     """Exact ε-universal sets of many independent key streams (one per layer, head or sequence).
 
     Parameters
@@ -402,7 +430,15 @@ def _power_ids_task(part):
     return np.sort(part[0]).astype(np.int64)
 
 
-def power_candidates(x, eps, *, p, refine=True, split_every=None, compute=True):
+def power_candidates(
+    x: da.Array | ArrayLike,
+    eps: float,
+    *,
+    p: float,
+    refine: bool = True,
+    split_every: int | None = None,
+    compute: bool = True,
+) -> np.ndarray | Delayed:
     """Certified superset of the ε-universal set of power attention f(x) = |x|^p (p != 2).
 
     Parameters
@@ -491,7 +527,7 @@ def _read_npy_rows(*, path, block_info=None):
     return np.array(np.load(path, mmap_mode="r")[a:b])
 
 
-def from_npy(path, *, chunk_rows=None):
+def from_npy(path: str | os.PathLike, *, chunk_rows: int | None = None) -> da.Array:
     """Open an (n, d) ``.npy`` file as a Dask array whose chunks each worker memory-maps itself.
 
     Parameters

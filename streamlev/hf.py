@@ -57,7 +57,9 @@ class BudgetLayer(DynamicLayer):
         self.seen = 0
         self._pending = 0
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new tokens (compression happens after the attention, in :meth:`compress`)."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
@@ -85,7 +87,12 @@ class BudgetLayer(DynamicLayer):
         """Absolute positions of the kept tokens, (B, H, L)."""
         return self.selector.positions
 
-    def compress(self, queries=None, pre_keys=None, scaling=None) -> None:
+    def compress(
+        self,
+        queries: torch.Tensor | None = None,
+        pre_keys: torch.Tensor | None = None,
+        scaling: float | None = None,
+    ) -> None:
         """Cut the layer back to the selector's choice (called after the layer's attention)."""
         if self._pending == 0:
             return
@@ -145,7 +152,7 @@ def _check_config(config) -> None:
 
 @contextlib.contextmanager
 def compress(
-    model,
+    model: torch.nn.Module,
     policy: str | Callable = "universal",
     *,
     eps: float = 0.05,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -230,7 +230,9 @@ def _check_tol_iter(tol, max_iter):
 
 
 @_one_blas_thread
-def lewis_weights(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+def lewis_weights(
+    K: ArrayLike, p: float, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER
+) -> np.ndarray:
     """ℓ_p Lewis weights of the rows of K.
 
     The Lewis weights are the unique w >= 0 with w_j = τ_j(W^{1/2-1/p} K) (leverage scores of the
@@ -311,7 +313,7 @@ def _bound_from_weights(tau: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
 
 
 @_one_blas_thread
-def lewis_bound(K, p, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
+def lewis_bound(K: ArrayLike, p: float, *, tol: float = _DEFAULT_TOL, max_iter: int = _DEFAULT_MAX_ITER) -> np.ndarray:
     """Certified upper bounds b_j >= α_j on the ℓ_p sensitivities, from Lewis weights.
 
     Parameters
@@ -511,7 +513,9 @@ def _certify_one(
 
 
 @_one_blas_thread
-def sensitivity_bounds(K, p, *, indices=None, max_newton: int = 200):
+def sensitivity_bounds(
+    K: ArrayLike, p: float, *, indices: ArrayLike | None = None, max_newton: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
     """Certified lower and upper bounds on the exact ℓ_p sensitivities (p >= 1).
 
     Parameters
@@ -551,7 +555,7 @@ def sensitivity_bounds(K, p, *, indices=None, max_newton: int = 200):
     return lo, hi
 
 
-def lp_sensitivities(K, p, *, max_newton: int = 200) -> np.ndarray:
+def lp_sensitivities(K: ArrayLike, p: float, *, max_newton: int = 200) -> np.ndarray:
     """Exact ℓ_p sensitivities α_j = 1/min_{q·k_j=1}‖Kq‖_p^p (p >= 1), to about 1e-9 relative.
 
     Returns the certified upper bounds of :func:`sensitivity_bounds` (never below the truth).
@@ -726,17 +730,17 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
 
 @_one_blas_thread
 def universal_set_p(
-    K,
-    eps,
+    K: ArrayLike,
+    eps: float,
     *,
-    p,
+    p: float,
     ridge: float = 0.0,
     refine: bool = True,
     tol: float = _DEFAULT_TOL,
     max_iter: int = _DEFAULT_MAX_ITER,
     max_newton: int = 200,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
-    progress=None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> np.ndarray:
     """ε-universal set of power attention f(x) = ``|x|^p``: keys some query can give weight >= eps.
 

@@ -11,9 +11,12 @@ so memory is the d x d factor plus one block whatever n is.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._factor import Factor
 from ._validate import check_eps, check_positive_int, check_ridge
@@ -42,7 +45,13 @@ class TwoPassResult(NamedTuple):
     rank: int
 
 
-def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.ndarray:
+def two_pass_universal_set(
+    source: str | os.PathLike | ArrayLike | Callable[[], Iterable[ArrayLike]],
+    eps: float,
+    *,
+    ridge: float = 0.0,
+    block_size: int | None = None,
+) -> np.ndarray:
     """Exact ε-universal set of a re-readable stream of keys, in two passes.
 
     Parameters
@@ -74,7 +83,13 @@ def two_pass_universal_set(source, eps, *, ridge=0.0, block_size=None) -> np.nda
     return two_pass(source, eps, ridge=ridge, block_size=block_size).indices
 
 
-def two_pass(source, eps, *, ridge=0.0, block_size=None) -> TwoPassResult:
+def two_pass(
+    source: str | os.PathLike | ArrayLike | Callable[[], Iterable[ArrayLike]],
+    eps: float,
+    *,
+    ridge: float = 0.0,
+    block_size: int | None = None,
+) -> TwoPassResult:
     """:func:`two_pass_universal_set`, also reporting the number of rows and the rank of the keys.
 
     The rank is that of the final factor (the :func:`numpy.linalg.matrix_rank`

@@ -87,7 +87,7 @@ class Method:
         """Passes over the stream."""
         return int(self.cls.passes)
 
-    def size_for_bytes(self, dim: int, nbytes: int):
+    def size_for_bytes(self, dim: int, nbytes: int) -> int:
         """The natural size whose state fills ``nbytes`` (ValueError when the method has no such rule)."""
         rule = getattr(self.cls, "size_for_bytes", None)
         if rule is None:

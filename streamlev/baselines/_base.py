@@ -20,6 +20,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._threads import blas_threads
 from .._validate import as_block, check_dim, check_eps, check_ridge
@@ -94,7 +95,7 @@ class Baseline:
     #: Whether the method holds every key (an in-memory method fed block by block).
     in_memory = False
 
-    def __init__(self, dim, eps, *, ridge=0.0, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, seed: int = 0, start: int = 0) -> None:
         self.dim = check_dim(dim)
         self.eps = check_eps(eps)
         self.ridge = check_ridge(ridge)
@@ -149,7 +150,7 @@ class TwoPassBaseline(Baseline):
 
     passes = 2
 
-    def __init__(self, dim, eps, *, ridge=0.0, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, seed: int = 0, start: int = 0) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self._scanned = 0
         self._found_ids = []
@@ -159,7 +160,7 @@ class TwoPassBaseline(Baseline):
     def _scoring_map(self) -> np.ndarray:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
-    def update(self, X):
+    def update(self, X: ArrayLike) -> TwoPassBaseline:
         if self._scanned:
             raise RuntimeError("the second pass has started; a two-pass sketch takes no more rows in pass 1")
         B = self._block(X)
@@ -167,7 +168,7 @@ class TwoPassBaseline(Baseline):
             self._sketch(B, self._take_ids(B.shape[0]))
         return self
 
-    def second_pass(self, X):
+    def second_pass(self, X: ArrayLike) -> TwoPassBaseline:
         """Score a block of the second pass (same rows, same order as pass 1) and keep those >= eps."""
         B = self._block(X)
         m = B.shape[0]

@@ -72,7 +72,16 @@ class CountSketchLeverage(TwoPassBaseline):
     array([7])
     """
 
-    def __init__(self, dim, eps, *, sketch_rows, ridge=0.0, seed=0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        sketch_rows: int,
+        ridge: float = 0.0,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self.sketch_rows = check_positive_int(sketch_rows, "sketch_rows")
         self._S = np.zeros((self.sketch_rows, self.dim))

@@ -9,7 +9,10 @@ The guarantees are those of the wrapped functions and classes.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._factor import Factor, at_least
 from ._base import Baseline, TwoPassBaseline
@@ -39,7 +42,16 @@ class ExactInMemory(Baseline):
 
     in_memory = True
 
-    def __init__(self, dim, eps, *, ridge=0.0, p=2.0, seed=0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        ridge: float = 0.0,
+        p: float = 2.0,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         from .._validate import check_p
 
@@ -51,7 +63,7 @@ class ExactInMemory(Baseline):
         """Bytes of the keys held."""
         return int(sum(b.nbytes for b in self._blocks))
 
-    def update(self, X) -> ExactInMemory:
+    def update(self, X: ArrayLike) -> ExactInMemory:
         """Hold a block (m, d) or one row (d,); returns self."""
         B = self._block(X)
         self._blocks.append(np.array(B))
@@ -77,7 +89,7 @@ class ExactInMemory(Baseline):
         keep = np.flatnonzero(at_least(tau, self.eps))
         return (self.start + keep).astype(np.int64), tau[keep]
 
-    def merge(self, other):
+    def merge(self, other: Baseline) -> NoReturn:
         """Not supported: an in-memory method has one array; concatenate the keys instead."""
         raise NotImplementedError("ExactInMemory holds one array of keys; concatenate them and feed one instance")
 
@@ -93,7 +105,7 @@ class OnlineExact(Baseline):
     array([0, 1])
     """
 
-    def __init__(self, dim, eps, *, ridge=0.0, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, seed: int = 0, start: int = 0) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         import streamlev
 
@@ -109,7 +121,7 @@ class OnlineExact(Baseline):
         """Bytes held by the factor and the candidates."""
         return int(self.sketch.nbytes)
 
-    def update(self, X) -> OnlineExact:
+    def update(self, X: ArrayLike) -> OnlineExact:
         """Feed a block to the wrapped sketch; returns self."""
         self.sketch.update(X)
         return self
@@ -144,7 +156,7 @@ class TwoPassExact(TwoPassBaseline):
     array([0, 1])
     """
 
-    def __init__(self, dim, eps, *, ridge=0.0, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, ridge: float = 0.0, seed: int = 0, start: int = 0) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self._factor = Factor(self.dim, self.ridge)
 
@@ -156,7 +168,7 @@ class TwoPassExact(TwoPassBaseline):
     def _sketch(self, B: np.ndarray, ids: np.ndarray) -> None:
         self._factor.update(B)
 
-    def second_pass(self, X) -> TwoPassExact:
+    def second_pass(self, X: ArrayLike) -> TwoPassExact:
         """Score a block of the second pass against the final factor and keep the rows >= eps."""
         B = self._block(X)
         m = B.shape[0]
@@ -198,7 +210,7 @@ class FrequentDirections(Baseline):
     array([0, 1])
     """
 
-    def __init__(self, dim, eps, *, ell, ridge, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, ell: int, ridge: float, seed: int = 0, start: int = 0) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         import streamlev
 
@@ -225,7 +237,7 @@ class FrequentDirections(Baseline):
         """The approximation factor c = 1 + Δ/λ of the wrapped sketch."""
         return float(self.sketch.c)
 
-    def update(self, X) -> FrequentDirections:
+    def update(self, X: ArrayLike) -> FrequentDirections:
         """Feed a block to the wrapped sketch; returns self."""
         self.sketch.update(X)
         return self
@@ -266,7 +278,7 @@ class OnlinePower(Baseline):
     array([0, 1])
     """
 
-    def __init__(self, dim, eps, *, p, ridge=0.0, seed=0, start=0):
+    def __init__(self, dim: int, eps: float, *, p: float, ridge: float = 0.0, seed: int = 0, start: int = 0) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         if self.ridge:
             raise ValueError("OnlinePowerSet has no ridge; use ridge=0")
@@ -287,7 +299,7 @@ class OnlinePower(Baseline):
         """Bytes of the rows held."""
         return int(self.sketch.nbytes)
 
-    def update(self, X) -> OnlinePower:
+    def update(self, X: ArrayLike) -> OnlinePower:
         """Feed a block to the wrapped sketch; returns self."""
         self.sketch.update(X)
         return self
@@ -296,6 +308,6 @@ class OnlinePower(Baseline):
         """Sorted int64 ids of the held keys (a superset of the exact ℓ_p universal set)."""
         return self.sketch.universal_set()
 
-    def merge(self, other):
+    def merge(self, other: Baseline) -> NoReturn:
         """Not mergeable: raises NotImplementedError."""
         raise NotImplementedError("OnlinePowerSet has no merge; feed every block to one sketch")

@@ -20,8 +20,10 @@ keys, which is what bounds attention (docs/design.md, section "Leverage scores a
 from __future__ import annotations
 
 import math
+from typing import NoReturn
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import linalg as sla
 
 from .._validate import check_positive_int
@@ -69,7 +71,18 @@ class KVPressLeverage(Baseline):
 
     in_memory = True
 
-    def __init__(self, dim, eps, *, sketch_dim=48, jitter=1e-2, max_tries=5, seed=0, ridge=0.0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        sketch_dim: int = 48,
+        jitter: float = 1e-2,
+        max_tries: int = 5,
+        seed: int = 0,
+        ridge: float = 0.0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self.sketch_dim = check_positive_int(sketch_dim, "sketch_dim")
         self.jitter = float(jitter)
@@ -86,7 +99,7 @@ class KVPressLeverage(Baseline):
         """Bytes of the keys held (float32) and of the projection."""
         return int(sum(b.nbytes for b in self._blocks) + self._phi.nbytes)
 
-    def update(self, X) -> KVPressLeverage:
+    def update(self, X: ArrayLike) -> KVPressLeverage:
         """Hold a block (m, d) or one row (d,) as float32; returns self."""
         B = self._block(X)
         self._blocks.append(np.array(B, dtype=np.float32))
@@ -129,7 +142,7 @@ class KVPressLeverage(Baseline):
         """Sorted int64 ids of the keys whose score reaches eps."""
         return self.scores()[0]
 
-    def merge(self, other):
+    def merge(self, other: Baseline) -> NoReturn:
         """Not mergeable: raises NotImplementedError (the score centres by the mean of all keys)."""
         raise NotImplementedError(
             "KVPressLeverage cannot merge: its score centres the keys by the mean of all of them and "

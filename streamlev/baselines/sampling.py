@@ -23,8 +23,10 @@ probabilities, so the guarantee stands and the sample can only grow.
 from __future__ import annotations
 
 import math
+from typing import NoReturn
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._threads import blas_threads
 from ._base import Baseline, pinv_map, row_sqnorms
@@ -80,7 +82,17 @@ class OnlineRowSampling(Baseline):
     array([9])
     """
 
-    def __init__(self, dim, eps, *, oversample, rel_error=0.5, ridge=0.0, seed=0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        oversample: float,
+        rel_error: float = 0.5,
+        ridge: float = 0.0,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         c = float(oversample)
         if not c >= 1.0 or not math.isfinite(c):
@@ -153,7 +165,7 @@ class OnlineRowSampling(Baseline):
             r = int(np.count_nonzero(s > s[0] * max(Rn.shape) * np.finfo(float).eps)) if s.size else 0
             self._span = vt[:r]
 
-    def update(self, X) -> OnlineRowSampling:
+    def update(self, X: ArrayLike) -> OnlineRowSampling:
         """Decide every row of a block (m, d) or a single row (d,); returns self."""
         B = np.asarray(self._block(X), dtype=np.float64)
         ids = self._take_ids(B.shape[0])
@@ -188,7 +200,7 @@ class OnlineRowSampling(Baseline):
         """Sorted int64 ids of the kept rows whose score against the final sample reaches eps."""
         return self.scores()[0]
 
-    def merge(self, other):
+    def merge(self, other: Baseline) -> NoReturn:
         """Not mergeable: raises NotImplementedError (each decision depends on the rows kept before it)."""
         raise NotImplementedError(
             "OnlineRowSampling cannot merge: every keep/drop decision depends on the sample kept before it; "

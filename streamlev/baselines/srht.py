@@ -95,7 +95,17 @@ class SRHTLeverage(TwoPassBaseline):
     array([9])
     """
 
-    def __init__(self, dim, eps, *, sketch_rows, jl_eps=0.5, ridge=0.0, seed=0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        sketch_rows: int,
+        jl_eps: float = 0.5,
+        ridge: float = 0.0,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self.sketch_rows = check_positive_int(sketch_rows, "sketch_rows")
         if jl_eps is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._validate import check_positive_int
 from ._base import Baseline, hash64, pinv_map, row_sqnorms
@@ -61,7 +62,16 @@ class UniformSampling(Baseline):
     (1000, 100)
     """
 
-    def __init__(self, dim, eps, *, sample_rows, ridge=0.0, seed=0, start=0):
+    def __init__(
+        self,
+        dim: int,
+        eps: float,
+        *,
+        sample_rows: int,
+        ridge: float = 0.0,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         super().__init__(dim, eps, ridge=ridge, seed=seed, start=start)
         self.sample_rows = check_positive_int(sample_rows, "sample_rows")
         self._keys = np.zeros((0, self.dim))
@@ -83,7 +93,7 @@ class UniformSampling(Baseline):
             keep = np.argsort(self._pri, kind="stable")[: self.sample_rows]
             self._keys, self._ids, self._pri = self._keys[keep], self._ids[keep], self._pri[keep]
 
-    def update(self, X) -> UniformSampling:
+    def update(self, X: ArrayLike) -> UniformSampling:
         """Absorb a block (m, d) or one row (d,); returns self."""
         B = np.asarray(self._block(X), dtype=np.float64)
         ids = self._take_ids(B.shape[0])
