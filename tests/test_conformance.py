@@ -9,6 +9,12 @@ universal_set / to_bytes / from_bytes for a single (n, d) stream:
   leverage scores all three heads must return the same set, which is checked on
   every call (for K·B only while the rows fed are well-conditioned: near a rank
   decision the rounding of K·B may legitimately decide the other way).
+
+Here live the properties every exact sketch shares, against the oracle: any block sizes (single rows, one
+block, random blocks), random partitions merged in a random order, serialisation mid-stream then more rows,
+and random interleavings of all of these.  Refused input (messages, bytes unchanged) is in
+tests/test_inputs_sketches.py and tests/test_inputs_heads.py; the surface every stateful class shares,
+approximate ones included, in tests/test_sketch_contract.py.
 """
 
 import tracemalloc
@@ -22,10 +28,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import streamlev as sl
 
 from . import naive
+from .strategies import KINDS as ALL_KEY_KINDS
 from .strategies import eps_values, key_matrices
 
 
 class OnlineAdapter:
+    key_kinds = ALL_KEY_KINDS
+
     def __init__(self, d, eps, ridge=0.0, start=0):
         self.sk = sl.OnlineLeverage(d, eps, ridge=ridge, start=start)
 
@@ -42,6 +51,10 @@ class OnlineAdapter:
 
     def to_bytes(self):
         return self.sk.to_bytes()
+
+    @property
+    def n_seen(self):
+        return self.sk.n_seen
 
     @classmethod
     def from_bytes(cls, data):
@@ -72,9 +85,6 @@ class MultiHeadAdapter:
             self.rows.append(np.atleast_2d(np.asarray(X, dtype=np.float64)))
         return self
 
-    def update_raw(self, X):
-        self.sk.update(X)
-
     def merge(self, other):
         self.sk.merge(other.sk)
         self.rows = None if self.rows is None or other.rows is None else self.rows + other.rows
@@ -94,6 +104,10 @@ class MultiHeadAdapter:
     def to_bytes(self):
         return self.sk.to_bytes()
 
+    @property
+    def n_seen(self):
+        return self.sk.n_seen
+
     @classmethod
     def from_bytes(cls, data):
         obj = cls.__new__(cls)
@@ -106,10 +120,18 @@ class MultiHeadAdapter:
         return obj
 
 
+# the multihead adapter transforms K, so keep keys free of exact rank ties under K·B
+MultiHeadAdapter.key_kinds = (
+    "gaussian",
+    "duplicates",
+    "zero_rows",
+    "outlier_rows",
+    "heavy_first",
+    "heavy_last",
+    "rank_deficient",
+)
 SKETCHES = {"online": OnlineAdapter, "multihead": MultiHeadAdapter}
 sketch_kinds = pytest.mark.parametrize("kind", sorted(SKETCHES))
-# the multihead adapter transforms K, so keep keys free of exact rank ties under K·B
-KINDS = ("gaussian", "duplicates", "zero_rows", "outlier_rows", "heavy_first", "heavy_last", "rank_deficient")
 
 
 def random_sizes(rng, n):
@@ -126,9 +148,14 @@ def oracle_tau(K, ridge):
     return naive.leverage(K) if ridge == 0 else naive.ridge_leverage(K, ridge)
 
 
+def draw_keys(data, kind):
+    return data.draw(key_matrices(max_n=90, kinds=SKETCHES[kind].key_kinds), label="K")
+
+
 @sketch_kinds
-@given(key_matrices(max_n=90, kinds=KINDS), eps_values, st.sampled_from([0.0, 0.5]), st.integers(0, 2**31))
-def test_block_sizes_rows_and_single_block_agree(kind, K, eps, ridge, seed):
+@given(st.data(), eps_values, st.sampled_from([0.0, 0.5]), st.integers(0, 2**31))
+def test_block_sizes_rows_and_single_block_agree(kind, data, eps, ridge, seed):
+    K = draw_keys(data, kind)
     rng = np.random.default_rng(seed)
     S = SKETCHES[kind]
     n, d = K.shape
@@ -145,11 +172,15 @@ def test_block_sizes_rows_and_single_block_agree(kind, K, eps, ridge, seed):
     naive.assert_same_set(rows.universal_set(), one, tau, eps)
     naive.assert_same_set(blocks.universal_set(), one, tau, eps)
     naive.assert_set_matches(one, tau, eps)
+    if ridge == 0:  # and the in-memory path
+        naive.assert_same_set(one, sl.universal_set(K, eps), tau, eps)
+    assert rows.n_seen == blocks.n_seen == n
 
 
 @sketch_kinds
-@given(key_matrices(max_n=90, kinds=KINDS), eps_values, st.integers(1, 5), st.integers(0, 2**31))
-def test_random_partitions_merged_in_random_order(kind, K, eps, parts, seed):
+@given(st.data(), eps_values, st.integers(1, 5), st.integers(0, 2**31))
+def test_random_partitions_merged_in_random_order(kind, data, eps, parts, seed):
+    K = draw_keys(data, kind)
     rng = np.random.default_rng(seed)
     S = SKETCHES[kind]
     n, d = K.shape
@@ -164,72 +195,28 @@ def test_random_partitions_merged_in_random_order(kind, K, eps, parts, seed):
     tau = oracle_tau(K, 0.0)
     naive.assert_same_set(pool[0].universal_set(), expected, tau, eps)
     naive.assert_set_matches(expected, tau, eps)
+    naive.assert_same_set(pool[0].universal_set(), sl.universal_set(K, eps), tau, eps)
+    assert pool[0].n_seen == n
 
 
 @sketch_kinds
-@given(key_matrices(max_n=90, kinds=KINDS), eps_values, st.integers(0, 2**31))
-def test_serialize_mid_stream_restore_continue(kind, K, eps, seed):
+@given(st.data(), eps_values, st.integers(0, 2**31))
+def test_serialize_mid_stream_restore_continue(kind, data, eps, seed):
+    K = draw_keys(data, kind)
     rng = np.random.default_rng(seed)
     S = SKETCHES[kind]
     n, d = K.shape
     cut = int(rng.integers(0, n + 1))
     a = S(d, eps).update(K[:cut])
-    data = a.to_bytes()
-    b = S.from_bytes(data)
-    assert b.to_bytes() == data
+    saved = a.to_bytes()
+    b = S.from_bytes(saved)
+    assert b.to_bytes() == saved
     a.update(K[cut:])
     b.update(K[cut:])
     np.testing.assert_array_equal(b.universal_set(), a.universal_set())
     assert b.to_bytes() == a.to_bytes()
-
-
-@sketch_kinds
-def test_refused_blocks_leave_state_byte_identical(kind):
-    S = SKETCHES[kind]
-    K = np.random.default_rng(0).standard_normal((50, 4))
-    sk = S(4, 0.1).update(K)
-    before = sk.to_bytes()
-    nan = np.ones((3, 4))
-    nan[2, 1] = np.nan
-    bad = [
-        nan,
-        np.full((2, 4), np.inf),
-        np.full((2, 4), -np.inf),
-        np.ones((2, 5)),
-        np.ones((2, 4), dtype=complex),
-        np.array([["x"] * 4]),
-        np.ones((2, 3, 4, 1)),
-    ]
-    for X in bad:
-        with pytest.raises((ValueError, TypeError)):
-            if kind == "multihead":  # the adapter would transform X; feed every head the bad block
-                sk.update_raw(np.stack([X] * 3) if X.ndim == 2 else X)
-            else:
-                sk.update(X)
-        assert sk.to_bytes() == before
-
-
-@given(
-    key_matrices(max_n=70, kinds=("gaussian", "duplicates", "outlier_rows", "zero_rows")),
-    st.floats(1e-3, 1e2),
-    st.integers(0, 2**31),
-)
-def test_online_scores_bound_final_and_logdet_checksum(K, lam, seed):
-    rng = np.random.default_rng(seed)
-    n, d = K.shape
-    sk = sl.OnlineLeverage(d, 0.2, ridge=lam)
-    on, us, a = [], [], 0
-    for s in random_sizes(rng, n):
-        on.append(sk.update_scores(K[a : a + s]))
-        us.append(sk.last_online_u_)
-        a += s
-    on = np.concatenate(on)
-    u = np.concatenate(us)
-    final = naive.ridge_leverage(K, lam)
-    assert np.all(on >= final * (1 - 1e-9) - 1e-12)
-    np.testing.assert_allclose(on, u / (1 + u), rtol=1e-15)
-    truth = naive.ridge_logdet(K, lam)
-    assert abs(np.sum(np.log1p(u)) - truth) <= 1e-7 * max(1.0, abs(truth))
+    naive.assert_set_matches(b.universal_set(), oracle_tau(K, 0.0), eps)
+    assert b.n_seen == n
 
 
 class SketchMachine(RuleBasedStateMachine):

@@ -92,6 +92,8 @@ def test_empty_block_with_empty_list_of_ids(kind):
     before = sk.to_bytes()
     sk.update(np.zeros((0, D0)), ids=[])
     assert sk.to_bytes() == before
+    sk.update(np.zeros((0, D0)))
+    assert sk.to_bytes() == before
 
 
 IDS_BAD = [
