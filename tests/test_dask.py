@@ -187,7 +187,7 @@ def _clear_logs(client):
 
 def test_bytes_sent_between_workers_do_not_grow_with_n(client):
     d, eps, chunks = 16, 0.05, 8
-    per_sketch, moved = {}, 0
+    per_sketch, total, moved = {}, {}, 0
     # Each sketch: a d x d float64 factor + at most d/eps candidates (keys and ids) + a header.
     bound = 8 * d * d + (d / eps) * (8 * d + 8) + 4096
     for n in (10_000, 100_000):
@@ -207,8 +207,13 @@ def test_bytes_sent_between_workers_do_not_grow_with_n(client):
                 sizes.append(e["compressed"] / len(keys))
         moved += len(sizes)
         per_sketch[n] = max(sizes, default=0.0)
-        assert sum(e["compressed"] for e in entries) < 0.01 * K.nbytes
+        total[n] = sum(e["compressed"] for e in entries)
     assert moved > 0, "no sketch moved between the two workers"
+    # Which sketches cross between the workers depends on the scheduler, so the totals are compared with
+    # one sketch's bound of slack: ten times the rows move no more than the smaller run plus one sketch,
+    # and under 1% of the keys' bytes.
+    assert total[100_000] <= 1.5 * total[10_000] + bound, total
+    assert total[100_000] < 0.01 * 100_000 * d * 8, total
     # Ten times the rows, same chunk count: a sketch on the wire is no bigger.
     assert per_sketch[100_000] <= 1.25 * max(per_sketch[10_000], 2 * d * d * 8) + 1024, per_sketch
 
