@@ -19,7 +19,7 @@ def rel_err(a, b, floor=1e-12):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), floor))) if a.size else 0.0
 
 
-# --- accuracy targets of issue 2 -------------------------------------------------------------------
+# --- accuracy targets: QR-grade relative error on hard keys -----------------------------------------
 
 
 def test_well_conditioned_relative_error_1e8():

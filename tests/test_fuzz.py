@@ -1,6 +1,6 @@
 """Serialization reliability: golden files of format version 1, and fuzzed bytes for ``from_bytes``.
 
-Contract under test (issue 3 / issue 5): ``OnlineLeverage.from_bytes`` either
+Contract under test: ``OnlineLeverage.from_bytes`` either
 returns a working sketch or raises ``ValueError`` — never another exception,
 never a hang, never an allocation larger than the input implies.
 
