@@ -193,22 +193,6 @@ def compress(
     ``>= eps`` (docs/design.md, universal sets); for softmax attention that bound does not hold and
     every policy is a heuristic.
     """
-    template = KVSelector(
-        policy,
-        budget=budget,
-        sinks=sinks,
-        window=window,
-        eps=eps,
-        rope=rope,
-        centred=centred,
-        ridge=ridge,
-        sketch_dim=sketch_dim,
-        seed=seed,
-    )
-    attns = _attention_modules(model)
-    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
-    _check_config(config)
-    n_layers = max(m.layer_idx for m in attns) + 1
 
     def new_selector() -> KVSelector:
         return KVSelector(
@@ -223,6 +207,12 @@ def compress(
             sketch_dim=sketch_dim,
             seed=seed,
         )
+
+    new_selector()  # checks every argument before the model is touched
+    attns = _attention_modules(model)
+    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    _check_config(config)
+    n_layers = max(m.layer_idx for m in attns) + 1
 
     captured: dict[int, dict] = {}
     handles = []
@@ -311,7 +301,6 @@ def compress(
         handles.append(attn.q_proj.register_forward_hook(q_hook))
         handles.append(attn.k_proj.register_forward_hook(k_hook))
         handles.append(attn.register_forward_hook(attn_post, with_kwargs=True))
-    del template
     try:
         yield
     finally:
