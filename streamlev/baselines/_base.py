@@ -177,16 +177,21 @@ class TwoPassBaseline(Baseline):
                 f"the second pass yielded more rows ({self._scanned + m}) than the first ({self._n}); "
                 "both passes must read the same rows"
             )
-        if self._map is None:
-            self._map = self._scoring_map()
-        tau = row_sqnorms(B, self._map)
-        keep = tau >= self.eps
+        keep, scores = self._select(B)
         ids = self._ids_of_scan(self._scanned, m)
         self._scanned += m
         if keep.any():
             self._found_ids.append(ids[keep])
-            self._found_scores.append(tau[keep])
+            self._found_scores.append(scores)
         return self
+
+    def _select(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the rows of B scoring >= eps, their scores) against the scoring map of pass 1."""
+        if self._map is None:
+            self._map = self._scoring_map()
+        tau = row_sqnorms(B, self._map)
+        keep = tau >= self.eps
+        return keep, tau[keep]
 
     def _ids_of_scan(self, pos: int, m: int) -> np.ndarray:
         """Ids of rows pos..pos+m of the second pass (the pass-1 id ranges in order)."""

@@ -9,7 +9,7 @@ The guarantees are those of the wrapped functions and classes.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -94,7 +94,42 @@ class ExactInMemory(Baseline):
         raise NotImplementedError("ExactInMemory holds one array of keys; concatenate them and feed one instance")
 
 
-class OnlineExact(Baseline):
+class _Wrapped(Baseline):
+    """A streamlev sketch (``self.sketch``, set by the subclass) behind the baseline contract.
+
+    Rows, bytes, blocks, the set and merges go straight to the wrapped sketch, which checks them.
+    """
+
+    sketch: Any
+
+    @property
+    def n_seen(self) -> int:
+        """Rows fed so far."""
+        return int(self.sketch.n_seen)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the wrapped sketch (see its ``nbytes``)."""
+        return int(self.sketch.nbytes)
+
+    def update(self, X: ArrayLike) -> _Wrapped:
+        """Feed a block to the wrapped sketch; returns self."""
+        self.sketch.update(X)
+        return self
+
+    def universal_set(self) -> np.ndarray:
+        """Sorted int64 ids the wrapped sketch selects (see the class docstring)."""
+        return self.sketch.universal_set()
+
+    def merge(self, other: _Wrapped) -> _Wrapped:
+        """Merge the wrapped sketches (see the wrapped class's ``merge``)."""
+        if not isinstance(other, type(self)):
+            raise TypeError(f"can only merge another {type(self).__name__}, got {type(other).__name__}")
+        self.sketch.merge(other.sketch)
+        return self
+
+
+class OnlineExact(_Wrapped):
     """:class:`streamlev.OnlineLeverage` (one pass, exact, mergeable) behind the baseline contract.
 
     Examples
@@ -111,35 +146,9 @@ class OnlineExact(Baseline):
 
         self.sketch = streamlev.OnlineLeverage(self.dim, self.eps, ridge=self.ridge, start=self.start)
 
-    @property
-    def n_seen(self) -> int:
-        """Rows fed so far."""
-        return int(self.sketch.n_seen)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the factor and the candidates."""
-        return int(self.sketch.nbytes)
-
-    def update(self, X: ArrayLike) -> OnlineExact:
-        """Feed a block to the wrapped sketch; returns self."""
-        self.sketch.update(X)
-        return self
-
-    def universal_set(self) -> np.ndarray:
-        """The exact universal set of the rows seen."""
-        return self.sketch.universal_set()
-
     def scores(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, exact leverage scores) of the universal set."""
         return self.sketch.scores()
-
-    def merge(self, other: OnlineExact) -> OnlineExact:
-        """Merge the wrapped sketches (see :meth:`streamlev.OnlineLeverage.merge`)."""
-        if not isinstance(other, OnlineExact):
-            raise TypeError(f"can only merge another OnlineExact, got {type(other).__name__}")
-        self.sketch.merge(other.sketch)
-        return self
 
 
 class TwoPassExact(TwoPassBaseline):
@@ -168,22 +177,12 @@ class TwoPassExact(TwoPassBaseline):
     def _sketch(self, B: np.ndarray, ids: np.ndarray) -> None:
         self._factor.update(B)
 
-    def second_pass(self, X: ArrayLike) -> TwoPassExact:
-        """Score a block of the second pass against the final factor and keep the rows >= eps."""
-        B = self._block(X)
-        m = B.shape[0]
-        if self._scanned + m > self._n:
-            raise ValueError(
-                f"the second pass yielded more rows ({self._scanned + m}) than the first ({self._n}); "
-                "both passes must read the same rows"
-            )
-        ids = self._ids_of_scan(self._scanned, m)
-        self._scanned += m
+    def _select(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the rows of B whose exact score reaches eps, their scores) against the final factor."""
         keep = self._factor.classify(B, self.eps)
-        if keep.any():
-            self._found_ids.append(ids[keep])
-            self._found_scores.append(np.clip(self._factor.scores(B[keep]), 0.0, 1.0))
-        return self
+        if not keep.any():
+            return keep, np.zeros(0)
+        return keep, np.clip(self._factor.scores(B[keep]), 0.0, 1.0)
 
     def merge(self, other: TwoPassExact) -> TwoPassExact:
         """Merge the pass-1 factor of a disjoint set of rows (before the second pass)."""
@@ -195,7 +194,7 @@ class TwoPassExact(TwoPassBaseline):
         return self
 
 
-class FrequentDirections(Baseline):
+class FrequentDirections(_Wrapped):
     """:class:`streamlev.ApproxLeverage` (Frequent Directions, ``ell`` directions; one pass, mergeable).
 
     Its guarantee is about ridge leverage: {τ^λ >= eps} ⊆ U ⊆ {τ^λ >= eps/c}, c = 1 + Δ/λ, so it
@@ -223,24 +222,9 @@ class FrequentDirections(Baseline):
         return max(1, min(int(dim), int(nbytes) // (16 * int(dim))))
 
     @property
-    def n_seen(self) -> int:
-        """Rows fed so far."""
-        return int(self.sketch.n_seen)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the sketch and the candidates."""
-        return int(self.sketch.nbytes)
-
-    @property
     def c(self) -> float:
         """The approximation factor c = 1 + Δ/λ of the wrapped sketch."""
         return float(self.sketch.c)
-
-    def update(self, X: ArrayLike) -> FrequentDirections:
-        """Feed a block to the wrapped sketch; returns self."""
-        self.sketch.update(X)
-        return self
 
     def _quiet(self, fn):
         import warnings
@@ -259,15 +243,8 @@ class FrequentDirections(Baseline):
         """(ids, scores against the sketch) of the set."""
         return self._quiet(self.sketch.scores)
 
-    def merge(self, other: FrequentDirections) -> FrequentDirections:
-        """Merge the wrapped sketches (see :meth:`streamlev.ApproxLeverage.merge`)."""
-        if not isinstance(other, FrequentDirections):
-            raise TypeError(f"can only merge another FrequentDirections, got {type(other).__name__}")
-        self.sketch.merge(other.sketch)
-        return self
 
-
-class OnlinePower(Baseline):
+class OnlinePower(_Wrapped):
     """:class:`streamlev.OnlinePowerSet` (one pass, p != 2): a superset of the exact ℓ_p universal set.
 
     Examples
@@ -288,21 +265,6 @@ class OnlinePower(Baseline):
 
         self.p = float(p)
         self.sketch = streamlev.OnlinePowerSet(self.dim, self.eps, p=self.p)
-
-    @property
-    def n_seen(self) -> int:
-        """Rows fed so far."""
-        return int(self.sketch.n_seen)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the rows held."""
-        return int(self.sketch.nbytes)
-
-    def update(self, X: ArrayLike) -> OnlinePower:
-        """Feed a block to the wrapped sketch; returns self."""
-        self.sketch.update(X)
-        return self
 
     def universal_set(self) -> np.ndarray:
         """Sorted int64 ids of the held keys (a superset of the exact ℓ_p universal set)."""
