@@ -9,7 +9,7 @@ each (best kept).  The JSON record goes to ``benchmarks/results/kernels.json``.
 Prints, all in one process on the same data:
 
 * one ``K.T @ K`` with OpenBLAS on 1 and on 2 threads, split into one part per core run in Python
-  threads with single-threaded BLAS, and streamlev's Gram matrix (:func:`streamlev._factor.gram`: the
+  threads with single-threaded BLAS, and streamlev's Gram matrix (:func:`streamlev._linalg.gram`: the
   numba kernel :func:`streamlev._kernels.gram_upper`, one part per core); and per 256 x 64 block in
   cache, ``gram_upper`` against OpenBLAS ``dsyrk`` on one thread;
 * the Gram product of float32 keys with float64 accumulation (converted per chunk, by chunk size)
@@ -33,7 +33,7 @@ import _common
 import numpy as np
 
 import streamlev
-from streamlev import _factor, _kernels, _threads
+from streamlev import _kernels, _linalg, _threads
 
 #: Every figure printed, as flat rows of the JSON record (``table`` names the section).
 RESULTS: list[dict] = []
@@ -95,7 +95,7 @@ def main(argv=None):
     with _threads.blas_threads(1):
         t1 = best(lambda: K.T @ K)
     ts = best(lambda: chunked_gram(K, np.float64, 4096))
-    tg = best(lambda: _factor.gram(K))
+    tg = best(lambda: _linalg.gram(K))
     print(
         f"  OpenBLAS 2 threads {t2 * 1e3:7.1f} ms   1 thread {t1 * 1e3:7.1f} ms   "
         f"split over {streamlev.get_num_threads()} Python threads {ts * 1e3:7.1f} ms   "
@@ -138,8 +138,8 @@ def main(argv=None):
         extra = f"{t * 1e3:7.1f} ms" if acc == np.float32 else "       "
         print(f"  {label:<50} {extra}   max rel. error of the scores {err:.1e}")
         record(f32, label, t if acc == np.float32 else None, max_rel_err=err)
-    t = best(lambda: _factor.gram(K32))
-    err = np.max(np.abs(scores_from_gram(K32, _factor.gram(K32)) - tau) / tau)
+    t = best(lambda: _linalg.gram(K32))
+    err = np.max(np.abs(scores_from_gram(K32, _linalg.gram(K32)) - tau) / tau)
     print(
         f"  {'float32 keys, streamlev gram (float64 products)':<50} {t * 1e3:7.1f} ms   "
         f"max rel. error of the scores {err:.1e}"

@@ -24,28 +24,35 @@ one O(d) pass per row; rows they decide are never multiplied by R⁻¹.
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import lapack
 
 from ._lazy import kernels
-from ._threads import blas_threads, get_num_threads, parts_for, split_run
+from ._linalg import c_float, colnorms, gram, max_abs, merge_r, tp_qr_r, tri_inv, whitened_sqnorms
+from ._threads import blas_threads, parts_for, split_run
 from ._tuning import (
     BOUND_MIN_ROWS_PER_DIM,
     BOUND_REFRESH,
     BOUND_SPLIT_MIN_DIM,
-    CHUNK_ROWS,
     FAST_MIN_ROWS_PER_DIM,
-    GRAM_KERNEL_MAX_DIM,
     RAMP_MIN,
-    TP_ENTRIES,
-    TP_NB,
     TRI_INV_LAPACK_MIN_DIM,
 )
 
-__all__ = ["Factor", "blas_threads", "qr_r", "tp_qr_r", "merge_r", "THRESHOLD_RTOL", "at_least", "admit"]
+__all__ = [
+    "Factor",
+    "THRESHOLD_RTOL",
+    "accept_many",
+    "admit",
+    "at_least",
+    "blas_threads",
+    "bounds_many",
+    "fast_ok_many",
+    "rinv_many",
+    "whitened_update_many",
+]
 
 _EPS64 = np.finfo(np.float64).eps
 
@@ -78,59 +85,6 @@ def admit_threshold(eps: float) -> float:
     return e / (1.0 - e)
 
 
-def qr_r(A: np.ndarray) -> np.ndarray:
-    """R factor (min(m, d) x d, upper triangular, C-contiguous) of a Householder QR of A.
-
-    ``A`` is overwritten when it is a Fortran-ordered float64 array.  Runs
-    LAPACK single-threaded (see :func:`blas_threads`).
-    """
-    A = np.asarray(A, dtype=np.float64, order="F")
-    m, d = A.shape
-    with blas_threads(1):
-        qr, _tau, _work, info = lapack.dgeqrf(A, overwrite_a=1)
-    if info != 0:  # pragma: no cover - LAPACK argument error
-        raise RuntimeError(f"LAPACK dgeqrf failed with info={info}")
-    k = min(m, d)
-    R = np.triu(qr[:k, :])
-    if k < d:
-        R = np.vstack([R, np.zeros((d - k, d))])
-    return np.ascontiguousarray(R)
-
-
-def tp_qr_r(R: np.ndarray, B: np.ndarray, trap: int = 0) -> np.ndarray:
-    """R factor of a Householder QR of ``[R; B]`` for an upper-triangular R (d x d), C-contiguous.
-
-    LAPACK's triangular-pentagonal QR (dtpqrt) never touches R's zero lower
-    triangle: ~2·m·d² flops for m rows of B against ~2·d²·(d + m - d/3) for
-    dgeqrf on the stacked matrix — far less time at d >= 256 (``benchmarks/wide_bench.py``).  ``trap > 0``
-    declares the last ``trap`` rows of B upper trapezoidal (LAPACK's L; ``trap = d``:
-    B is a d x d triangular factor itself, as in a merge).  B is copied to float64 Fortran
-    order at most TP_ENTRIES entries at a time; R is not modified.  Runs LAPACK
-    single-threaded (see :func:`blas_threads`).  Not split over threads: scipy's
-    dtpqrt holds the GIL (two calls in two threads take as long as in a row),
-    and numpy's QR, which releases it, ignores R's triangle.
-    """
-    d = R.shape[0]
-    A = np.array(R, dtype=np.float64, order="F")
-    m = B.shape[0]
-    if d == 0 or m == 0:
-        return np.ascontiguousarray(np.triu(A))
-    nb = min(d, TP_NB)
-    step = m if trap else max(1, TP_ENTRIES // d)
-    with blas_threads(1):
-        for a in range(0, m, step):
-            Bf = np.array(B[a : a + step], dtype=np.float64, order="F")
-            A, _b, _t, info = lapack.dtpqrt(trap, nb, A, Bf, overwrite_a=1, overwrite_b=1)
-            if info != 0:  # pragma: no cover - LAPACK argument error
-                raise RuntimeError(f"LAPACK dtpqrt failed with info={info}")
-    return np.ascontiguousarray(np.triu(A))
-
-
-def merge_r(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
-    """Factor of the union of two row sets: R of the QR of ``[R1; R2]`` (both triangular: ~2/3·d³ flops)."""
-    return tp_qr_r(R1, R2, trap=R1.shape[0])
-
-
 #: Fast (whitened) updates are used while trace(YᵀY) = Σ u_i stays below this.
 #: Cholesky of I + YᵀY then has condition number <= 1 + FAST_TRACE_MAX, so it
 #: loses at most ~log10(FAST_TRACE_MAX) digits *of the block's own contribution*.
@@ -143,154 +97,6 @@ _SQ_SAFE_LO, _SQ_SAFE_HI = 1e-100, 1e100
 #: Fast updates and triangular scoring need the column-normalised factor's
 #: estimated condition number below this (a LAPACK dtrcon estimate, O(d²)).
 FAST_COND_MAX = 1e10
-
-
-def colnorms(R: np.ndarray) -> np.ndarray:
-    """Euclidean norms of the columns (of each matrix of a stack), without overflow or underflow."""
-    A = np.ascontiguousarray(R, dtype=np.float64)
-    out = kernels.colnorms_batched(A.reshape((-1,) + A.shape[-2:]))
-    return out.reshape(A.shape[:-2] + A.shape[-1:])
-
-
-def tri_inv(R: np.ndarray) -> np.ndarray:
-    """Inverse of a nonsingular upper-triangular matrix, C order.
-
-    The same method as the stacked inverses of :func:`rinv_many` — the back
-    substitution :func:`streamlev._kernels.tri_inv_upper_batched` below
-    TRI_INV_LAPACK_MIN_DIM, LAPACK's dtrtri from there on — so that a
-    factor's cached inverse has the same bits however it was computed, and
-    so have the updates and sketches built from it (serialised, restored and
-    continued sketches stay byte-identical).
-    """
-    if not np.all(np.diag(R) != 0):  # pragma: no cover - callers check nonsingularity first
-        raise np.linalg.LinAlgError("singular triangular factor")
-    if R.shape[0] >= TRI_INV_LAPACK_MIN_DIM:
-        with blas_threads(1):
-            X, info = lapack.dtrtri(np.asarray(R, dtype=np.float64), lower=0)
-        if info != 0:  # pragma: no cover - nonsingularity was checked
-            raise np.linalg.LinAlgError(f"LAPACK dtrtri failed with info={info}")
-        return np.ascontiguousarray(np.triu(X))
-    return kernels.tri_inv_upper_batched(np.ascontiguousarray(R, dtype=np.float64)[None])[0]
-
-
-def _chunk(d: int) -> int:
-    return max(256, (CHUNK_ROWS * 64) // max(1, d))
-
-
-def whiten(B: np.ndarray, Rinv: np.ndarray) -> np.ndarray:
-    """Y = B R⁻¹ as one GEMM with the explicit triangular inverse (float64, C order).
-
-    On this machine a 4096 x 64 GEMM ran 2x faster than the triangular solve
-    (dtrsm), and the triangular inverse is componentwise accurate, so the
-    scores keep QR-grade accuracy (tested on Vandermonde keys of condition 1e8).
-    """
-    if B.dtype != np.float64:
-        B = B.astype(np.float64)
-    return B @ Rinv
-
-
-def whitened_sqnorms(B: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """‖b W‖² for every row of B (float64), split over the library's threads, in bounded chunks.
-
-    Nothing of size m x d is kept: each thread multiplies chunks of its rows by
-    W and keeps only the row norms.
-    """
-    m = B.shape[0]
-    step = _chunk(B.shape[1])
-
-    def part(a, b):
-        out = np.empty(b - a)
-        for s in range(a, b, step):
-            e = min(b, s + step)
-            out[s - a : e - a] = kernels.row_sqnorms(whiten(B[s:e], W))
-        return out
-
-    with blas_threads(1):
-        res = split_run(part, m, parts_for(m))
-    return res[0] if len(res) == 1 else np.concatenate(res)
-
-
-def gram(B: np.ndarray, W: np.ndarray | None = None, dinv: np.ndarray | None = None):
-    """(B W)ᵀ(B W) — or BᵀB without W — in float64, split over the library's threads.
-
-    Each thread forms the Gram matrix of its contiguous rows and the parts
-    are added in a fixed order.  BᵀB comes from the numba kernel
-    :func:`streamlev._kernels.gram_upper` (float32 rows converted as they are
-    read, so products and sums are float64 throughout), faster than numpy's
-    ``X.T @ X`` per part at these widths (``benchmarks/kernels_bench.py``).  Rows
-    wider than :data:`GRAM_KERNEL_MAX_DIM` go to one BLAS ``X.T @ X`` over
-    the whole block instead.  (B W)ᵀ(B W) multiplies by W with numpy, a
-    chunk at a time.
-
-    With ``dinv`` (the column scaling of a :class:`Bound`) the screening norms
-    ‖b ∘ dinv‖² of every row are computed in the same sweep, while each row
-    is in cache, and ``(C, norms)`` is returned: one pass over the block
-    instead of two.
-    """
-    m, d = B.shape
-    step = _chunk(d)  # 4096 rows at d = 64: the float32 -> float64 copy stays in cache (benchmarks/kernels_bench.py)
-    t = np.empty(m) if dinv is not None else None
-    if B.dtype not in (np.float32, np.float64):
-        B = np.asarray(B, dtype=np.float64)
-
-    def blas_part(a, b, rows):
-        C = np.zeros((d, d))
-        for s in range(a, b, rows):
-            e = min(b, s + rows)
-            X = B[s:e]
-            if t is not None:
-                t[s:e] = kernels.scaled_row_sqnorms(c_float(X), dinv)
-            X = X.astype(np.float64, copy=False)
-            if W is not None:
-                X = X @ W
-            C += X.T @ X
-        return C
-
-    def part(a, b):
-        if W is not None:
-            return blas_part(a, b, step)
-        C = np.zeros((d, d))
-        if t is None:
-            kernels.gram_upper(B[a:b], C)
-        else:
-            kernels.gram_upper_norms(B[a:b], C, dinv, t[a:b])
-        return C
-
-    if W is None and d > GRAM_KERNEL_MAX_DIM:
-        # Wide rows: one BLAS symmetric rank-k update over the whole block, on BLAS's own threads when the
-        # library may use several (streamlev.set_num_threads), else on one (float32 converted in chunks of at
-        # most 8 MB).
-        with contextlib.nullcontext() if get_num_threads() > 1 else blas_threads(1):
-            C = blas_part(0, m, max(1, m) if B.dtype == np.float64 else max(256, (1 << 20) // d))
-        return C if t is None else (C, t)
-    parts = parts_for(m)
-    if W is None and parts == 1:  # no BLAS call to hold at one thread
-        res = [part(0, m)]
-    else:
-        with blas_threads(1):
-            res = split_run(part, m, parts)
-    C = res[0]
-    for P in res[1:]:
-        C += P
-    if W is None:
-        C += np.triu(C, 1).T
-    return C if t is None else (C, t)
-
-
-def c_float(B: np.ndarray) -> np.ndarray:
-    """B itself when it is a C-ordered float32/float64 array (what the numba kernels take), else a float64 copy."""
-    if B.flags.c_contiguous and B.dtype in (np.float32, np.float64):
-        return B
-    return np.ascontiguousarray(B, dtype=np.float64)
-
-
-def max_abs(B: np.ndarray) -> float:
-    """Largest |entry| of a float block (one vectorised pass when C-contiguous)."""
-    if B.size == 0:
-        return 0.0
-    if B.flags.c_contiguous and B.dtype in (np.float32, np.float64):
-        return float(kernels.scan_block(B)[1])
-    return float(max(B.max(), -B.min()))
 
 
 #: Screening bounds are kept only while the column-normalised scoring factor has
@@ -625,7 +431,7 @@ class Factor:
         return None if fresh else self._bound
 
     def _compute_bound(self) -> Bound | None:
-        return _compute_bounds([self])[0]
+        return Factor._compute_bounds([self])[0]
 
     def upper(self, B: np.ndarray) -> np.ndarray | None:
         """Rigorous upper bounds on ‖b S⁻¹‖² for rows B against the current state, or None (no bound yet)."""
@@ -764,125 +570,133 @@ class Factor:
     def nbytes(self) -> int:
         return int(self.R.nbytes)
 
-
-def _compute_bounds(facs) -> list:
-    """:class:`Bound` of each factor at its current state (None where it has none), the SVDs stacked."""
-    out = [None] * len(facs)
-    # Fewer rows than dimensions (λ = 0): singular, no triangular scorer — known without the scorer's SVD.
-    tri = [i for i, f in enumerate(facs) if (f.ridge > 0 or f.n >= f.dim) and f._get_scorer().kind == "tri"]
-    if not tri:
-        return out
-    S = np.stack([facs[i]._get_scorer().R for i in tri])
-    cn = colnorms(S)
-    ok = np.all(cn > 0, axis=1)
-    if not ok.any():
-        return out
-    X = S[ok] / cn[ok][:, None, :]
-    k = X.shape[0]
-    # Many wide factors (MultiHeadLeverage's heads): their SVDs split over the threads, which gives the same
-    # bytes (each matrix's SVD runs alone on one thread either way); below BOUND_SPLIT_MIN_DIM the thread
-    # hand-off costs more than it saves.
-    parts = parts_for(k, 1) if S.shape[-1] >= BOUND_SPLIT_MIN_DIM else 1
-    with blas_threads(1):
-        res = split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts)
-    sv = res[0] if len(res) == 1 else np.concatenate(res)
-    for i, c, s in zip(np.asarray(tri)[ok], cn[ok], sv):
-        if not (s[-1] > 0 and np.isfinite(s[0])):
-            continue
-        cond = s[0] / s[-1]
-        if cond > BOUND_COND_MAX:
-            continue
-        margin = 1e-12 + 64.0 * facs[i].dim * _EPS64 * cond
-        out[i] = Bound(1.0 / c, (1.0 + margin) / s[-1] ** 2, (1.0 - margin) / s[0] ** 2, facs[i].n)
-    return out
-
-
-def bounds_many(facs, *, fresh: bool = False) -> list:
-    """:meth:`Factor.bound` of several factors of one dimension, the bounds to recompute as one stacked SVD.
-
-    From BOUND_SPLIT_MIN_DIM on, the SVDs are split over the threads (the same bytes).
-    """
-    out, todo = [], []
-    for i, f in enumerate(facs):
-        b = f._bound
-        if _bound_reusable(b, f.n, f.dim, fresh):
-            out.append(b)
-        else:
-            out.append(None)
-            todo.append(i)
-    if todo:
-        for i, nb in zip(todo, _compute_bounds([facs[i] for i in todo])):
-            if nb is not None:
-                facs[i]._bound = nb
-            out[i] = nb if nb is not None or fresh else facs[i]._bound
-    return out
-
-
-def fast_ok_many(facs) -> list[bool]:
-    """:meth:`Factor.fast_ok` of several factors of one dimension, the column norms as one stacked computation."""
-    stale = [f for f in facs if f._fast is None or f._fast.n != f.n]
-    if stale:
-        Rs = np.stack([f.R for f in stale])
-        nonsingular = np.all(np.diagonal(Rs, axis1=1, axis2=2) != 0, axis=1)
-        cn = colnorms(Rs)
-        with blas_threads(1):  # one limit for all the condition estimates (nested contexts are free)
-            for f, ok, c in zip(stale, nonsingular, cn):
-                f._set_fast(c if ok else None)
-    return [f._fast.ok for f in facs]
-
-
-def accept_many(facs, U: np.ndarray, m) -> None:
-    """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product.
-
-    ``m``: the rows each update adds (one number for all, or one per factor).
-    """
-    Rn = np.triu(np.matmul(U, np.stack([f.R for f in facs])))
-    ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
-    for f, R, k in zip(facs, Rn, ms):
-        f._accepted(R, int(k))
-
-
-def whitened_update_many(facs, C: np.ndarray, m) -> list:
-    """Tier 1 of :meth:`Factor.update` for several factors from their rows' Gram matrices C (stacked, symmetric).
-
-    Per factor the arithmetic of the single update — G = R⁻ᵀCR⁻¹, I + G = UᵀU,
-    R ← UR — with the d x d steps as stacked operations.  Returns the indices
-    (into ``facs``) whose update was refused (trace(G) > FAST_TRACE_MAX, an
-    overflow, or a failed Cholesky factorisation); those factors are untouched.
-    ``m``: the rows behind each C (one number, or one per factor).
-    """
-    if not facs:
-        return []
-    d = facs[0].dim
-    ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
-    Rinv = rinv_many(facs)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
-        G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
-        G = 0.5 * (G + G.transpose(0, 2, 1))
-        tr = np.trace(G, axis1=1, axis2=2)
-    good = np.flatnonzero(tr <= FAST_TRACE_MAX)
-    refused = [int(i) for i in np.flatnonzero(~(tr <= FAST_TRACE_MAX))]
-    if good.size == 0:
-        return refused
-    G = G[good]
-    G[:, np.arange(d), np.arange(d)] += 1.0
-    try:
+    # -- several factors of one dimension at once (the heads of a MultiHeadLeverage) ---------------------------
+    @staticmethod
+    def _compute_bounds(facs) -> list:
+        """:class:`Bound` of each factor at its current state (None where it has none), the SVDs stacked."""
+        out = [None] * len(facs)
+        # Fewer rows than dimensions (λ = 0): singular, no triangular scorer — known without the scorer's SVD.
+        tri = [i for i, f in enumerate(facs) if (f.ridge > 0 or f.n >= f.dim) and f._get_scorer().kind == "tri"]
+        if not tri:
+            return out
+        S = np.stack([facs[i]._get_scorer().R for i in tri])
+        cn = colnorms(S)
+        ok = np.all(cn > 0, axis=1)
+        if not ok.any():
+            return out
+        X = S[ok] / cn[ok][:, None, :]
+        k = X.shape[0]
+        # Many wide factors (MultiHeadLeverage's heads): their SVDs split over the threads, which gives the same
+        # bytes (each matrix's SVD runs alone on one thread either way); below BOUND_SPLIT_MIN_DIM the thread
+        # hand-off costs more than it saves.
+        parts = parts_for(k, 1) if S.shape[-1] >= BOUND_SPLIT_MIN_DIM else 1
         with blas_threads(1):
-            L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
-    except np.linalg.LinAlgError:
-        return sorted(refused + [int(i) for i in good])
-    accept_many([facs[i] for i in good], L.transpose(0, 2, 1), ms[good])
-    return refused
+            res = split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts)
+        sv = res[0] if len(res) == 1 else np.concatenate(res)
+        for i, c, s in zip(np.asarray(tri)[ok], cn[ok], sv):
+            if not (s[-1] > 0 and np.isfinite(s[0])):
+                continue
+            cond = s[0] / s[-1]
+            if cond > BOUND_COND_MAX:
+                continue
+            margin = 1e-12 + 64.0 * facs[i].dim * _EPS64 * cond
+            out[i] = Bound(1.0 / c, (1.0 + margin) / s[-1] ** 2, (1.0 - margin) / s[0] ** 2, facs[i].n)
+        return out
+
+    @staticmethod
+    def bounds_many(facs, *, fresh: bool = False) -> list:
+        """:meth:`Factor.bound` of several factors of one dimension, the bounds to recompute as one stacked SVD.
+
+        From BOUND_SPLIT_MIN_DIM on, the SVDs are split over the threads (the same bytes).
+        """
+        out, todo = [], []
+        for i, f in enumerate(facs):
+            b = f._bound
+            if _bound_reusable(b, f.n, f.dim, fresh):
+                out.append(b)
+            else:
+                out.append(None)
+                todo.append(i)
+        if todo:
+            for i, nb in zip(todo, Factor._compute_bounds([facs[i] for i in todo])):
+                if nb is not None:
+                    facs[i]._bound = nb
+                out[i] = nb if nb is not None or fresh else facs[i]._bound
+        return out
+
+    @staticmethod
+    def fast_ok_many(facs) -> list[bool]:
+        """:meth:`Factor.fast_ok` of several factors of one dimension, the column norms as one stacked computation."""
+        stale = [f for f in facs if f._fast is None or f._fast.n != f.n]
+        if stale:
+            Rs = np.stack([f.R for f in stale])
+            nonsingular = np.all(np.diagonal(Rs, axis1=1, axis2=2) != 0, axis=1)
+            cn = colnorms(Rs)
+            with blas_threads(1):  # one limit for all the condition estimates (nested contexts are free)
+                for f, ok, c in zip(stale, nonsingular, cn):
+                    f._set_fast(c if ok else None)
+        return [f._fast.ok for f in facs]
+
+    @staticmethod
+    def accept_many(facs, U: np.ndarray, m) -> None:
+        """:meth:`Factor.accept` of several factors at once: ``R_k ← triu(U_k R_k)`` as one stacked product.
+
+        ``m``: the rows each update adds (one number for all, or one per factor).
+        """
+        Rn = np.triu(np.matmul(U, np.stack([f.R for f in facs])))
+        ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
+        for f, R, k in zip(facs, Rn, ms):
+            f._accepted(R, int(k))
+
+    @staticmethod
+    def whitened_update_many(facs, C: np.ndarray, m) -> list:
+        """Tier 1 of :meth:`Factor.update` for several factors from their rows' Gram matrices C (stacked, symmetric).
+
+        Per factor the arithmetic of the single update — G = R⁻ᵀCR⁻¹, I + G = UᵀU,
+        R ← UR — with the d x d steps as stacked operations.  Returns the indices
+        (into ``facs``) whose update was refused (trace(G) > FAST_TRACE_MAX, an
+        overflow, or a failed Cholesky factorisation); those factors are untouched.
+        ``m``: the rows behind each C (one number, or one per factor).
+        """
+        if not facs:
+            return []
+        d = facs[0].dim
+        ms = np.broadcast_to(np.asarray(m, dtype=np.int64), (len(facs),))
+        Rinv = Factor.rinv_many(facs)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow fails the trace test (as per head)
+            G = np.matmul(np.matmul(Rinv.transpose(0, 2, 1), C), Rinv)
+            G = 0.5 * (G + G.transpose(0, 2, 1))
+            tr = np.trace(G, axis1=1, axis2=2)
+        good = np.flatnonzero(tr <= FAST_TRACE_MAX)
+        refused = [int(i) for i in np.flatnonzero(~(tr <= FAST_TRACE_MAX))]
+        if good.size == 0:
+            return refused
+        G = G[good]
+        G[:, np.arange(d), np.arange(d)] += 1.0
+        try:
+            with blas_threads(1):
+                L = np.linalg.cholesky(G)  # I + G = L Lᵀ, U = Lᵀ
+        except np.linalg.LinAlgError:
+            return sorted(refused + [int(i) for i in good])
+        Factor.accept_many([facs[i] for i in good], L.transpose(0, 2, 1), ms[good])
+        return refused
+
+    @staticmethod
+    def rinv_many(facs) -> np.ndarray:
+        """Stacked inverses of several nonsingular factors (cached ones reused, the rest as :func:`tri_inv` gives)."""
+        todo = [f for f in facs if f._rinv is None]
+        if todo:
+            if todo[0].dim >= TRI_INV_LAPACK_MIN_DIM:
+                inv = [tri_inv(f.R) for f in todo]
+            else:
+                inv = kernels.tri_inv_upper_batched(np.ascontiguousarray(np.stack([f.R for f in todo])))
+            for f, ri in zip(todo, inv):
+                f._rinv = ri
+        return np.stack([f._rinv for f in facs])
 
 
-def rinv_many(facs) -> np.ndarray:
-    """Stacked inverses of several nonsingular factors (cached ones reused, the rest as :func:`tri_inv` would give)."""
-    todo = [f for f in facs if f._rinv is None]
-    if todo:
-        if todo[0].dim >= TRI_INV_LAPACK_MIN_DIM:
-            inv = [tri_inv(f.R) for f in todo]
-        else:
-            inv = kernels.tri_inv_upper_batched(np.ascontiguousarray(np.stack([f.R for f in todo])))
-        for f, ri in zip(todo, inv):
-            f._rinv = ri
-    return np.stack([f._rinv for f in facs])
+bounds_many = Factor.bounds_many
+fast_ok_many = Factor.fast_ok_many
+accept_many = Factor.accept_many
+whitened_update_many = Factor.whitened_update_many
+rinv_many = Factor.rinv_many

@@ -322,7 +322,7 @@ def gram_floor(K, repeat=2, chunk=4096):
     by QR), so no multi-head method beats this on the same machine.  Best of
     ``repeat``.
     """
-    from streamlev._factor import gram
+    from streamlev._linalg import gram
     from streamlev._threads import parts_for, split_run
 
     H, n, _ = K.shape

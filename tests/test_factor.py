@@ -1,4 +1,4 @@
-"""streamlev._factor against the oracles: screening bounds, the update tiers, QR and triangular inverses.
+"""streamlev._factor and streamlev._linalg against the oracles: screening bounds, update tiers, QR, inverses.
 
 Every check compares with tests/naive.py (float64 SVD of the column-normalised keys) or with a
 plain computation written here; none compares the library with itself only.
@@ -78,11 +78,9 @@ def test_classify_decides_most_rows_without_scoring():
 
 def test_few_rows_are_scored_without_a_fresh_bound(monkeypatch):
     """Evicting fewer than 8·d candidates scores them (no SVD for a bound); more take the bound; both exact."""
-    from streamlev import _factor
-
     calls = []
-    orig = _factor._compute_bounds
-    monkeypatch.setattr(_factor, "_compute_bounds", lambda facs: calls.append(len(facs)) or orig(facs))
+    orig = Factor._compute_bounds
+    monkeypatch.setattr(Factor, "_compute_bounds", staticmethod(lambda facs: calls.append(len(facs)) or orig(facs)))
     rng = np.random.default_rng(61)
     d = 40
     K = rng.standard_normal((6000, d)) * np.logspace(-4, 4, d)
@@ -161,7 +159,7 @@ def test_block_and_stream_paths_agree_on_the_set():
 @pytest.mark.parametrize("m", [1, 5, 70, 400])
 def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
     """tp_qr_r (LAPACK dtpqrt on [R; B]) gives a triangular factor whose scores are the oracle's, chunked or not."""
-    from streamlev import _factor
+    from streamlev import _linalg
 
     rng = np.random.default_rng(43 + m)
     d = 24
@@ -171,9 +169,9 @@ def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
     R0 = np.linalg.qr(A0, mode="r")  # numpy's own Householder QR, not the library's
     keep = R0.copy()
     K = np.vstack([A0, B.astype(np.float64)])
-    for entries in (_factor.TP_ENTRIES, 7 * d):  # one dtpqrt call, then chunks of 7 rows
-        monkeypatch.setattr(_factor, "TP_ENTRIES", entries)
-        R = _factor.tp_qr_r(R0, B)
+    for entries in (_linalg.TP_ENTRIES, 7 * d):  # one dtpqrt call, then chunks of 7 rows
+        monkeypatch.setattr(_linalg, "TP_ENTRIES", entries)
+        R = _linalg.tp_qr_r(R0, B)
         assert R.shape == (d, d) and R.flags.c_contiguous
         np.testing.assert_array_equal(np.tril(R, -1), 0.0)
         np.testing.assert_array_equal(R0, keep)  # the input factor is not modified
@@ -182,10 +180,10 @@ def test_triangular_pentagonal_qr_against_the_oracle(monkeypatch, m):
     # a merge: B triangular itself (trap = d), and a ridge-style diagonal
     R2 = np.linalg.qr(B.astype(np.float64), mode="r") if m >= d else None
     if R2 is not None:
-        Rm = _factor.merge_r(R0, R2)
+        Rm = _linalg.merge_r(R0, R2)
         np.testing.assert_allclose(np.sum(np.linalg.solve(Rm.T, K.T) ** 2, axis=0), naive.leverage(K), rtol=1e-8)
     lam = 0.3
-    Rl = _factor.tp_qr_r(R0, np.sqrt(lam) * np.eye(d), trap=d)
+    Rl = _linalg.tp_qr_r(R0, np.sqrt(lam) * np.eye(d), trap=d)
     np.testing.assert_allclose(
         np.sum(np.linalg.solve(Rl.T, A0.T) ** 2, axis=0), naive.ridge_leverage(A0, lam), rtol=1e-8
     )
@@ -233,7 +231,8 @@ def test_rank_deficient_factor_rank_then_scores_state_by_state():
 @pytest.mark.parametrize("d", [200, 512])
 def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
     """Kernel below TRI_INV_LAPACK_MIN_DIM, dtrtri from it: inverse to rounding, the same bits single and stacked."""
-    from streamlev._factor import TRI_INV_LAPACK_MIN_DIM, rinv_many, tri_inv
+    from streamlev._factor import TRI_INV_LAPACK_MIN_DIM, rinv_many
+    from streamlev._linalg import tri_inv
 
     rng = np.random.default_rng(59)
     facs = []
@@ -256,8 +255,8 @@ def test_triangular_inverse_of_wide_factors_single_and_stacked(d):
 def test_batched_triangular_inverse_and_column_norms():
     import scipy.linalg as sla
 
-    from streamlev._factor import colnorms
     from streamlev._kernels import tri_inv_upper_batched
+    from streamlev._linalg import colnorms
 
     rng = np.random.default_rng(21)
     d = 16

@@ -101,7 +101,7 @@ def test_gram_upper_propagates_nan_and_inf():
 
 
 def test_gram_sums_blocks_into_the_symmetric_matrix_with_norms(threads):
-    from streamlev._factor import gram
+    from streamlev._linalg import gram
 
     rng = np.random.default_rng(41)
     B = rng.standard_normal((10_000, 13)) * np.logspace(-3, 3, 13)

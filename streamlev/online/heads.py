@@ -23,11 +23,11 @@ from .._factor import (
     admit_threshold,
     bounds_many,
     fast_ok_many,
-    gram,
     rinv_many,
     whitened_update_many,
 )
 from .._lazy import kernels
+from .._linalg import gram
 from .._sketch import Sketch
 from .._threads import parts_for, split_run
 from .._tuning import ACC_MIN_ROWS, ACC_MIN_ROWS_PER_DIM, ADMITTED_FLUSH, ADMITTED_FLUSH_FRACTION, HEAD_PENDING_ENTRIES

@@ -44,7 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import serialize
-from .._factor import Factor, admit, qr_r, whiten
+from .._factor import Factor, admit
+from .._linalg import qr_r, whiten
 from .._sketch import Sketch
 from .._tuning import MIN_RESCORE, ONLINE_SUB
 from .._validate import as_block, check_dim, check_eps, check_factor_memory, check_ridge
