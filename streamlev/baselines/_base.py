@@ -157,8 +157,23 @@ class TwoPassBaseline(Baseline):
         self._found_scores = []
         self._map = None
 
+    #: Parameters two sketches must share to merge (the subclass adds its own).
+    _merge_names: tuple[str, ...] = ("dim", "eps", "ridge", "seed")
+
     def _scoring_map(self) -> np.ndarray:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def _merge_sketch(self, other: TwoPassBaseline) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def merge(self, other: TwoPassBaseline) -> TwoPassBaseline:
+        """Add the pass-1 sketch of a disjoint set of rows (same kind and parameters); before the second pass only."""
+        self._check_merge(other, self._merge_names)
+        if self._scanned or other._scanned:
+            raise ValueError("merge sketches before the second pass")
+        self._merge_sketch(other)
+        self._absorb_ranges(other)
+        return self
 
     def update(self, X: ArrayLike) -> TwoPassBaseline:
         if self._scanned:

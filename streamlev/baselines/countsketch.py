@@ -113,11 +113,7 @@ class CountSketchLeverage(TwoPassBaseline):
         """A copy of the ``m x d`` sketch SK."""
         return self._S.copy()
 
-    def merge(self, other: CountSketchLeverage) -> CountSketchLeverage:
-        """Add the sketch of a disjoint set of rows (same dim, eps, ridge, seed and sketch_rows); pass 1 only."""
-        self._check_merge(other, ("dim", "eps", "ridge", "seed", "sketch_rows"))
-        if self._scanned or other._scanned:
-            raise ValueError("merge sketches before the second pass")
+    _merge_names = ("dim", "eps", "ridge", "seed", "sketch_rows")
+
+    def _merge_sketch(self, other: CountSketchLeverage) -> None:
         self._S += other._S
-        self._absorb_ranges(other)
-        return self

@@ -184,14 +184,10 @@ class TwoPassExact(TwoPassBaseline):
             return keep, np.zeros(0)
         return keep, np.clip(self._factor.scores(B[keep]), 0.0, 1.0)
 
-    def merge(self, other: TwoPassExact) -> TwoPassExact:
-        """Merge the pass-1 factor of a disjoint set of rows (before the second pass)."""
-        self._check_merge(other, ("dim", "eps", "ridge"))
-        if self._scanned or other._scanned:
-            raise ValueError("merge sketches before the second pass")
+    _merge_names = ("dim", "eps", "ridge")  # deterministic: the seed plays no part
+
+    def _merge_sketch(self, other: TwoPassExact) -> None:
         self._factor.merge(other._factor)
-        self._absorb_ranges(other)
-        return self
 
 
 class FrequentDirections(_Wrapped):

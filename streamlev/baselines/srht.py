@@ -163,11 +163,7 @@ class SRHTLeverage(TwoPassBaseline):
         """A copy of the ``r₁ x d`` sketch Π₁K."""
         return self._S.copy()
 
-    def merge(self, other: SRHTLeverage) -> SRHTLeverage:
-        """Add the sketch of a disjoint set of rows (same dim, eps, ridge, seed and sketch_rows); pass 1 only."""
-        self._check_merge(other, ("dim", "eps", "ridge", "seed", "sketch_rows", "jl_eps"))
-        if self._scanned or other._scanned:
-            raise ValueError("merge sketches before the second pass")
+    _merge_names = ("dim", "eps", "ridge", "seed", "sketch_rows", "jl_eps")
+
+    def _merge_sketch(self, other: SRHTLeverage) -> None:
         self._S += other._S
-        self._absorb_ranges(other)
-        return self
