@@ -300,11 +300,16 @@ def bench_heads(H=12, m=256, d=64, blocks=80, eps=1e-3, repeat=3, label=""):
         f"MultiHeadLeverage / floor = {t_m / floor:.1f}x)"
     )
     sys.stdout.flush()
+    return _heads_record(H, m, d, n, t_m, t_l, same, floor)
+
+
+def _heads_record(H, m, d, rows, t_m, t_l, same, floor):
+    """The JSON row of a heads table: MultiHeadLeverage vs a loop of OnlineLeverage, and the Gram floor."""
     return dict(
         table="heads",
         heads=H,
         block=f"({H}, {m}, {d})",
-        rows_per_head=n,
+        rows_per_head=rows,
         multihead_s=t_m,
         loop_s=t_l,
         speedup=t_l / t_m,
@@ -383,17 +388,7 @@ def bench_heads_stream(H=12, m=256, d=64, n=1_000_000, eps=1e-3, repeat=2):
         f"scaled; loop / floor = {t_l / floor:.1f}x, MultiHeadLeverage / floor = {t_m / floor:.1f}x)"
     )
     sys.stdout.flush()
-    return dict(
-        table="heads",
-        heads=H,
-        block=f"({H}, {m}, {d})",
-        rows_per_head=rows,
-        multihead_s=t_m,
-        loop_s=t_l,
-        speedup=t_l / t_m,
-        same_sets=same,
-        gram_floor_s=floor,
-    )
+    return _heads_record(H, m, d, rows, t_m, t_l, same, floor)
 
 
 def stream_marks(path, n, marks, d=64, eps=1e-3):
