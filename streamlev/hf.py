@@ -188,10 +188,12 @@ def compress(
     After every forward each layer's cache holds ``min(budget, tokens seen)`` tokens per KV head
     (fewer for ``"universal"`` when the universal sets are smaller).  With ``budget`` at least the
     number of tokens seen, nothing is evicted (``"universal"`` excepted) and the logits are those
-    of the uncompressed model.  For ``"universal"`` an evicted token had prefix leverage
-    ``< eps``; for *power* attention (x², row-normalised) no later query can give it attention
-    ``>= eps`` (docs/design.md, universal sets); for softmax attention that bound does not hold and
-    every policy is a heuristic.
+    of the uncompressed model.  For ``"universal"``, while a head's universal set fits in
+    ``budget``, an evicted token had prefix leverage ``< eps``, and for *power* attention (x²,
+    row-normalised) no later query can give it attention ``>= eps`` (docs/design.md, universal
+    sets); when the set outgrows ``budget``, its lowest-scoring members are evicted as well and the
+    bound does not cover them.  For softmax attention no such bound holds and every policy is a
+    heuristic.
     """
 
     def new_selector() -> KVSelector:
