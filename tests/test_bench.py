@@ -56,6 +56,13 @@ def test_a_figure_past_its_target_is_not_met(change, key):
     assert all(v for k, v in got.items() if k != bench.TARGETS[key])
 
 
+def test_a_longer_stream_that_peaks_lower_is_flat_in_n():
+    shrinking = [dict(n=10**5, online_peak=114), dict(n=10**6, online_peak=113), dict(n=10**7, online_peak=100)]
+    assert verdicts(memory=shrinking)[bench.TARGETS["memory"]] is True
+    growing = [dict(n=10**5, online_peak=100), dict(n=10**6, online_peak=100), dict(n=10**7, online_peak=111)]
+    assert verdicts(memory=growing)[bench.TARGETS["memory"]] is False
+
+
 def test_the_measurements_run_at_tiny_sizes_and_find_the_oracle_sets(capsys):
     rows = bench.bench_main(3000, 8, 0.05, 1, with_svd=True)
     assert {r["method"] for r in rows} >= {"numpy-gram", "OnlineLeverage", "two-pass .npy", "numpy-svd"}
