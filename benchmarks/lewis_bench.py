@@ -11,7 +11,7 @@ exact
     the keys' own size.  With ``--max-seconds S`` (default 60, the library's default) a request
     estimated above S is refused up front; the row then records the estimate instead of a time.
 one-pass
-    ``streamlev.lewis.OnlinePowerSet`` streaming the keys in blocks, against the exact set:
+    ``streamlev.OnlinePowerSet`` streaming the keys in blocks, against the exact set:
     most rows held (the state; bound c_p·rank/eps), peak traced memory, whether the one-pass
     result contains the exact set (the guarantee), seconds.  Sizes ``--one-pass-rows``.
 

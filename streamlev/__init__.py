@@ -25,7 +25,7 @@ _WHERE = {
     "leverage_scores": ".exact",
     "universal_set": ".sets",
     "ConvergenceError": ".lewis",
-    "OnlinePowerSet": ".lewis",
+    "OnlinePowerSet": ".powerset",
     "lewis_weights": ".lewis",
     "universal_set_p": ".lewis",
     "MultiHeadLeverage": ".online",

@@ -143,7 +143,7 @@ def select_keys(
         raise ValueError(
             f"causal=True with p={p} < 1 is not supported: the prefix sets need exact "
             f"l_p sensitivities, a convex problem only for p >= 1; use p >= 1, "
-            f"causal=False, or streamlev.lewis.OnlinePowerSet"
+            f"causal=False, or streamlev.OnlinePowerSet"
         )
     if causal and top_k is not None and p != 2.0:
         raise ValueError(

@@ -16,6 +16,7 @@ MODULES = (
     "streamlev.dask",
     "streamlev.hf",
     "streamlev.lewis",
+    "streamlev.powerset",
     "streamlev.twopass",
     "streamlev.cli",
 )
