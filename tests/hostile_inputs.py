@@ -294,3 +294,21 @@ def _random_sizes(rng, n):
         sizes.append(s)
         left -= s
     return sizes
+
+
+# .npy files that every reader (the CLI, two_pass_universal_set) must refuse in one line.
+BAD_NPY = [
+    "truncated-data",
+    "truncated-header",
+    "text-named-npy",
+    "zero-byte-file",
+    "directory",
+    "missing",
+    "object-pickle",
+    "complex",
+    "unicode",
+    "1-D",
+    "3-D",
+    "nan-row-70",
+    "corrupt-header",
+]

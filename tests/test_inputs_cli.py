@@ -11,6 +11,7 @@ import pytest
 
 from . import naive
 from .hostile_inputs import (
+    BAD_NPY,
     _write_npy_cases,
     oracle,
     run_cli,
@@ -45,21 +46,7 @@ def _cli_default(tmp_path_factory):
     _CLI_DEFAULT_PATH[0] = files["c-order"]
 
 
-CLI_NPY_BAD = [
-    "truncated-data",
-    "truncated-header",
-    "text-named-npy",
-    "zero-byte-file",
-    "directory",
-    "missing",
-    "object-pickle",
-    "complex",
-    "unicode",
-    "1-D",
-    "3-D",
-    "nan-row-70",
-    "corrupt-header",
-]
+CLI_NPY_BAD = BAD_NPY
 
 
 @pytest.mark.parametrize("method", ["two-pass", "online", "exact"])

@@ -15,6 +15,7 @@ from streamlev import two_pass_universal_set
 from . import naive
 from .hostile_inputs import (
     BAD_KEYS,
+    BAD_NPY,
     GOOD_KEYS,
     _blocks_of,
     _write_npy_cases,
@@ -59,19 +60,7 @@ NPY_CASES = [
     "int16",
     "empty",
     "str-path",
-    "truncated-data",
-    "truncated-header",
-    "text-named-npy",
-    "zero-byte-file",
-    "directory",
-    "missing",
-    "object-pickle",
-    "complex",
-    "unicode",
-    "1-D",
-    "3-D",
-    "nan-row-70",
-    "corrupt-header",
+    *BAD_NPY,
 ]
 
 
