@@ -124,19 +124,24 @@ def test_multihead_one_token_per_call_matches_the_oracle():
 
 
 # -- multi-head blocks staged in the shared buffer -------------------------------------------------------
-def _count_staged(monkeypatch):
+def _spy(monkeypatch, method, hit, miss, is_hit):
+    """Count the calls of ``MultiHeadLeverage.<method>`` whose result ``is_hit`` (key ``hit``) or not (``miss``)."""
     from streamlev.online import MultiHeadLeverage
 
-    seen = {"staged": 0, "general": 0}
-    orig = MultiHeadLeverage._stage
+    seen = {hit: 0, miss: 0}
+    orig = getattr(MultiHeadLeverage, method)
 
     def spy(self, X, ids):
         out = orig(self, X, ids)
-        seen["staged" if out is not None else "general"] += 1
+        seen[hit if is_hit(out) else miss] += 1
         return out
 
-    monkeypatch.setattr(MultiHeadLeverage, "_stage", spy)
+    monkeypatch.setattr(MultiHeadLeverage, method, spy)
     return seen
+
+
+def _count_staged(monkeypatch):
+    return _spy(monkeypatch, "_stage", "staged", "general", lambda out: out is not None)
 
 
 def test_multihead_staged_blocks_of_any_layout_match_the_oracle(monkeypatch):
@@ -215,18 +220,7 @@ def test_multihead_staged_refusals_change_nothing(monkeypatch, dtype):
 
 
 def _spy_accumulate(monkeypatch):
-    from streamlev.online import MultiHeadLeverage
-
-    seen = {"kernel": 0, "other": 0}
-    orig = MultiHeadLeverage._accumulate
-
-    def spy(self, X, ids):
-        done = orig(self, X, ids)
-        seen["kernel" if done else "other"] += 1
-        return done
-
-    monkeypatch.setattr(MultiHeadLeverage, "_accumulate", spy)
-    return seen
+    return _spy(monkeypatch, "_accumulate", "kernel", "other", bool)
 
 
 def _tier1_heads(rng, n, d):
