@@ -21,40 +21,27 @@ from tests.naive_kv import NaiveHead, choose, kvpress_scores, naive_layer_step  
 POLICIES_DET = ("universal", "leverage", "streaming_llm", "h2o", "tova", "key_norm")
 
 
-def tiny_llama(seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _tiny(family, seed, **shape):
+    """A random-weight ``<family>ForCausalLM`` with grouped-query attention, built from its config."""
+    import transformers
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=61,
-        hidden_size=20,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=6,
-        max_position_embeddings=512,
-        eos_token_id=None,
+    cfg = getattr(transformers, f"{family}Config")(
+        vocab_size=61, intermediate_size=32, max_position_embeddings=512, eos_token_id=None, **shape
     )
-    return LlamaForCausalLM(cfg).eval()
+    return getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+
+
+def tiny_llama(seed=0):
+    return _tiny(
+        "Llama", seed, hidden_size=20, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=6
+    )
 
 
 def tiny_qwen2(seed=0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
-        vocab_size=61,
-        hidden_size=24,
-        intermediate_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        head_dim=10,
-        max_position_embeddings=512,
-        eos_token_id=None,
+    return _tiny(
+        "Qwen2", seed, hidden_size=24, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, head_dim=10
     )
-    return Qwen2ForCausalLM(cfg).eval()
 
 
 MODELS = {"llama": tiny_llama, "qwen2": tiny_qwen2}
