@@ -47,7 +47,6 @@ __all__ = [
     "accept_many",
     "admit",
     "at_least",
-    "blas_threads",
     "bounds_many",
     "fast_ok_many",
     "rinv_many",

@@ -83,7 +83,7 @@ class ApproxGuaranteeWarning(UserWarning):
 # SVDs of (2·ell) x d matrices run many times slower on several busy BLAS threads than on one
 # (benchmarks/approx_bench.py measures both; figures on the performance page), so every SVD runs on one thread.
 def _one_blas_thread():
-    from ._factor import blas_threads  # the library's one thread controller
+    from ._threads import blas_threads  # the library's one thread controller
 
     return blas_threads(1)
 

@@ -40,7 +40,8 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._factor import THRESHOLD_RTOL, at_least, blas_threads
+from ._factor import THRESHOLD_RTOL, at_least
+from ._threads import blas_threads
 from ._tuning import CERT_BATCH, SCREEN_TOL
 from ._validate import as_keys, check_eps, check_p, check_ridge
 from .exact import leverage_scores
@@ -73,7 +74,7 @@ def _one_blas_thread(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with blas_threads(1):  # the library's one thread controller (streamlev._factor)
+        with blas_threads(1):  # the library's one thread controller (streamlev._threads)
             return func(*args, **kwargs)
 
     return wrapper
