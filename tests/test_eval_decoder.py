@@ -59,3 +59,23 @@ def test_passkey_prompts_share_one_length():
     for p in prompts:
         text = "".join(map(chr, p["ids"][0].tolist()))
         assert text.count(p["key"]) == 2
+
+
+def test_power_weights_are_squared_logits_over_the_visible_ones():
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, 7, generator=gen, dtype=torch.float64)
+    visible = torch.rand(2, 3, 5, 7, generator=gen) < 0.6
+    visible[..., 0] = True
+    got = decoder.attention_weights(logits, visible, "power").numpy()
+    x, v = logits.numpy(), visible.numpy()
+    for idx in np.ndindex(*x.shape[:-1]):
+        num = np.where(v[idx], x[idx] ** 2, 0.0)
+        np.testing.assert_allclose(got[idx], num / num.sum(), rtol=1e-13)
+    soft = decoder.attention_weights(logits, visible, "softmax").numpy()
+    for idx in np.ndindex(*x.shape[:-1]):
+        e = np.where(v[idx], np.exp(x[idx] - x[idx][v[idx]].max()), 0.0)
+        np.testing.assert_allclose(soft[idx], e / e.sum(), rtol=1e-13)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        decoder.attention_weights(logits, visible, "relu")

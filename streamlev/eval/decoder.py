@@ -47,7 +47,9 @@ import time
 from pathlib import Path
 
 __all__ = [
+    "KERNELS",
     "POLICY_RUNS",
+    "attention_weights",
     "load_model",
     "load_passages",
     "main",
@@ -129,8 +131,19 @@ def load_passages(tok, n: int, tokens: int) -> list[dict]:
 class _MaskedRun:
     """State of one masked forward: the policy, the budget, captured pre-RoPE keys, statistics."""
 
-    def __init__(self, opts: dict | None, budget: int, *, sinks: int = SINKS, window: int = WINDOW, seed: int = 0):
-        self.opts, self.budget, self.seed = opts, budget, seed
+    def __init__(
+        self,
+        opts: dict | None,
+        budget: int,
+        *,
+        sinks: int = SINKS,
+        window: int = WINDOW,
+        seed: int = 0,
+        kernel: str = "softmax",
+    ):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.opts, self.budget, self.seed, self.kernel = opts, budget, seed, kernel
         self.sinks, self.window = sinks, window
         self.pre: dict[int, object] = {}
         self.loss: dict[int, list] = {}
@@ -189,8 +202,9 @@ def _masked_attention(module, query, key, value, attention_mask, *, scaling=None
                 pre_keys=None if pre is None else pre[:, :, t : t + 1],
                 scaling=scale,
             )
-    full = torch.softmax(logits.masked_fill(~causal, -math.inf), dim=-1)
-    probs = torch.softmax(logits.masked_fill(~mask.unsqueeze(2), -math.inf), dim=-1)
+    kernel = "softmax" if run is None else run.kernel
+    full = attention_weights(logits, causal, kernel)
+    probs = attention_weights(logits, mask.unsqueeze(2), kernel)
     if run is not None and run.opts is not None:
         b0 = min(run.budget, T - 1)
         evicted = full * (causal & ~mask.unsqueeze(2))
@@ -198,6 +212,27 @@ def _masked_attention(module, query, key, value, attention_mask, *, scaling=None
         run.max_evicted[module.layer_idx] = float(evicted.max())
     out = torch.einsum("bhgts,bhsd->bhgtd", probs, value).reshape(B, Hq, T, d)
     return out.transpose(1, 2).contiguous(), None
+
+
+KERNELS = ("softmax", "power")
+
+
+def attention_weights(logits, visible, kernel: str = "softmax"):
+    """Row-normalised attention over the ``visible`` entries of ``logits`` (q·k scaled).
+
+    ``"softmax"``: exp, as the pretrained models attend.  ``"power"``: f(x) = x², the kernel whose
+    heavy keys the prefix universal set provably holds (every key with prefix leverage < eps gets
+    attention < eps from every query, docs/design.md); the scaling cancels in the normalisation.
+    A row whose visible logits are all zero gets zero weights under ``"power"``.
+    """
+    import torch
+
+    if kernel == "softmax":
+        return torch.softmax(logits.masked_fill(~visible, -math.inf), dim=-1)
+    if kernel == "power":
+        w = logits.square().masked_fill(~visible, 0.0)
+        return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
 @contextlib.contextmanager
@@ -225,15 +260,27 @@ def masked_attention(model):
         model.set_attn_implementation(previous)
 
 
-def masked_forward(model, ids, opts: dict | None, budget: int, *, sinks: int = SINKS, window: int = WINDOW):
+def masked_forward(
+    model,
+    ids,
+    opts: dict | None,
+    budget: int,
+    *,
+    sinks: int = SINKS,
+    window: int = WINDOW,
+    kernel: str = "softmax",
+):
     """Logits of ``ids`` when every position sees what the policy had kept by then (inside :func:`masked_attention`).
+
+    ``kernel`` is the attention's row normalisation (:func:`attention_weights`): ``"softmax"`` for
+    pretrained models, ``"power"`` for models trained with power attention.
 
     Returns ``(logits, run)``; ``run.loss[layer]`` is the evicted attention mass per KV head on the
     positions past ``budget`` and ``run.max_evicted[layer]`` the largest attention given to an evicted token.
     """
     import torch
 
-    run = _STATE["run"] = _MaskedRun(opts, budget, sinks=sinks, window=window)
+    run = _STATE["run"] = _MaskedRun(opts, budget, sinks=sinks, window=window, kernel=kernel)
     try:
         with torch.no_grad():
             logits = model(ids, use_cache=False).logits
