@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.linalg import cho_solve, lapack
 
 from ._factor import THRESHOLD_RTOL, at_least
 from ._threads import blas_threads
@@ -94,9 +95,11 @@ def _row_basis(K: np.ndarray):
 
     Returns ``(U, active)`` with ``active`` the boolean mask of nonzero rows.  Lewis weights and
     ℓ_p sensitivities of K equal those of U (they only depend on the row space: K_active = U·B
-    with B of full row rank).  Computed from a Householder QR of the column-normalised keys and an
-    SVD of its small triangular factor, with the :func:`numpy.linalg.matrix_rank` tolerance judged
-    after column scaling (the rule of :func:`streamlev.leverage_scores`).
+    with B of full row rank).  Computed from the column-normalised keys: by two Cholesky-QR passes
+    (:func:`_cholesky_qr2`) when they are well conditioned, otherwise from a Householder QR (rows in
+    decreasing norm) and an SVD of its small triangular factor, with the
+    :func:`numpy.linalg.matrix_rank` tolerance judged after column scaling (the rule of
+    :func:`streamlev.leverage_scores`).
     """
     active = np.any(K != 0, axis=1)
     Ka = np.asarray(K[active], dtype=np.float64)
@@ -106,12 +109,60 @@ def _row_basis(K: np.ndarray):
     norms = np.sqrt(np.einsum("ij,ij->j", Ka, Ka))
     nz = norms > 0
     Kn = Ka[:, nz] / norms[nz]
-    Q, R = np.linalg.qr(Kn, mode="reduced")
+    U = _cholesky_qr2(Kn)
+    if U is not None:
+        return U, active
+    # Householder QR with the rows in decreasing norm (Powell–Reid: then accurate row by row, also for tiny rows)
+    order = np.argsort(-np.einsum("ij,ij->i", Kn, Kn), kind="stable")
+    Q, R = np.linalg.qr(Kn[order], mode="reduced")
     Ur, S, _ = np.linalg.svd(R)
     tol = S[0] * max(m, d) * _EPS64
     r = int(np.count_nonzero(S > tol))
-    U = Q @ Ur[:, :r]
-    return np.ascontiguousarray(U), active
+    U = np.empty((m, r))
+    U[order] = Q @ Ur[:, :r]
+    return U, active
+
+
+#: Largest estimated condition number of the column-normalised keys for which :func:`_row_basis` takes
+#: Cholesky QR: the first pass then leaves a basis within ~eps·cond² = 2e-6 of orthonormal, which the
+#: second pass makes orthonormal to rounding.
+_CHOLQR_COND_MAX = 1e5
+
+
+def _cholesky_qr2(Kn: np.ndarray) -> np.ndarray | None:
+    """Orthonormal basis of range(Kn) by two Cholesky-QR passes, or None when Kn is not safely well conditioned.
+
+    Pass one: R₁ = chol(KnᵀKn), U₁ = Kn·R₁⁻¹; pass two: the same on U₁.  Each pass multiplies by a
+    fixed invertible d x d matrix, so row i of the result is row i of Kn (to rounding relative to
+    that row) times one matrix: its span is that of Kn row by row, at every row scale.  Taken only
+    when the first factor's estimated condition number is below :data:`_CHOLQR_COND_MAX` (which
+    also puts every singular value far above the rank tolerance of :func:`_row_basis`, so the rank
+    is d) and the first pass lands within 0.1 of orthonormal; None sends the caller to Householder.
+    """
+    m, d = Kn.shape
+    if m < d or d == 0:
+        return None
+    R1, info = lapack.dpotrf(Kn.T @ Kn, lower=0, clean=1)
+    if info != 0:
+        return None
+    rcond, info = lapack.dtrcon(R1, norm="1", uplo="U")
+    # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number
+    if info != 0 or not rcond * _CHOLQR_COND_MAX > 1.0 or d * max(m, d) * _EPS64 > 1e-3 * rcond:
+        return None
+    W1, info = lapack.dtrtri(R1, lower=0)
+    if info != 0:
+        return None
+    U1 = Kn @ np.triu(W1)
+    C = U1.T @ U1
+    if not np.linalg.norm(C - np.eye(d)) <= 0.1:  # (also False for NaN)
+        return None
+    R2, info = lapack.dpotrf(C, lower=0, clean=1)
+    if info != 0:
+        return None
+    W2, info = lapack.dtrtri(R2, lower=0)
+    if info != 0:
+        return None
+    return np.ascontiguousarray(U1 @ np.triu(W2))
 
 
 def _weighted_leverage(U: np.ndarray, log_s: np.ndarray) -> np.ndarray:
@@ -153,26 +204,15 @@ def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
     (sums to rank exactly), and ``v`` = log of the final iterate, with max|log tau - v| <= tol.
     """
     m = U.shape[0]
-    tau = _weighted_leverage(U, np.zeros(m))
+    tau = np.einsum("ij,ij->i", U, U)  # the leverage scores of U, whose columns are orthonormal
     if p == 2.0 or m == 0:
         return tau, np.log(np.maximum(tau, np.finfo(float).tiny))
     a = 1.0 - 2.0 / p
     v = np.log(tau)
     if p <= _CP_MAX_P:
-        # Cohen–Peng: v <- (p/2)(log τ(v) - a v), a contraction with rate |1 - p/2| in the
-        # max-norm of log weights (for every p < 4); the step equals (p/2)·max|log τ - v|.
-        # Used up to p = 3 (rate <= 1/2 on [1, 3]); beyond, the descent method below is faster.
-        for _ in range(max_iter):
-            tau = _weighted_leverage(U, 0.5 * a * v)
-            if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
-                raise ConvergenceError(
-                    f"Lewis weights for p={p}: weights left the floating-point range; "
-                    f"p this far from 2 needs better-scaled keys"
-                )
-            res = np.log(tau) - v
-            if float(np.max(np.abs(res))) <= tol:
-                return tau, v
-            v = 0.5 * p * (np.log(tau) - a * v)
+        for _, (tau_k, v_k, res) in zip(range(max_iter), _cohen_peng(U, p, v), strict=False):
+            if res <= tol:
+                return tau_k, v_k
         raise ConvergenceError(
             f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} "
             f"Cohen-Peng iterations (rate |1-p/2| = {abs(1 - p / 2):.3g}); raise max_iter or tol"
@@ -211,6 +251,28 @@ def _lewis_active(U: np.ndarray, p: float, tol: float, max_iter: int):
         f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} iterations "
         f"(asymptotic rate (p-2)/(p+2) = {(p - 2) / (p + 2):.3g}); raise max_iter or tol"
     )
+
+
+def _cohen_peng(U: np.ndarray, p: float, v: np.ndarray):
+    """Cohen–Peng iterates for the Lewis weights of U (p < 4), from log-weights v: yields (τ, v, residual).
+
+    τ is the leverage of W^{1/2-1/p}U at w = exp(v) (a Householder-grade computation at every
+    iterate, so the bound of :func:`lewis_bound` holds for each) and the residual is
+    max|log τ - v|.  The update v <- (p/2)(log τ - a v) is a contraction with rate |1 - p/2| in
+    the max-norm of log weights (for every p < 4); its step equals (p/2)·residual.  Used up to
+    p = 3 (rate <= 1/2 on [1, 3]); beyond, the descent method of :func:`_lewis_active` is faster.
+    """
+    a = 1.0 - 2.0 / p
+    while True:
+        tau = _weighted_leverage(U, 0.5 * a * v)
+        if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
+            raise ConvergenceError(
+                f"Lewis weights for p={p}: weights left the floating-point range; "
+                f"p this far from 2 needs better-scaled keys"
+            )
+        log_tau = np.log(tau)
+        yield tau, v, float(np.max(np.abs(log_tau - v)))
+        v = 0.5 * p * (log_tau - a * v)
 
 
 def _check_tol_iter(tol, max_iter):
@@ -596,35 +658,39 @@ def _dual_upper_many(U: np.ndarray, Y: np.ndarray, UJ: np.ndarray, p: float) -> 
         return (nrm + corr) ** p  # inf (no information) rather than an error when out of range
 
 
-def _cheap_bounds(U: np.ndarray, p: float, Q: np.ndarray, s: np.ndarray, J: np.ndarray, *, eps: float):
+def _cheap_bounds(U: np.ndarray, p: float, s: np.ndarray, R: np.ndarray, J: np.ndarray, *, eps: float):
     """Certificates from the Lewis ellipsoid for the candidates J, all at once, at O(m·|J|·r).
 
-    With s = w^{a/2} (a = 1 - 2/p), M = UᵀW^aU and W^{a/2}U = QR (Q, s given):
+    With s ∝ w^{a/2} (a = 1 - 2/p) and M = UᵀS²U = RᵀR (s, R given):
 
-    * query q = M⁻¹u_j, Uq = (Q Q_jᵀ)/(s s_j)                         -> lower bound (and a warm
+    * query q = M⁻¹u_j (z = Uq)                                       -> lower bound (and a warm
       start for Newton);
     * query q = u_j, Uq = U u_j                                       -> a second lower bound;
-    * dual  y = W^a U M⁻¹u_j = s ⊙ (Q Q_jᵀ)/s_j satisfies Uᵀy = u_j  -> upper bound ‖y‖_{p'}^p;
+    * dual  y = S²U M⁻¹u_j = s² ⊙ z satisfies Uᵀy = u_j               -> upper bound ‖y‖_{p'}^p;
     * dual  y = U u_j (UᵀU = I)                                       -> a second upper bound;
     * dual  y ∝ sign(z)|z|^{p-1} at the first query (the optimality condition), projected onto
       {Uᵀy = u_j}                                                      -> a third upper bound.
 
+    Every lower bound is the attention of an explicit query (z is U times a vector), and every
+    upper bound is charged for its dual's residual (:func:`_dual_upper_many`), so R only needs to
+    be an accurate enough factor for the certificates to be sharp, not for them to hold.
+
     Lower bounds come first: a candidate whose lower bound reaches ``eps`` is decided (kept)
     and gets no upper bound (``inf``); each upper bound is computed only for the candidates
-    the previous ones left undecided.  Returns ``(lower, upper, Z)`` with Z[:, t] = U q for
-    candidate J[t] (m x |J|: callers pass batches of :data:`CERT_BATCH` candidates, so no
+    the previous ones left undecided.  Returns ``(lower, upper, queries)`` with queries[:, t] = q
+    (r x |J|) for candidate J[t] (callers pass batches of :data:`CERT_BATCH` candidates, so no
     m x candidates array exists).
     """
     UJ = U[J]
-    G = Q @ Q[J].T
-    Z = G / s[:, None] / s[J]
+    Qj = cho_solve((R, False), UJ.T)  # M⁻¹u_j, r x |J|
+    Z = U @ Qj
     Y2 = U @ UJ.T
     lo = np.maximum(_lower_many(Z, J, p), _lower_many(Y2, J, p))
     hi = np.full(J.size, np.inf)
     thr = eps * (1.0 - THRESHOLD_RTOL)
     todo = np.flatnonzero(lo < eps)
     if todo.size:
-        hi[todo] = _dual_upper_many(U, (s[:, None] * G[:, todo]) / s[J[todo]], UJ[todo], p)
+        hi[todo] = _dual_upper_many(U, (s * s)[:, None] * Z[:, todo], UJ[todo], p)
         todo = todo[hi[todo] >= thr]
     if todo.size:
         hi[todo] = np.minimum(hi[todo], _dual_upper_many(U, Y2[:, todo], UJ[todo], p))
@@ -639,7 +705,22 @@ def _cheap_bounds(U: np.ndarray, p: float, Q: np.ndarray, s: np.ndarray, J: np.n
         if ok.any():
             t = todo[ok]
             hi[t] = np.minimum(hi[t], _dual_upper_many(U, Gd[:, ok] / mu[ok], UJ[t], p))
-    return lo, hi, Z
+    return lo, hi, Qj
+
+
+def _weighted_r(U: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Upper-triangular R with RᵀR = UᵀS²U.
+
+    Cholesky of the r x r Gram matrix when its factor is well conditioned (it then holds ~eps·cond²
+    relative accuracy, ample for certificates that are checked anyway), else a Householder QR of S·U.
+    """
+    X = U * s[:, None]
+    R, info = lapack.dpotrf(X.T @ X, lower=0, clean=1)
+    if info == 0:
+        rcond, info = lapack.dtrcon(R, norm="1", uplo="U")
+        if info == 0 and rcond * _CHOLQR_COND_MAX * U.shape[1] > 1.0:
+            return R
+    return np.linalg.qr(X, mode="r")
 
 
 def _lower_many(Z: np.ndarray, J: np.ndarray, p: float) -> np.ndarray:
@@ -650,6 +731,34 @@ def _lower_many(Z: np.ndarray, J: np.ndarray, p: float) -> np.ndarray:
     zj = az[J, np.arange(J.size)]
     with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
         return np.where((zmax > 0) & (zj > 0), (zj / safe) ** p / np.sum((az / safe) ** p, axis=0), 0.0)
+
+
+def _screen(U: np.ndarray, eps: float, p: float, tol: float, max_iter: int):
+    """Candidates for the certificates (p <= 3): ``(tau, v, keep)``, keep = the keys whose bound reaches eps.
+
+    The bound of :func:`lewis_bound` holds at every Cohen–Peng iterate (each has a Householder-grade
+    τ), so a key is a candidate only if its bound reaches eps at every iterate so far, and the
+    candidates only decide which keys get certificates, never the set.  The iteration stops as
+    soon as it stops paying: when no candidate is left, when an iteration removed fewer than a
+    quarter of them (an iteration costs about as much as the certificates of one batch of
+    :data:`CERT_BATCH` keys), or at ``tol``.  The starting point w = 1 is checked first: its
+    leverage is that of U, which costs no factorisation.
+    """
+    m = U.shape[0]
+    tau0 = np.einsum("ij,ij->i", U, U)  # the leverage of U (orthonormal columns): the weights w = 1
+    keep = at_least(_bound_from_weights(tau0, np.zeros(m), p), eps)
+    count = int(np.count_nonzero(keep))
+    if count == 0:
+        return tau0, np.zeros(m), keep
+    for _, (tau, v, res) in zip(range(max_iter), _cohen_peng(U, p, np.log(tau0)), strict=False):
+        keep &= at_least(_bound_from_weights(tau, v, p), eps)
+        prev, count = count, int(np.count_nonzero(keep))
+        if count == 0 or res <= tol or 4 * (prev - count) < prev:
+            return tau, v, keep
+    raise ConvergenceError(
+        f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} "
+        f"Cohen-Peng iterations (rate |1-p/2| = {abs(1 - p / 2):.3g}); raise max_iter or tol"
+    )
 
 
 class CostError(ValueError):
@@ -682,11 +791,13 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
     if p == 2.0:
         return at_least(_weighted_leverage(U, np.zeros(m)), eps)
     certify = refine and p >= 1.0
-    # With certificates to follow, the weights need not be converged: the bound holds for any iterate and only
-    # picks the candidates, so a looser iterate costs a few more candidates, not correctness.
-    tau, v = _lewis_active(U, p, max(tol, SCREEN_TOL) if certify else tol, max_iter)
-    bound = _bound_from_weights(tau, v, p)
-    keep = at_least(bound, eps)
+    if certify and p <= _CP_MAX_P:
+        tau, v, keep = _screen(U, eps, p, max(tol, SCREEN_TOL), max_iter)
+    else:
+        # With certificates to follow, the weights need not be converged: the bound holds for any iterate and only
+        # picks the candidates, so a looser iterate costs a few more candidates, not correctness.
+        tau, v = _lewis_active(U, p, max(tol, SCREEN_TOL) if certify else tol, max_iter)
+        keep = at_least(_bound_from_weights(tau, v, p), eps)
     if not certify:
         return keep
     cand = np.flatnonzero(keep)
@@ -696,19 +807,19 @@ def _universal_active(  # noqa: PLR0913 - the solver controls, the time limit an
 
     ls = 0.5 * (1.0 - 2.0 / p) * v
     s = np.exp(ls - np.max(ls))
-    Q, _R = np.linalg.qr(U * s[:, None], mode="reduced")
+    R = _weighted_r(U, s)
     t0 = time.perf_counter()
     estimate = None
     for start in range(0, cand.size, CERT_BATCH):
         J = cand[start : start + CERT_BATCH]
-        lo, hi, Z = _cheap_bounds(U, p, Q, s, J, eps=eps)
+        lo, hi, queries = _cheap_bounds(U, p, s, R, J, eps=eps)
         for t, j in enumerate(J):
             if lo[t] >= eps:  # a query gives it attention >= eps
                 continue
             if not at_least(hi[t : t + 1], eps)[0]:
                 keep[j] = False
             else:  # undecided: Newton, warm-started at the Lewis-ellipsoid query
-                _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton, q_init=U.T @ Z[:, t])
+                _lo, ub, _q = _certify_one(U, int(j), p, eps=eps, max_newton=max_newton, q_init=queries[:, t])
                 keep[j] = bool(at_least(np.array([ub]), eps)[0])
         done = start + J.size
         elapsed = time.perf_counter() - t0
@@ -780,8 +891,11 @@ def universal_set_p(
 
     Notes
     -----
-    Cost: one Lewis-weight computation (a QR of the n x rank keys per iteration), then for
-    p >= 1, for every candidate (Lewis bound >= eps), dual bounds costing O(n·rank) each
+    Cost: an orthonormal basis of the keys, then Lewis-weight iterations (a QR-grade leverage
+    computation of the n x rank keys each).  With certificates to follow (p <= 3), the iteration
+    stops as soon as an iteration removes fewer than a quarter of the remaining candidates: the
+    Lewis bound holds at every iterate, so this changes which keys get certificates, never the
+    set.  Then for p >= 1, for every candidate (Lewis bound >= eps), dual bounds costing O(n·rank) each
     (batched matrix products), then a Newton solve (O(n·rank²) per step) for candidates still
     undecided.  The candidates can be most keys for p > 2 (the Lewis bound carries the factor
     rank^{p/2-1}), so the certificates cost O(n²·rank) in the worst case, against O(n·rank²)

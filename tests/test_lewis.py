@@ -392,3 +392,97 @@ def test_dual_bound_beyond_the_float_range_is_infinite_not_an_error():
     U = np.linalg.qr(np.random.default_rng(1).standard_normal((30, 3)))[0]
     y = np.full(30, 1e4)
     assert lewis._dual_upper(U, y, U[0], 60.0) == np.inf
+
+
+# --- the row basis and the screening before certificates -----------------------------------------------------
+
+
+def conditioned_keys(seed, n, d, cond):
+    """n x d keys with singular values spread log-uniformly over [1/cond, 1], mixed across all columns."""
+    rng = np.random.default_rng(seed)
+    Qa = np.linalg.qr(rng.standard_normal((n, d)))[0]
+    Qb = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    return (Qa * np.logspace(0, -np.log10(cond), d)) @ Qb
+
+
+@pytest.mark.parametrize(("cond", "cholesky"), [(1.0, True), (1e3, True), (1e9, False)])
+def test_row_basis_is_orthonormal_and_row_accurate_on_both_paths(cond, cholesky):
+    """Cholesky QR (well conditioned) or Householder (otherwise): UᵀU = I to rounding, and ‖u_j‖² is the
+    leverage of row j to high relative accuracy, also for rows 1e7 smaller than the rest and columns
+    scaled over 1e-8..1e8."""
+    n, d, tiny = 400, 6, 5
+    K = conditioned_keys(3, n, d, cond) * np.logspace(-8, 8, d)
+    K[:tiny] *= 1e-7
+    Kn = naive.column_normalise(K)
+    assert (lewis._cholesky_qr2(Kn) is not None) == cholesky
+    U, active = lewis._row_basis(K)
+    assert active.all() and U.shape == (n, d)
+    np.testing.assert_allclose(U.T @ U, np.eye(d), rtol=0, atol=1e-13)
+    tau = np.einsum("ij,ij->i", U, U)
+    np.testing.assert_allclose(tau[tiny:], naive.leverage(K)[tiny:], rtol=1e-13 * cond + 1e-12)
+    # the tiny rows: τ_j = t/(1+t), t = k_jᵀ(K_oᵀK_o)⁻¹k_j over the other rows (their own
+    # contributions to the Gram matrix are 1e-14 relative), from an SVD of the rest.
+    D = np.linalg.norm(K[tiny:], axis=0)
+    Uo, S, Vt = np.linalg.svd(K[tiny:] / D, full_matrices=False)
+    t = np.sum(((K[:tiny] / D) @ Vt.T / S) ** 2, axis=1)
+    np.testing.assert_allclose(tau[:tiny], t / (1 + t), rtol=1e-13 * cond + 1e-9)
+
+
+def column_and_row_variants(K):
+    """The same sensitivities, other numerics: columns scaled 1e-30..1e30, and mixed by a matrix of condition 1e7."""
+    d = K.shape[1]
+    rng = np.random.default_rng(8)
+    B = (
+        np.linalg.qr(rng.standard_normal((d, d)))[0]
+        @ np.diag(np.logspace(0, -7, d))
+        @ np.linalg.qr(rng.standard_normal((d, d)))[0]
+    )
+    return {"columns 1e-30..1e30": K * np.logspace(-30, 30, d), "mixed, cond 1e7": K @ B}
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0))
+@pytest.mark.parametrize("variant", ["columns 1e-30..1e30", "mixed, cond 1e7"])
+def test_exact_set_of_scaled_and_ill_conditioned_keys(p, variant):
+    """α is invariant under K -> K·B (B invertible): the set of the transformed keys is the oracle set of K,
+    whichever row-basis path (Cholesky QR for the scaled columns, Householder for the mixed keys) is taken."""
+    K = keys(20)
+    KB = column_and_row_variants(K)[variant]
+    cholesky = lewis._cholesky_qr2(naive.column_normalise(KB)) is not None
+    assert cholesky == variant.startswith("columns")
+    for eps in (0.05, 0.2):
+        naive.assert_set_matches(sl.universal_set(KB, eps, p=p), oracle_alpha(20, p), eps, rtol=1e-6)
+
+
+@functools.cache
+def oracle_alpha_rows(p):
+    K = keys(21) * np.logspace(-2, 2, 24)[:, None]
+    return K, naive_lp.sensitivities(K, p)
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5))
+@pytest.mark.parametrize("screen_tol", (1e300, 1e-12))
+def test_screening_depth_does_not_change_the_set(p, screen_tol, monkeypatch):
+    """The candidate bound holds at every iterate: stopping the screen at the first iterate (tolerance 1e300)
+    or running it to 1e-12 gives the oracle set, also for rows scaled over 1e-2..1e2."""
+    monkeypatch.setattr(lewis, "SCREEN_TOL", screen_tol)
+    for K, alpha in ((keys(20), oracle_alpha(20, p)), oracle_alpha_rows(p)):
+        for eps in (0.05, 0.2, 0.6):
+            naive.assert_set_matches(sl.universal_set(K, eps, p=p), alpha, eps, rtol=1e-6)
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0))
+@pytest.mark.parametrize("spread", (0.0, 3.0, 300.0))
+def test_ellipsoid_certificates_hold_for_any_weights(p, spread):
+    """Batched certificates bracket the oracle whatever weights shape the ellipsoid (log-weights of spread
+    300 make the r x r Gram matrix unusable and take the Householder factor)."""
+    K = keys(20)
+    alpha = oracle_alpha(20, p)
+    U, _active = lewis._row_basis(K)
+    s = np.exp(spread * np.random.default_rng(4).standard_normal(U.shape[0]))
+    s /= s.max()
+    R = lewis._weighted_r(U, s)
+    np.testing.assert_allclose(R.T @ R, (U * s[:, None] ** 2).T @ U, rtol=1e-8, atol=1e-14)
+    J = np.arange(U.shape[0])
+    lo, hi, _q = lewis._cheap_bounds(U, p, s, R, J, eps=2.0)  # eps above every α: every key gets an upper bound
+    assert np.all(lo <= alpha * (1 + 1e-7))
+    assert np.all(hi >= alpha * (1 - 1e-7))
