@@ -289,15 +289,52 @@ def masked_forward(
     return logits, run
 
 
-def perplexity_runs(model, passages, budgets, batch: int, log) -> list[dict]:
-    """(a) and (c) for every policy and budget."""
+def perplexity_runs(model, passages, budgets, *, batch: int, log, policies=None, on_row=None) -> list[dict]:
+    """(a) and (c) for every policy (``policies``: names of :data:`POLICY_RUNS`, default all) and budget.
+
+    The full cache runs once; its perplexity is reported past each budget.  ``on_row(row)`` is
+    called after each row (the driver saves partial results there).
+    """
     import torch
 
+    names = list(POLICY_RUNS) if policies is None else list(policies)
     ids = torch.stack([p["ids"] for p in passages])
     rows = []
+
+    def emit(row):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     with masked_attention(model):
+        if "full" in names:
+            t0 = time.perf_counter()
+            nll = []
+            for s in range(0, ids.shape[0], batch):
+                chunk = ids[s : s + batch]
+                logits, _run = masked_forward(model, chunk, None, budgets[0])
+                lp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+                nll.append(-lp.gather(-1, chunk[:, 1:].unsqueeze(-1))[..., 0])
+            nll = torch.cat(nll)  # (passages, T - 1): position t predicts token t + 1
+            seconds = time.perf_counter() - t0
+            for budget in budgets:
+                past = nll[:, budget:]
+                row = _ppl_row(
+                    "full",
+                    budget,
+                    nll_sum=float(past.sum()),
+                    count=past.numel(),
+                    per_layer={},
+                    max_ev=0.0,
+                    seconds=seconds,
+                )
+                emit(row)
+                log(f"ppl  B={budget:4d} {'full':22s} {row['ppl']:8.3f}")
         for budget in budgets:
-            for name, opts in POLICY_RUNS.items():
+            for name in names:
+                opts = POLICY_RUNS[name]
+                if opts is None:
+                    continue
                 t0 = time.perf_counter()
                 nll_sum, count, loss_layers, max_ev = 0.0, 0, {}, 0.0
                 for s in range(0, ids.shape[0], batch):
@@ -314,24 +351,34 @@ def perplexity_runs(model, passages, budgets, batch: int, log) -> list[dict]:
                     li: [sum(v[h] * w for v, w in vs) / sum(w for _, w in vs) for h in range(len(vs[0][0]))]
                     for li, vs in sorted(loss_layers.items())
                 }
-                row = {
-                    "task": "perplexity",
-                    "policy": name,
-                    "budget": budget,
-                    "ppl": math.exp(nll_sum / count),
-                    "positions": count,
-                    "attention_loss": (
-                        sum(sum(v) for v in per_layer.values()) / sum(len(v) for v in per_layer.values())
-                        if per_layer
-                        else 0.0
-                    ),
-                    "attention_loss_per_layer_head": [per_layer[li] for li in sorted(per_layer)],
-                    "max_evicted_attention": max_ev,
-                    "seconds": time.perf_counter() - t0,
-                }
-                rows.append(row)
+                row = _ppl_row(
+                    name,
+                    budget,
+                    nll_sum=nll_sum,
+                    count=count,
+                    per_layer=per_layer,
+                    max_ev=max_ev,
+                    seconds=time.perf_counter() - t0,
+                )
+                emit(row)
                 log(f"ppl  B={budget:4d} {name:22s} {row['ppl']:8.3f}  loss {row['attention_loss']:.4f}")
     return rows
+
+
+def _ppl_row(name, budget, *, nll_sum, count, per_layer, max_ev, seconds) -> dict:
+    return {
+        "task": "perplexity",
+        "policy": name,
+        "budget": budget,
+        "ppl": math.exp(nll_sum / count),
+        "positions": count,
+        "attention_loss": (
+            sum(sum(v) for v in per_layer.values()) / sum(len(v) for v in per_layer.values()) if per_layer else 0.0
+        ),
+        "attention_loss_per_layer_head": [per_layer[li] for li in sorted(per_layer)],
+        "max_evicted_attention": max_ev,
+        "seconds": seconds,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,7 +417,7 @@ def passkey_prompts(tok, n: int, context: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def passkey_runs(model, tok, prompts, ratios, *, log, batch: int = 25) -> list[dict]:
+def passkey_runs(model, tok, prompts, ratios, *, log, batch: int = 25, policies=None) -> list[dict]:
     """(b): passkey exact match per policy and compression ratio.
 
     The context is prefilled once per batch; each policy compresses that prefill (as inside
@@ -393,6 +440,8 @@ def passkey_runs(model, tok, prompts, ratios, *, log, batch: int = 25) -> list[d
         for ratio in ratios:
             budget = max(SINKS + WINDOW, round((1 - ratio) * T))
             for name, opts in POLICY_RUNS.items():
+                if policies is not None and name not in policies:
+                    continue
                 if opts is None and ratio != ratios[0]:
                     continue
                 with torch.no_grad():
@@ -487,18 +536,22 @@ def _greedy(model, cache, q_ids, n_new):
 # ------------------------------------------------------------------------------------------------
 
 
-def timing_runs(model, passages, *, budget: int, prompt: int, new: int, repeats: int, log) -> list[dict]:
-    """Best-of-``repeats`` seconds per decoded token, each policy against the full cache."""
+def timing_runs(model, passages, *, budget: int, prompt: int, new: int, repeats: int, log, policies=None) -> list[dict]:
+    """Best-of-``repeats`` seconds per decoded token, each policy against the full cache.
+
+    The repeats are rounds over all policies (full cache first in each round), so a change of the
+    machine's load during the run affects every policy alike; the best round of each is reported.
+    """
     import torch
 
     from ..hf import compress
 
+    names = [n for n in POLICY_RUNS if policies is None or n in policies or n == "full"]
     ids = passages[0]["ids"][None, :prompt]
-    rows = []
-    base = None
-    for name, opts in POLICY_RUNS.items():
-        best = math.inf
-        for _ in range(repeats):
+    best = dict.fromkeys(names, math.inf)
+    for _ in range(repeats):
+        for name in names:
+            opts = POLICY_RUNS[name]
             with torch.no_grad():
                 if opts is None:
                     out = model(ids)
@@ -509,11 +562,22 @@ def timing_runs(model, passages, *, budget: int, prompt: int, new: int, repeats:
                         out = model(ids)
                         t0 = time.perf_counter()
                         _decode(model, out, new)
-            best = min(best, (time.perf_counter() - t0) / new)
-        base = best if opts is None else base
-        rows.append({"task": "time", "policy": name, "budget": budget, "seconds_per_token": best})
-        rows[-1]["overhead"] = best / base - 1.0
-        log(f"time {name:22s} {best * 1e3:7.2f} ms/token  ({rows[-1]['overhead']:+.1%})")
+            best[name] = min(best[name], (time.perf_counter() - t0) / new)
+    rows = []
+    for name in names:
+        rows.append(
+            {
+                "task": "time",
+                "policy": name,
+                "budget": budget,
+                "prompt_tokens": prompt,
+                "new_tokens": new,
+                "repeats": repeats,
+                "seconds_per_token": best[name],
+                "overhead": best[name] / best["full"] - 1.0,
+            }
+        )
+        log(f"time {name:22s} {best[name] * 1e3:7.2f} ms/token  ({rows[-1]['overhead']:+.1%})")
     return rows
 
 
@@ -600,7 +664,11 @@ def tables(record: dict) -> str:
         out.append("")
     tm = [r for r in res if r["task"] == "time"]
     if tm:
-        out += [f"Time per generated token (budget {tm[0]['budget']}, 256-token prompt):", ""]
+        out += [
+            f"Time per generated token (budget {tm[0]['budget']}, {tm[0].get('prompt_tokens', 256)}-token prompt, "
+            f"best of {tm[0].get('repeats', 2)} rounds):",
+            "",
+        ]
         out += ["| policy | ms / token | overhead |", "|---|---|---|"]
         out += [f"| {r['policy']} | {r['seconds_per_token'] * 1e3:.1f} | {r['overhead']:+.0%} |" for r in tm]
         out.append("")
@@ -619,7 +687,17 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.875])
     ap.add_argument("--batch", type=int, default=8, help="passages per masked forward")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (one is faster on a shared 2-core machine)")
-    ap.add_argument("--tasks", nargs="+", default=["perplexity", "passkey", "time"])
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["perplexity", "passkey", "time"],
+        choices=["perplexity", "passkey", "time"],
+        help="tasks to run, in this order",
+    )
+    ap.add_argument(
+        "--policies", nargs="+", default=None, choices=list(POLICY_RUNS), help="policies to run (default: all)"
+    )
+    ap.add_argument("--repeats", type=int, default=5, help="timing rounds over all policies (best of)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the tables of a results file")
     args = ap.parse_args(argv)
@@ -650,19 +728,35 @@ def main(argv=None) -> int:
 
     passages = load_passages(tok, args.passages, args.tokens)
     results.append({"task": "passages", "sources": [p["source"] for p in passages], "tokens": args.tokens})
-    if "perplexity" in args.tasks:
-        for budget in args.budgets:
-            results += perplexity_runs(model, passages, [budget], args.batch, log)
+    for task in args.tasks:  # in the order given
+        if task == "perplexity":
+            perplexity_runs(
+                model,
+                passages,
+                args.budgets,
+                batch=args.batch,
+                log=log,
+                policies=args.policies,
+                on_row=lambda row: (results.append(row), save()),
+            )
+        elif task == "passkey":
+            prompts = passkey_prompts(tok, args.prompts, args.context)
+            results.extend(passkey_runs(model, tok, prompts, args.ratios, log=log, policies=args.policies))
             save()
-    if "passkey" in args.tasks:
-        prompts = passkey_prompts(tok, args.prompts, args.context)
-        results += passkey_runs(model, tok, prompts, args.ratios, log=log)
-        save()
-    if "time" in args.tasks:
-        results += timing_runs(
-            model, passages, budget=128, prompt=256, new=16 if args.quick else 32, repeats=2, log=log
-        )
-        save()
+        elif task == "time":
+            results.extend(
+                timing_runs(
+                    model,
+                    passages,
+                    budget=128,
+                    prompt=256,
+                    new=16 if args.quick else 32,
+                    repeats=2 if args.quick else args.repeats,
+                    log=log,
+                    policies=args.policies,
+                )
+            )
+            save()
     log(f"wrote {path}")
     return 0
 
