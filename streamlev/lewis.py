@@ -102,13 +102,16 @@ def _row_basis(K: np.ndarray):
     :func:`streamlev.leverage_scores`).
     """
     active = np.any(K != 0, axis=1)
-    Ka = np.asarray(K[active], dtype=np.float64)
+    Ka = np.asarray(K if active.all() else K[active], dtype=np.float64)
     m, d = Ka.shape
     if m == 0:
         return np.zeros((0, 0)), active
-    norms = np.sqrt(np.einsum("ij,ij->j", Ka, Ka))
-    nz = norms > 0
-    Kn = Ka[:, nz] / norms[nz]
+    # columns divided by their largest |entry| first, so that their squared norms neither overflow
+    # nor underflow at any magnitude (keys near 1e±300 included)
+    top = np.max(np.abs(Ka), axis=0)
+    nz = top > 0
+    Kn = (Ka if nz.all() else Ka[:, nz]) / top[nz]
+    Kn /= np.sqrt(np.einsum("ij,ij->j", Kn, Kn))
     U = _cholesky_qr2(Kn)
     if U is not None:
         return U, active
@@ -644,7 +647,8 @@ def _dual_upper_many(U: np.ndarray, Y: np.ndarray, UJ: np.ndarray, p: float) -> 
     """:func:`_dual_upper` for the columns of Y at once (column t must nearly satisfy Uᵀy = UJ[t])."""
     m = U.shape[0]
     Y = Y + U @ (UJ.T - U.T @ Y)
-    E = np.sqrt(np.einsum("ij,ij->j", U.T @ Y - UJ.T, U.T @ Y - UJ.T))
+    res = U.T @ Y - UJ.T  # the residual left after the projection, charged below
+    E = np.sqrt(np.einsum("ij,ij->j", res, res))
     ay = np.abs(Y)
     ymax = ay.max(axis=0) if m else np.zeros(Y.shape[1])
     if p == 1.0:

@@ -486,3 +486,13 @@ def test_ellipsoid_certificates_hold_for_any_weights(p, spread):
     lo, hi, _q = lewis._cheap_bounds(U, p, s, R, J, eps=2.0)  # eps above every α: every key gets an upper bound
     assert np.all(lo <= alpha * (1 + 1e-7))
     assert np.all(hi >= alpha * (1 - 1e-7))
+
+
+@pytest.mark.parametrize("p", (1.0, 1.5, 3.0))
+def test_exact_set_at_extreme_magnitudes_is_the_oracle_set(p):
+    """Whole keys scaled by 1e-300 or 1e240, or columns by 1e-290..1e230: the oracle set of the unscaled keys
+    (squared column norms at these magnitudes leave the float range unless the columns are scaled first)."""
+    K = keys(20)
+    for KS in (K * 1e-300, K * 1e240, K * np.logspace(-290, 230, K.shape[1])):
+        naive.assert_set_matches(sl.universal_set(KS, 0.05, p=p), oracle_alpha(20, p), 0.05, rtol=1e-6)
+        np.testing.assert_allclose(sl.lewis_weights(KS, p), sl.lewis_weights(K, p), rtol=1e-8)
