@@ -31,6 +31,7 @@ from scipy.linalg import lapack
 
 from ._lazy import kernels
 from ._linalg import c_float, colnorms, gram, max_abs, merge_r, tp_qr_r, tri_inv, whitened_sqnorms
+from ._rank import rank_lower_bound
 from ._threads import blas_threads, parts_for, split_run
 from ._tuning import (
     BOUND_MIN_ROWS_PER_DIM,
@@ -190,6 +191,7 @@ class Factor:
         self._rinv = None
         self._fast = None
         self._sinv = None
+        self._rank_lb = None  # certified lower bound on the rank at this state (streamlev._rank)
         self._bound = None  # latest Bound (its upper side stays valid as rows are added)
 
     def _changed(self) -> None:
@@ -198,6 +200,7 @@ class Factor:
         self._rinv = None
         self._fast = None
         self._sinv = None
+        self._rank_lb = None
 
     # -- updates -----------------------------------------------------------------------------
     def absorb(self, B: np.ndarray) -> None:
@@ -500,12 +503,15 @@ class Factor:
             self._scorer = Scorer("dense", None, None, rank, S)
         return self._scorer
 
-    def _normalised(self):
-        """(non-zero columns mask, column scales with 1 for zero columns, R D⁻¹ on the non-zero columns)."""
+    def _normalised(self, scaled: bool = True):
+        """(non-zero columns mask, column scales with 1 for zero columns, R D⁻¹ on the non-zero columns).
+
+        ``scaled=False`` skips R D⁻¹ (None in its place).
+        """
         colnorm = colnorms(self.R)
         nz = colnorm > 0
         scale = np.where(nz, colnorm, 1.0)
-        return nz, scale, self.R[:, nz] / scale[nz]
+        return nz, scale, (self.R[:, nz] / scale[nz]) if scaled else None
 
     def _dense_map(self) -> np.ndarray:
         """W with scores ‖b W‖² = b (RᵀR)⁺ bᵀ for a rank-deficient factor (λ = 0), computed once per state.
@@ -549,7 +555,30 @@ class Factor:
 
     @property
     def rank(self) -> int:
+        """Numerical rank: d when λ > 0, else the SVD rule of :meth:`_get_scorer` (computed once per state)."""
         return self._get_scorer().rank
+
+    def rank_at_least(self, k: float) -> bool:
+        """Exactly ``self.rank >= k``, without the SVD where a certified lower bound on the rank decides.
+
+        The bound (:func:`streamlev._rank.rank_lower_bound`, one triangular
+        inverse) never exceeds the rank of the SVD rule, so a bound >= k
+        proves the answer; otherwise (and for k above the bound) the rank
+        itself is computed.  A wide stream asks this at each of its
+        rank-deficient states (:meth:`streamlev.online.single.Stream.evict_due`),
+        where the bound is nearly always the number of rows and the question
+        is whether the rank reaches a fraction of it.
+        """
+        if k <= 0:
+            return True
+        if k > self.dim:
+            return False  # the rule counts at most d singular values
+        if self._scorer is not None or self.ridge > 0 or self.fast_ok():
+            return self.rank >= k
+        if self._rank_lb is None:
+            nz, scale, _ = self._normalised(scaled=False)
+            self._rank_lb = rank_lower_bound(self.R, scale, self.n, int(np.count_nonzero(nz)))
+        return self._rank_lb >= k or self.rank >= k
 
     def scores(self, B: np.ndarray) -> np.ndarray:
         """Leverage scores of the rows of B with respect to the factor.

@@ -126,3 +126,13 @@ def ridge_logdet(K, lam):
     """ln det(I + KᵀK/λ) from the singular values of K."""
     S = np.linalg.svd(np.asarray(K, dtype=np.float64), compute_uv=False)
     return float(np.sum(np.log1p(S**2 / lam)))
+
+
+def factor_rank(R, n):
+    """Rank rule of a d x d factor of n rows: singular values of the column-normalised R above σ_max·max(n, d)·eps."""
+    R = np.asarray(R, dtype=np.float64)
+    Rn = column_normalise(R)
+    if Rn.shape[1] == 0:
+        return 0
+    S = np.linalg.svd(Rn, compute_uv=False)
+    return int(np.sum(S > S[0] * max(n, R.shape[0]) * EPS64))

@@ -146,3 +146,49 @@ def test_pickle_round_trip():
     sk = OnlineLeverage(3, 0.1, ridge=0.5).update(np.random.default_rng(5).standard_normal((30, 3)))
     sk2 = pickle.loads(pickle.dumps(sk))
     assert sk2 == sk
+
+
+def _wide_streams():
+    """Streams whose first states are rank-deficient: short Gaussian, low-rank, dependent columns, scaled, float32."""
+    rng = np.random.default_rng(11)
+    d = 96
+    yield rng.standard_normal((400, d)), 0.2, [24] * 16 + [16]
+    low = rng.standard_normal((500, 9)) @ rng.standard_normal((9, d))
+    yield low, 0.05, [40] * 12 + [20]
+    dep = rng.standard_normal((300, d))
+    dep[:, 7] = dep[:, 3]
+    dep[:, 50] = 0.0
+    yield dep, 0.3, [30] * 10
+    yield rng.standard_normal((350, d)) * np.logspace(-150, 150, d), 0.1, [50] * 7
+    yield rng.standard_normal((300, d)).astype(np.float32), 0.15, [10] * 30
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_rank_certificate_changes_no_set_score_or_byte(monkeypatch, case):
+    """Eviction tests decided by the certified rank bound give the same sketch, byte for byte, as the SVD rule."""
+    from streamlev._factor import Factor
+    from streamlev.online import single
+
+    K, eps, sizes = list(_wide_streams())[case]
+    # Small buffers and early eviction tests, as at d >= 256 where the first d rows take several states.
+    monkeypatch.setattr(single, "pending_rows", lambda d: 32)
+    monkeypatch.setattr(single, "MIN_RESCORE", 16)
+
+    def run():
+        sk = feed(OnlineLeverage(K.shape[1], eps), K, sizes)
+        U = sk.universal_set()
+        return sk.to_bytes(), U, sk.scores()[1]
+
+    calls = []
+    real = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = run()
+    n_new = len(calls)
+    with monkeypatch.context() as mp:
+        mp.setattr(Factor, "rank_at_least", lambda self, k: self.rank >= k)  # the SVD rule at every test
+        want = run()
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    assert n_new < len(calls) - n_new  # the certificate saved SVDs
+    naive.assert_set_matches(got[1], naive.leverage(np.asarray(K, dtype=np.float64)), eps)

@@ -118,7 +118,8 @@ class Stream:
         # Unless they are still no more than rank/eps, the size the universal set itself can reach
         # (nothing to gain yet).
         count = self.store.count
-        return count > max(2 * self.store.clean, MIN_RESCORE) and count * self.eps > self.factor.rank
+        # (``not rank_at_least``: the same test as count·eps > rank, without the SVD when a certified bound decides.)
+        return count > max(2 * self.store.clean, MIN_RESCORE) and not self.factor.rank_at_least(count * self.eps)
 
     def maybe_evict(self):
         """Evict when :meth:`evict_due`, absorbing the buffered rows first when they may lift the rank enough."""
