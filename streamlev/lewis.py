@@ -743,10 +743,10 @@ def _screen(U: np.ndarray, eps: float, p: float, tol: float, max_iter: int):
     The bound of :func:`lewis_bound` holds at every Cohen–Peng iterate (each has a Householder-grade
     τ), so a key is a candidate only if its bound reaches eps at every iterate so far, and the
     candidates only decide which keys get certificates, never the set.  The iteration stops as
-    soon as it stops paying: when no candidate is left, when an iteration removed fewer than a
-    quarter of them (an iteration costs about as much as the certificates of one batch of
-    :data:`CERT_BATCH` keys), or at ``tol``.  The starting point w = 1 is checked first: its
-    leverage is that of U, which costs no factorisation.
+    soon as it stops paying: when no candidate is left, when an iteration removed fewer than half
+    a batch of :data:`CERT_BATCH` candidates (an iteration, one leverage computation, costs about
+    as much as the certificates of that many keys), or at ``tol``.  The starting point w = 1 is
+    checked first: its leverage is that of U, which costs no factorisation.
     """
     m = U.shape[0]
     tau0 = np.einsum("ij,ij->i", U, U)  # the leverage of U (orthonormal columns): the weights w = 1
@@ -757,7 +757,7 @@ def _screen(U: np.ndarray, eps: float, p: float, tol: float, max_iter: int):
     for _, (tau, v, res) in zip(range(max_iter), _cohen_peng(U, p, np.log(tau0)), strict=False):
         keep &= at_least(_bound_from_weights(tau, v, p), eps)
         prev, count = count, int(np.count_nonzero(keep))
-        if count == 0 or res <= tol or 4 * (prev - count) < prev:
+        if count == 0 or res <= tol or 2 * (prev - count) < CERT_BATCH:
             return tau, v, keep
     raise ConvergenceError(
         f"Lewis weights for p={p} did not reach tol={tol} in max_iter={max_iter} "
@@ -897,7 +897,7 @@ def universal_set_p(
     -----
     Cost: an orthonormal basis of the keys, then Lewis-weight iterations (a QR-grade leverage
     computation of the n x rank keys each).  With certificates to follow (p <= 3), the iteration
-    stops as soon as an iteration removes fewer than a quarter of the remaining candidates: the
+    stops as soon as an iteration removes fewer candidates than it costs to certify: the
     Lewis bound holds at every iterate, so this changes which keys get certificates, never the
     set.  Then for p >= 1, for every candidate (Lewis bound >= eps), dual bounds costing O(n·rank) each
     (batched matrix products), then a Newton solve (O(n·rank²) per step) for candidates still
