@@ -79,3 +79,59 @@ def test_power_weights_are_squared_logits_over_the_visible_ones():
         np.testing.assert_allclose(soft[idx], e / e.sum(), rtol=1e-13)
     with pytest.raises(ValueError, match="kernel must be one of"):
         decoder.attention_weights(logits, visible, "relu")
+
+
+def _spearman(a, b):
+    import numpy as np
+
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_leverage_attention_correlation_matches_eager_attention_and_svd_leverage():
+    import numpy as np
+
+    model = tiny_llama(seed=2)
+    with torch.no_grad():  # peaked attention, so "total" and "mean" rank the keys differently
+        for layer in model.model.layers:
+            layer.self_attn.k_proj.weight.mul_(6.0)
+            layer.self_attn.q_proj.weight.mul_(6.0)
+    T, sinks = 30, 2
+    gen = torch.Generator().manual_seed(11)
+    passages = [{"ids": torch.randperm(61, generator=gen)[:T]} for _ in range(2)]
+    rows = decoder.leverage_attention_correlation(model, passages, batch=2, sinks=sinks)
+    got = {(r["layer"], r["head"], r["rope"], r["attention"]): r["spearman"] for r in rows}
+
+    # independent reference: eager attention weights, the cache's post-RoPE keys, k_proj's pre-RoPE keys
+    ids = torch.stack([p["ids"] for p in passages])
+    pre = {}
+    hooks = [
+        layer.self_attn.k_proj.register_forward_hook(lambda m, a, o, i=i: pre.__setitem__(i, o))
+        for i, layer in enumerate(model.model.layers)
+    ]
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(ids, use_cache=True, output_attentions=True)
+    for h in hooks:
+        h.remove()
+    cfg = model.config
+    Hk, g, d = cfg.num_key_value_heads, cfg.num_attention_heads // cfg.num_key_value_heads, cfg.head_dim
+    for li in range(cfg.num_hidden_layers):
+        att = out.attentions[li].double().numpy()  # (B, Hq, T, T)
+        post = out.past_key_values.layers[li].keys.double().numpy()
+        pre_k = pre[li].view(2, T, Hk, d).transpose(1, 2).double().numpy()
+        for h in range(Hk):
+            want = {}
+            for b in range(2):
+                a = att[b, h * g : (h + 1) * g].sum(axis=0)  # (T queries, T keys)
+                total = a.sum(axis=0)
+                mean = total / (g * (T - np.arange(T)))
+                for rope, K in (("post", post[b, h]), ("pre", pre_k[b, h])):
+                    U = np.linalg.svd(K, full_matrices=False)[0]
+                    tau = (U**2).sum(axis=1)
+                    for kind, x in (("total", total), ("mean", mean)):
+                        want.setdefault((rope, kind), []).append(_spearman(tau[sinks:], x[sinks:]))
+            for (rope, kind), v in want.items():
+                assert got[li, h, rope, kind] == pytest.approx(np.mean(v), abs=1e-9), (li, h, rope, kind)
+    assert len(got) == cfg.num_hidden_layers * Hk * 4
+    assert any(abs(got[k[:3] + ("mean",)] - got[k[:3] + ("total",)]) > 0.05 for k in got)

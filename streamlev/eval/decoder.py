@@ -50,6 +50,7 @@ __all__ = [
     "KERNELS",
     "POLICY_RUNS",
     "attention_weights",
+    "leverage_attention_correlation",
     "load_model",
     "load_passages",
     "main",
@@ -149,6 +150,7 @@ class _MaskedRun:
         self.loss: dict[int, list] = {}
         self.max_evicted: dict[int, float] = {}
         self.selectors: dict[int, object] = {}
+        self.probe = None  # callable(layer, post_keys, pre_keys, full_weights) on full-cache runs
 
 
 _STATE: dict = {"run": None}  # the masked run in progress (read by the attention function)
@@ -205,6 +207,9 @@ def _masked_attention(module, query, key, value, attention_mask, *, scaling=None
     kernel = "softmax" if run is None else run.kernel
     full = attention_weights(logits, causal, kernel)
     probs = attention_weights(logits, mask.unsqueeze(2), kernel)
+    if run is not None and run.probe is not None:
+        pre = run.pre.pop(module.layer_idx, None)
+        run.probe(module.layer_idx, key, None if pre is None else pre.view(B, T, Hk, d).transpose(1, 2), full)
     if run is not None and run.opts is not None:
         b0 = min(run.budget, T - 1)
         evicted = full * (causal & ~mask.unsqueeze(2))
@@ -269,11 +274,14 @@ def masked_forward(
     sinks: int = SINKS,
     window: int = WINDOW,
     kernel: str = "softmax",
+    probe=None,
 ):
     """Logits of ``ids`` when every position sees what the policy had kept by then (inside :func:`masked_attention`).
 
     ``kernel`` is the attention's row normalisation (:func:`attention_weights`): ``"softmax"`` for
-    pretrained models, ``"power"`` for models trained with power attention.
+    pretrained models, ``"power"`` for models trained with power attention.  ``probe(layer, keys,
+    pre_keys, weights)``, if given, is called in every layer with the post-RoPE keys (B, Hk, T, d),
+    the pre-RoPE keys and the full causal attention weights (B, Hk, group, T, T).
 
     Returns ``(logits, run)``; ``run.loss[layer]`` is the evicted attention mass per KV head on the
     positions past ``budget`` and ``run.max_evicted[layer]`` the largest attention given to an evicted token.
@@ -281,6 +289,7 @@ def masked_forward(
     import torch
 
     run = _STATE["run"] = _MaskedRun(opts, budget, sinks=sinks, window=window, kernel=kernel)
+    run.probe = probe
     try:
         with torch.no_grad():
             logits = model(ids, use_cache=False).logits
@@ -379,6 +388,58 @@ def _ppl_row(name, budget, *, nll_sum, count, per_layer, max_ev, seconds) -> dic
         "max_evicted_attention": max_ev,
         "seconds": seconds,
     }
+
+
+def leverage_attention_correlation(model, passages, *, batch: int = 8, sinks: int = SINKS) -> list[dict]:
+    """Does a key's leverage predict the attention it receives?  Spearman correlations per layer and KV head.
+
+    One full-cache forward per batch of passages.  For every layer, KV head and passage: the exact
+    leverage scores of all T keys of the head (:func:`streamlev.leverage_scores`, post- and pre-RoPE),
+    against the softmax attention each key received from the queries after it (summed over the
+    group's query heads: ``"total"``, what H2O accumulates; and divided by the number of queries that
+    saw the key: ``"mean"``, free of the bias towards early positions).  The ``sinks`` first tokens are
+    left out (they receive most attention whatever their keys).  Rows hold the correlation averaged
+    over passages, per layer and head.
+    """
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from .. import leverage_scores
+
+    acc: dict[tuple, list] = {}
+
+    def probe(layer, keys, pre_keys, weights):
+        received = weights.double().sum(dim=2).sum(dim=2)  # (B, Hk, T): attention received, summed over queries
+        T = keys.shape[2]
+        seen = torch.arange(T, 0, -1, dtype=torch.float64) * weights.shape[2]  # queries that saw key j
+        for b in range(keys.shape[0]):
+            for h in range(keys.shape[1]):
+                total = received[b, h, sinks:].numpy()
+                mean = (received[b, h] / seen)[sinks:].numpy()
+                for rope, k in (("post", keys), ("pre", pre_keys)):
+                    tau = leverage_scores(k[b, h].double().numpy())[sinks:]
+                    for kind, att in (("total", total), ("mean", mean)):
+                        rho = float(spearmanr(tau, att).statistic)
+                        acc.setdefault((layer, h, rope, kind), []).append(rho)
+
+    with masked_attention(model):
+        for s in range(0, len(passages), batch):
+            chunk = torch.stack([p["ids"] for p in passages[s : s + batch]])
+            masked_forward(model, chunk, None, 1, probe=probe)
+    rows = [
+        {
+            "task": "correlation",
+            "layer": layer,
+            "head": head,
+            "rope": rope,
+            "attention": kind,
+            "spearman": float(np.mean(v)),
+            "passages": len(v),
+        }
+        for (layer, head, rope, kind), v in sorted(acc.items())
+    ]
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------
@@ -662,6 +723,25 @@ def tables(record: dict) -> str:
             else:
                 out.append(f"| {n} | " + " | ".join(f"{cell[n, r]['accuracy']:.2f}" for r in ratios) + " |")
         out.append("")
+    cor = [r for r in res if r["task"] == "correlation"]
+    if cor:
+        cols = [(rope, kind) for rope in ("post", "pre") for kind in ("total", "mean")]
+        layers = sorted({r["layer"] for r in cor})
+        acc: dict = {}
+        for r in cor:
+            acc.setdefault((r["layer"], (r["rope"], r["attention"])), []).append(r["spearman"])
+        val = {k: sum(v) / len(v) for k, v in acc.items()}
+        out += [
+            "Spearman correlation of a key's leverage with the attention it received "
+            f"(mean over KV heads and {cor[0]['passages']} passages; sinks left out):",
+            "",
+            "| layer | " + " | ".join(f"{rope}-RoPE, {kind}" for rope, kind in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
+        for li in layers:
+            out.append(f"| {li} | " + " | ".join(f"{val[li, c]:+.2f}" for c in cols) + " |")
+        every = [sum(val[li, c] for li in layers) / len(layers) for c in cols]
+        out += ["| all | " + " | ".join(f"{v:+.2f}" for v in every) + " |", ""]
     tm = [r for r in res if r["task"] == "time"]
     if tm:
         out += [
@@ -690,8 +770,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--tasks",
         nargs="+",
-        default=["perplexity", "passkey", "time"],
-        choices=["perplexity", "passkey", "time"],
+        default=["perplexity", "passkey", "time", "correlation"],
+        choices=["perplexity", "passkey", "time", "correlation"],
         help="tasks to run, in this order",
     )
     ap.add_argument(
@@ -739,6 +819,9 @@ def main(argv=None) -> int:
                 policies=args.policies,
                 on_row=lambda row: (results.append(row), save()),
             )
+        elif task == "correlation":
+            results.extend(leverage_attention_correlation(model, passages, batch=args.batch))
+            save()
         elif task == "passkey":
             prompts = passkey_prompts(tok, args.prompts, args.context)
             results.extend(passkey_runs(model, tok, prompts, args.ratios, log=log, policies=args.policies))
