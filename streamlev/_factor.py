@@ -137,6 +137,18 @@ class FastTest(NamedTuple):
     squares_safe: bool
 
 
+def _bound_sides(s0, smin, dim: int):
+    """(up, lo) of a :class:`Bound` from the largest and smallest singular values of the normalised factor.
+
+    Non-decreasing in s0 and non-increasing in smin (every floating-point
+    step is monotone), so the sides at bracketing arguments bracket the
+    computed ones (:meth:`Factor._bracketed_bound`).
+    """
+    cond = s0 / smin
+    margin = 1e-12 + 64.0 * dim * _EPS64 * cond
+    return (1.0 + margin) / smin**2, (1.0 - margin) / s0**2
+
+
 class Bound:
     """Two-sided screening bounds on the scores ``‖b S⁻¹‖²`` against a triangular factor S.
 
@@ -150,12 +162,60 @@ class Bound:
     and only decreases the scores.  The lower bound holds only for the state it
     was computed at (``n``).  Both carry a relative margin for rounding in the
     SVD (absolute error ~d·u·σ_max) and in the row norms.
+
+    A bound may be *bracketed* (:meth:`Factor._bracketed_bound`): its sides
+    ``up`` and ``lo`` are then computed (by the SVD of ``source``, the factor
+    at state ``n``) only when they are first read, and :meth:`admit` decides
+    every row it can from an interval known to contain the computed ``up``.
+    Either way every value read and every decision is that of the SVD.
     """
 
-    __slots__ = ("dinv", "up", "lo", "n")
+    __slots__ = ("dinv", "_up", "_lo", "n", "_up_range", "_source")
 
-    def __init__(self, dinv, up, lo, n):
-        self.dinv, self.up, self.lo, self.n = dinv, up, lo, n
+    def __init__(self, dinv, up, lo, n, *, up_range=None, source=None):
+        self.dinv, self._up, self._lo, self.n = dinv, up, lo, n
+        self._up_range, self._source = up_range, source
+
+    @property
+    def up(self) -> float:
+        """(1 + margin)/σ_min² (computed by the SVD of the factor at state ``n`` on first use when bracketed)."""
+        if self._up is None:
+            self._compute()
+        return self._up
+
+    @property
+    def lo(self) -> float:
+        """(1 - margin)/σ_max² (computed like :attr:`up`)."""
+        if self._lo is None:
+            self._compute()
+        return self._lo
+
+    def held_nbytes(self, *current) -> int:
+        """Bytes of the factor a bracketed bound keeps until its sides are computed, unless it is one of ``current``."""
+        src = self._source
+        return 0 if src is None or any(src is c for c in current) else int(src.nbytes)
+
+    def _compute(self) -> None:
+        exact = Factor._svd_bounds([self._source], [self.n])[0]
+        # The bracket certified that the SVD gives a bound; should rounding beyond the allowance of
+        # _bracketed_bound ever contradict it, the trivial sides keep every decision valid (all admitted).
+        self._up, self._lo = (np.inf, 0.0) if exact is None else (exact._up, exact._lo)
+        self._up_range = self._source = None
+
+    def admit(self, t: np.ndarray, eps: float) -> np.ndarray:
+        """:func:`admit` of the bounds ``t·up`` for screening norms t: the rows whose prefix score can reach eps.
+
+        A bracketed bound decides from its interval [up_lo, up_hi] (``t·up_lo``
+        and ``t·up_hi`` bracket ``t·up`` in floating point too) and computes
+        ``up`` only when some row lies in between.
+        """
+        thr = admit_threshold(eps)
+        if self._up is None:
+            up_lo, up_hi = self._up_range
+            sure = t * up_lo >= thr
+            if np.array_equal(sure, t * up_hi >= thr):
+                return sure
+        return t * self.up >= thr
 
     def sqnorms(self, B: np.ndarray) -> np.ndarray:
         """‖b D⁻¹‖² for every row of B (one vectorised pass, split over threads for big blocks)."""
@@ -426,19 +486,28 @@ class Factor:
         b = self._bound
         if _bound_reusable(b, self.n, self.dim, fresh):
             return b
-        nb = self._compute_bound()
+        nb = self._compute_bound(fresh)
         if nb is not None:
             self._bound = nb
             return nb
         return None if fresh else self._bound
 
-    def _compute_bound(self) -> Bound | None:
+    def _compute_bound(self, fresh: bool) -> Bound | None:
+        """A bound at the current state: bracketed (sides computed on first use) unless ``fresh`` needs them now."""
+        if not fresh:
+            b = self._bracketed_bound()
+            if b is not None:
+                return b
         return Factor._compute_bounds([self])[0]
 
-    def upper(self, B: np.ndarray) -> np.ndarray | None:
-        """Rigorous upper bounds on ‖b S⁻¹‖² for rows B against the current state, or None (no bound yet)."""
+    def admitted(self, B: np.ndarray, eps: float) -> np.ndarray | None:
+        """Rows of B whose prefix score can reach eps by the rigorous upper bound, or None (no bound yet: all).
+
+        The bound is ``‖b D⁻¹‖²·up`` (:class:`Bound`), tested by :func:`admit`;
+        a bracketed bound decides without its SVD where it can (:meth:`Bound.admit`).
+        """
         b = self.bound()
-        return None if b is None else b.sqnorms(B) * b.up
+        return None if b is None else b.admit(b.sqnorms(B), eps)
 
     def classify_parts(self, blocks, eps: float) -> list:
         """:meth:`classify` of several row blocks at once: one bound, one matrix product for all undecided rows.
@@ -596,7 +665,10 @@ class Factor:
         return whitened_sqnorms(B, self._scoring_inv(R) if kind == "tri" else self._dense_map())
 
     def nbytes(self) -> int:
-        return int(self.R.nbytes)
+        """Bytes of the factor, and of an earlier factor a bracketed bound still holds."""
+        b = self._bound
+        s = self._scorer
+        return int(self.R.nbytes + (0 if b is None else b.held_nbytes(self.R, None if s is None else s.R)))
 
     # -- several factors of one dimension at once (the heads of a MultiHeadLeverage) ---------------------------
     @staticmethod
@@ -605,9 +677,21 @@ class Factor:
         out = [None] * len(facs)
         # Fewer rows than dimensions (λ = 0): singular, no triangular scorer — known without the scorer's SVD.
         tri = [i for i, f in enumerate(facs) if (f.ridge > 0 or f.n >= f.dim) and f._get_scorer().kind == "tri"]
-        if not tri:
-            return out
-        S = np.stack([facs[i]._get_scorer().R for i in tri])
+        if tri:
+            found = Factor._svd_bounds([facs[i]._get_scorer().R for i in tri], [facs[i].n for i in tri])
+            for i, b in zip(tri, found):
+                out[i] = b
+        return out
+
+    @staticmethod
+    def _svd_bounds(Ss, ns) -> list:
+        """:class:`Bound` (or None) of each triangular scoring factor in ``Ss`` (one dimension) with ``ns`` rows.
+
+        From the singular values of the column-normalised factors, computed as one stacked SVD.
+        """
+        out = [None] * len(Ss)
+        S = np.stack(Ss)
+        dim = S.shape[-1]
         cn = colnorms(S)
         ok = np.all(cn > 0, axis=1)
         if not ok.any():
@@ -617,19 +701,65 @@ class Factor:
         # Many wide factors (MultiHeadLeverage's heads): their SVDs split over the threads, which gives the same
         # bytes (each matrix's SVD runs alone on one thread either way); below BOUND_SPLIT_MIN_DIM the thread
         # hand-off costs more than it saves.
-        parts = parts_for(k, 1) if S.shape[-1] >= BOUND_SPLIT_MIN_DIM else 1
+        parts = parts_for(k, 1) if dim >= BOUND_SPLIT_MIN_DIM else 1
         with blas_threads(1):
             res = split_run(lambda a, b: np.linalg.svd(X[a:b], compute_uv=False), k, parts)
         sv = res[0] if len(res) == 1 else np.concatenate(res)
-        for i, c, s in zip(np.asarray(tri)[ok], cn[ok], sv):
+        for i, c, s in zip(np.flatnonzero(ok), cn[ok], sv):
             if not (s[-1] > 0 and np.isfinite(s[0])):
                 continue
             cond = s[0] / s[-1]
             if cond > BOUND_COND_MAX:
                 continue
-            margin = 1e-12 + 64.0 * facs[i].dim * _EPS64 * cond
-            out[i] = Bound(1.0 / c, (1.0 + margin) / s[-1] ** 2, (1.0 - margin) / s[0] ** 2, facs[i].n)
+            up, lo = _bound_sides(s[0], s[-1], dim)
+            out[i] = Bound(1.0 / c, up, lo, ns[i])
         return out
+
+    def _bracketed_bound(self) -> Bound | None:
+        """A :class:`Bound` whose sides wait for first use, or None when the bracket cannot prove that one exists.
+
+        Instead of the SVD of the column-normalised scoring factor ``X = S D⁻¹``,
+        its smallest and largest singular values are bracketed from the
+        triangular inverse (cached for scoring and whitened updates anyway):
+        with ``M = D·S⁻¹`` (computed X⁻¹), ``1/‖X⁻¹‖_F <= σ_min <= min(min_i |X_ii|,
+        1/(largest row or column norm of X⁻¹))`` and ``1 <= σ_max <= ‖X‖_F``
+        (unit columns), widened by the inverse's rounding and by the SVD's own
+        (allowance 4·d²·u·‖X‖_F, as for the rank certificate, ``streamlev._rank``).
+        The bound exists — the SVD would give cond <= BOUND_COND_MAX — when
+        the bracket proves it; :func:`_bound_sides` at the bracket's ends then
+        brackets ``up``.
+        """
+        if not (self.ridge > 0 or self.n >= self.dim):
+            return None
+        kind, S, _W, _rank, _S = self._get_scorer()
+        if kind != "tri":
+            return None
+        d = self.dim
+        cn = colnorms(S)
+        diag = np.abs(np.diag(S))
+        if not (np.all(cn > 0) and np.all(diag > 0)):
+            return None
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            M = self._scoring_inv(S) * cn[:, None]
+            rows = np.sqrt(np.einsum("ij,ij->i", M, M))
+            cols = np.sqrt(np.einsum("ij,ij->j", M, M))
+            F = float(np.sqrt(np.sum(rows * rows)))
+            xf = 1.01 * np.sqrt(d)  # ‖X‖_F: unit columns, up to rounding
+            delta = 2.0 * d * d * _EPS64 * F * xf  # relative error allowance of the computed inverse (in norm)
+            if not (np.isfinite(F) and delta <= 0.01):
+                return None
+            err = 4.0 * d * d * _EPS64 * xf  # the SVD's rounding allowance (absolute)
+            sl_lo = (1.0 / (F * (1.0 + delta)) - err) * (1.0 - 1e-9)
+            big_inv = max(float(rows.max()), float(cols.max()), F / np.sqrt(d)) - delta * F
+            sl_hi = min(float(np.min(diag / cn)) * (1.0 + 1e-12), 1.0 / big_inv if big_inv > 0 else np.inf) + err
+            sl_hi *= 1.0 + 1e-9
+            s0_lo = (1.0 - 1e-9 - err) * (1.0 - 1e-9)
+            s0_hi = (xf + err) * (1.0 + 1e-9)
+            if not (sl_lo > 0 and s0_lo > 0 and np.float64(s0_hi) / np.float64(sl_lo) <= BOUND_COND_MAX):
+                return None
+            up_lo = _bound_sides(np.float64(s0_lo), np.float64(sl_hi), d)[0]
+            up_hi = _bound_sides(np.float64(s0_hi), np.float64(sl_lo), d)[0]
+        return Bound(1.0 / cn, None, None, self.n, up_range=(up_lo, up_hi), source=S)
 
     @staticmethod
     def bounds_many(facs, *, fresh: bool = False) -> list:

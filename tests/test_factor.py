@@ -259,3 +259,64 @@ def test_stacked_bounds_split_over_threads_are_identical_and_bracket_the_oracle(
         sq = np.sum((K * b1.dinv) ** 2, axis=1)
         assert np.all(b1.lo * sq <= tau * (1 + 1e-9)) and np.all(tau <= b1.up * sq * (1 + 1e-9))
         assert b1.up / b1.lo > 1.0  # a real bracket, not a point
+
+
+def _bracket_cases():
+    rng = np.random.default_rng(43)
+    yield rng.standard_normal((400, 48)), 0.0  # well conditioned
+    yield rng.standard_normal((300, 64)) * np.logspace(-150, 150, 64), 0.0  # columns over 300 decades
+    yield np.vander(np.linspace(0.1, 1, 200), 14, increasing=True), 0.0  # condition ~1e6 and beyond
+    K = rng.standard_normal((130, 128))
+    yield K, 0.0  # barely tall: σ_min small
+    yield K, 0.5  # ridge: the factor of [R; √λI]
+    yield rng.standard_normal((2000, 16)) @ np.diag(np.geomspace(1, 1e-5, 16)), 0.0
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bracketed_bound_brackets_the_svd_bound(case):
+    """A bracketed bound exists only where the SVD gives one, its interval holds the SVD's up, its sides once read
+    are the SVD's bit for bit, and its admission equals admit(t·up) row by row — thresholds placed on the bracket
+    edges and on up itself included."""
+    from streamlev._factor import Factor, admit_threshold
+
+    K, ridge = list(_bracket_cases())[case]
+    fac = _factor_of(K, ridge)
+    exact = Factor._compute_bounds([fac])[0]
+    lazy = fac._bracketed_bound()
+    if lazy is None:
+        return
+    assert exact is not None
+    up_lo, up_hi = lazy._up_range
+    assert up_lo <= exact.up <= up_hi
+    np.testing.assert_array_equal(lazy.dinv, exact.dinv)
+    t = lazy.sqnorms(K)
+    rng = np.random.default_rng(case)
+    for eps in (0.5, 0.05, 1e-3):
+        thr = admit_threshold(eps)
+        # rows straddling thr/up, thr/up_lo and thr/up_hi by a few ulps (the undecided band and its edges)
+        edges = [thr / exact.up, thr / up_lo, thr / up_hi]
+        probe = np.concatenate(
+            [np.nextafter(e, [0, np.inf, 1e300]) for e in edges] + [t, rng.uniform(0, 2 * t.max(), 50)]
+        )
+        fresh = Factor._bracketed_bound(fac)
+        np.testing.assert_array_equal(fresh.admit(probe, eps), admit(probe * exact.up, eps))
+        far = probe[(probe * up_lo >= thr) | ~(probe * up_hi >= thr)]  # decided by the bracket
+        fresh = Factor._bracketed_bound(fac)
+        np.testing.assert_array_equal(fresh.admit(far, eps), admit(far * exact.up, eps))
+        assert fresh._up is None  # ... without the SVD
+    assert (lazy.up, lazy.lo) == (exact.up, exact.lo)
+
+
+def test_bracketed_bound_is_used_and_held_memory_is_counted():
+    """A wide factor past d rows gets a bracketed bound (no SVD); nbytes counts the earlier factor it holds."""
+    d = 160
+    K = np.random.default_rng(44).standard_normal((3 * d, d))
+    fac = _factor_of(K[: 2 * d])
+    b = fac.bound()
+    assert b is not None and b._up is None
+    assert fac.nbytes() == fac.R.nbytes  # it holds the current factor: nothing extra
+    fac.update(K[2 * d :])
+    assert fac.bound() is b and fac.nbytes() == 2 * fac.R.nbytes
+    assert b.admit(b.sqnorms(K[2 * d :]), 0.05).all()  # every new row can still reach 0.05 (scores ~ d/n)
+    _ = b.up
+    assert b._up is not None and fac.nbytes() == fac.R.nbytes

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import streamlev as sl
 from streamlev import OnlineLeverage
+from streamlev.online import single
 
 from . import naive
 from .strategies import eps_values, key_matrices
@@ -167,7 +168,6 @@ def _wide_streams():
 def test_rank_certificate_changes_no_set_score_or_byte(monkeypatch, case):
     """Eviction tests decided by the certified rank bound give the same sketch, byte for byte, as the SVD rule."""
     from streamlev._factor import Factor
-    from streamlev.online import single
 
     K, eps, sizes = list(_wide_streams())[case]
     # Small buffers and early eviction tests, as at d >= 256 where the first d rows take several states.
@@ -192,3 +192,57 @@ def test_rank_certificate_changes_no_set_score_or_byte(monkeypatch, case):
     np.testing.assert_array_equal(got[2], want[2])
     assert n_new < len(calls) - n_new  # the certificate saved SVDs
     naive.assert_set_matches(got[1], naive.leverage(np.asarray(K, dtype=np.float64)), eps)
+
+
+def _long_streams():
+    """Streams past d rows whose bounds drop rows: plain, scaled columns, ridge, big blocks (the Gram path)."""
+    rng = np.random.default_rng(12)
+    K = rng.standard_normal((6000, 48)) * np.logspace(-3, 3, 48)
+    K[::101] *= 20
+    yield K, 0.02, 0.0, [100] * 60
+    yield rng.standard_normal((5000, 40)) * np.logspace(-150, 150, 40), 0.03, 0.0, [250] * 20
+    yield rng.standard_normal((4000, 32)), 0.02, 2.0, [64] * 62 + [32]
+    yield rng.standard_normal((9000, 24)), 0.01, 0.0, [3000] * 3
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_bracketed_bounds_change_no_set_score_or_byte(monkeypatch, case):
+    """Admission by bracketed bounds (sides computed only when a row falls in the bracket) gives the same sketch,
+    byte for byte, as bounds from the SVD at once."""
+    from streamlev._factor import Bound, Factor
+
+    K, eps, ridge, sizes = list(_long_streams())[case]
+    monkeypatch.setattr(single, "pending_rows", lambda d: 200)  # several factor states per stream
+
+    def run():
+        sk = feed(OnlineLeverage(K.shape[1], eps, ridge=ridge), K, sizes)
+        mid = sk.to_bytes()
+        sk.update(K[:300] * 0.5)
+        return mid, sk.to_bytes(), sk.universal_set(), sk.scores()[1]
+
+    lazy, computed = [], []
+    real_bracket, real_compute = Factor._bracketed_bound, Bound._compute
+
+    def bracket(self):
+        b = real_bracket(self)
+        lazy.extend([b] if b is not None else [])
+        return b
+
+    monkeypatch.setattr(Factor, "_bracketed_bound", bracket)
+    monkeypatch.setattr(Bound, "_compute", lambda self: computed.append(1) or real_compute(self))
+    got = run()
+    assert lazy  # bracketed bounds were made (and, but for the big blocks, some never needed their SVD)
+    assert case == 3 or len(computed) < len(lazy)
+    with monkeypatch.context() as mp:
+        mp.setattr(Factor, "_bracketed_bound", lambda self: None)  # every bound from its SVD at once
+        want = run()
+    assert got[:2] == want[:2]
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[3], want[3])
+    naive.assert_set_matches(
+        got[2],
+        naive.ridge_leverage(np.vstack([K, K[:300] * 0.5]), ridge)
+        if ridge
+        else naive.leverage(np.vstack([K, K[:300] * 0.5])),
+        eps,
+    )

@@ -75,7 +75,7 @@ class Stream:
     @property
     def nbytes(self) -> int:
         """Bytes of the factor, the candidates and the buffer."""
-        return int(self.factor.R.nbytes + self.store.nbytes + self.pending.nbytes)
+        return int(self.factor.nbytes() + self.store.nbytes + self.pending.nbytes)
 
     # -- deferred factor updates --------------------------------------------------------------------
     def push(self, B, big=None):
@@ -151,15 +151,14 @@ class Stream:
             self.flush()
             b = self.factor.bound()
             t = self.factor.update(B, big, screen=b)
-            self.admit(B, ids, None if b is None else admit(t * b.up, self.eps))
+            self.admit(B, ids, None if b is None else b.admit(t, self.eps))
             self.maybe_evict()
             return
         if online_u is not None:
             self.admit(B, ids, admit(online_u, self.eps))
             self.factor.update(B, big)
         else:
-            ub = self.factor.upper(B)
-            self.admit(B, ids, None if ub is None else admit(ub, self.eps))
+            self.admit(B, ids, self.factor.admitted(B, self.eps))
             self.push(B, big)
         self.maybe_evict()
 
