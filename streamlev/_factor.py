@@ -30,7 +30,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from ._lazy import kernels
-from ._linalg import c_float, colnorms, gram, max_abs, merge_r, tp_qr_r, tri_inv, whitened_sqnorms
+from ._linalg import c_float, colnorms, fortran_copy, gram, max_abs, merge_r, tp_qr_r, tri_inv, whitened_sqnorms
 from ._rank import rank_lower_bound
 from ._threads import blas_threads, parts_for, split_run
 from ._tuning import (
@@ -295,7 +295,7 @@ class Factor:
             self._fast = FastTest(self.n, False, np.inf, False)
             return
         with blas_threads(1):
-            rcond, info = lapack.dtrcon(self.R / colnorm, norm="1", uplo="U")
+            rcond, info = lapack.dtrcon(fortran_copy(self.R / colnorm), norm="1", uplo="U")
         cond = np.inf if rcond <= 0 or info != 0 else 1.0 / rcond
         # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number.
         ok = bool(cond < FAST_COND_MAX and cond * self.dim * max(self.n, self.dim) * _EPS64 < 1e-3)

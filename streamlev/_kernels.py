@@ -50,6 +50,7 @@ __all__ = [
     "gram_sum_one",
     "classify_rows",
     "compact_rows",
+    "transpose_into",
 ]
 
 
@@ -100,6 +101,25 @@ def tri_inv_upper_batched(U):  # pragma: no cover - compiled
             for j in range(i + 1, d):
                 out[h, i, j] = -acc[j] / U[h, i, i]
     return out
+
+
+@jit()
+def transpose_into(src, dst, upper):  # pragma: no cover - compiled
+    """``dst[j, i] = src[i, j]`` (C-ordered arrays; src may be float32), by 32 x 32 tiles that stay in cache.
+
+    With ``upper`` the entries of dst below its diagonal are set to zero
+    instead (dst = triu(src.T)).  A C-ordered ``dst`` is the Fortran-ordered copy of
+    ``src`` seen through ``dst.T``; numpy's copy across orders is about twice
+    as slow on a 2048 x 2048 factor (no tiling).  Exact: values are only moved
+    (or widened from float32).
+    """
+    n0, n1 = src.shape
+    t = 32
+    for i0 in range(0, n0, t):
+        for j0 in range(0, n1, t):
+            for i in range(i0, min(i0 + t, n0)):
+                for j in range(j0, min(j0 + t, n1)):
+                    dst[j, i] = 0.0 if upper and j > i else src[i, j]
 
 
 @jit(["float64[:, ::1](float64[:, :, ::1])"])

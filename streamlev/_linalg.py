@@ -15,17 +15,26 @@ from scipy.linalg import lapack
 
 from ._lazy import kernels
 from ._threads import blas_threads, get_num_threads, parts_for, split_run
-from ._tuning import CHUNK_ROWS, GRAM_KERNEL_MAX_DIM, TP_ENTRIES, TP_NB, TRI_INV_LAPACK_MIN_DIM
+from ._tuning import (
+    CHUNK_ROWS,
+    GRAM_KERNEL_MAX_DIM,
+    TILED_COPY_MIN_DIM,
+    TP_ENTRIES,
+    TP_NB,
+    TRI_INV_LAPACK_MIN_DIM,
+)
 
 __all__ = [
     "c_float",
     "colnorms",
+    "fortran_copy",
     "gram",
     "max_abs",
     "merge_r",
     "qr_r",
     "tp_qr_r",
     "tri_inv",
+    "triu_c",
     "whiten",
     "whitened_sqnorms",
 ]
@@ -64,19 +73,42 @@ def tp_qr_r(R: np.ndarray, B: np.ndarray, trap: int = 0) -> np.ndarray:
     and numpy's QR, which releases it, ignores R's triangle.
     """
     d = R.shape[0]
-    A = np.array(R, dtype=np.float64, order="F")
     m = B.shape[0]
     if d == 0 or m == 0:
-        return np.ascontiguousarray(np.triu(A))
+        return np.ascontiguousarray(np.triu(R), dtype=np.float64)
+    A = fortran_copy(R)
     nb = min(d, TP_NB)
     step = m if trap else max(1, TP_ENTRIES // d)
     with blas_threads(1):
         for a in range(0, m, step):
-            Bf = np.array(B[a : a + step], dtype=np.float64, order="F")
+            Bf = fortran_copy(B[a : a + step])
             A, _b, _t, info = lapack.dtpqrt(trap, nb, A, Bf, overwrite_a=1, overwrite_b=1)
             if info != 0:  # pragma: no cover - LAPACK argument error
                 raise RuntimeError(f"LAPACK dtpqrt failed with info={info}")
-    return np.ascontiguousarray(np.triu(A))
+    return triu_c(A)
+
+
+def fortran_copy(A: np.ndarray) -> np.ndarray:
+    """A Fortran-ordered float64 copy of a 2-D array (what LAPACK takes in place); float32 is widened exactly.
+
+    From TILED_COPY_MIN_DIM columns on by the tiled kernel
+    (:func:`streamlev._kernels.transpose_into`), below by numpy: the same values either way.
+    """
+    if A.shape[1] < TILED_COPY_MIN_DIM:
+        return np.array(A, dtype=np.float64, order="F")
+    A = c_float(A)
+    out = np.empty((A.shape[1], A.shape[0]))
+    kernels.transpose_into(A, out, False)
+    return out.T
+
+
+def triu_c(A: np.ndarray) -> np.ndarray:
+    """The upper triangle of a square float64 array (below it zeros), as a new C-ordered array."""
+    if A.shape[1] < TILED_COPY_MIN_DIM or not A.flags.f_contiguous:
+        return np.ascontiguousarray(np.triu(A), dtype=np.float64)
+    out = np.empty(A.shape)
+    kernels.transpose_into(A.T, out, True)
+    return out
 
 
 def merge_r(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
@@ -105,10 +137,10 @@ def tri_inv(R: np.ndarray) -> np.ndarray:
         raise np.linalg.LinAlgError("singular triangular factor")
     if R.shape[0] >= TRI_INV_LAPACK_MIN_DIM:
         with blas_threads(1):
-            X, info = lapack.dtrtri(np.asarray(R, dtype=np.float64), lower=0)
+            X, info = lapack.dtrtri(fortran_copy(R), lower=0, overwrite_c=1)
         if info != 0:  # pragma: no cover - nonsingularity was checked
             raise np.linalg.LinAlgError(f"LAPACK dtrtri failed with info={info}")
-        return np.ascontiguousarray(np.triu(X))
+        return triu_c(X)
     return kernels.tri_inv_upper_batched(np.ascontiguousarray(R, dtype=np.float64)[None])[0]
 
 

@@ -19,6 +19,10 @@ TP_NB = 32
 #: row sweeps leave the cache on wide factors (benchmarks/wide_bench.py).  Each d has one method, so a cached
 #: inverse has the same bits however it was computed.
 TRI_INV_LAPACK_MIN_DIM = 512
+#: From this d on, copies between C and Fortran order around LAPACK calls (dtpqrt, dtrtri, dtrcon) go through the
+#: tiled numba kernel, about twice as fast as numpy's copy on a 2048 x 2048 factor; smaller copies stay in numpy,
+#: which loads no compiled code (benchmarks/wide_bench.py).
+TILED_COPY_MIN_DIM = 256
 #: Rows per matrix product inside one thread's part: float64 temporaries (~2 MB) against call overhead.
 CHUNK_ROWS = 4096
 #: Up to this d the Gram matrix BᵀB comes from the numba kernel, beyond it from BLAS, whose blocking wins once
