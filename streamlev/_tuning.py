@@ -20,7 +20,7 @@ TP_NB = 32
 #: inverse has the same bits however it was computed.
 TRI_INV_LAPACK_MIN_DIM = 512
 #: From this d on, copies between C and Fortran order around LAPACK calls (dtpqrt, dtrtri, dtrcon) go through the
-#: tiled numba kernel, about twice as fast as numpy's copy on a 2048 x 2048 factor; smaller copies stay in numpy,
+#: tiled numba kernel, several times faster than numpy's copy on a 2048 x 2048 factor; smaller copies stay in numpy,
 #: which loads no compiled code (benchmarks/wide_bench.py).
 TILED_COPY_MIN_DIM = 256
 #: Rows per matrix product inside one thread's part: float64 temporaries (~2 MB) against call overhead.
