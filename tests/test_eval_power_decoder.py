@@ -270,3 +270,20 @@ def test_masked_replay_equals_compressed_decoding_for_the_power_model(opts):
         full = model(ids).logits
     assert not torch.allclose(full[:, budget + 1 :], sequential[:, budget + 1 :], atol=1e-3)  # it did evict
     assert model.config._attn_implementation == P.ATTENTION
+
+
+def test_ridge_runs_report_the_exact_leverage_of_the_evicted_keys_and_tables_render():
+    model = tiny_power(seed=3)
+    passages = [{"ids": row} for row in _ids(40)]
+    rows = P.ridge_runs(model, passages, budget=24, eps=0.3, ridges=[1e-6, 1e-12], batch=2, log=lambda _: None)
+    assert [r["ridge"] for r in rows] == [1e-6, 1e-12]
+    for r in rows:
+        assert r["max_w_covered"] < 0.3
+        assert r["max_w_covered"] <= r["max_exact_leverage_covered"] + 1e-9  # w <= exact leverage at eviction
+        assert math.isfinite(r["ppl"]) and r["ppl"] > 1
+    text = P.tables({"results": [{"task": "perplexity", **_row(b)} for b in (8, 16)] + rows})
+    assert "| 1e-12 |" in text and "| full | 2.000 | 2.000 |" in text
+
+
+def _row(budget):
+    return {"policy": "full", "budget": budget, "ppl": 2.0, "attention_loss": 0.0, "max_evicted_attention": 0.0}

@@ -36,7 +36,10 @@ with each position seeing exactly what its policy had kept by then
 (:func:`streamlev.eval.decoder.masked_forward` with ``kernel="power"``), the attention loss, and
 for ``"universal"`` an audit of every eviction (:func:`audit_universal`): the largest power
 attention any later query gives an evicted key must be below eps whenever the universal set fit
-in the budget, or :class:`GuaranteeError` is raised.
+in the budget, or :class:`GuaranteeError` is raised.  The policies are those of the softmax study
+(:data:`streamlev.eval.decoder.POLICY_RUNS`; its ``"h2o"`` and ``"tova"`` score by softmax
+attention), :func:`tova_power` (TOVA scored by the power attention this model uses), and
+``"universal"`` at eps = 0.05 (as in the softmax study) and 0.2.
 
 Results go to ``benchmarks/results/power_decoder.json`` (``power_decoder_quick.json`` with
 ``--quick``) in the record format of ``benchmarks/_common.py``.
@@ -67,6 +70,7 @@ __all__ = [
     "model_config",
     "perplexity_runs",
     "power_attention",
+    "ridge_runs",
     "tables",
     "training_documents",
     "tova_power",
@@ -407,7 +411,8 @@ def audit_universal(
         evictions, the largest exact leverage τ of a covered eviction (below eps means the bound
         w <= τ alone proves the assertion; ridge leverage can sit below eps while τ does not),
         the number of evictions of each kind, the fraction of (step, row, head) at which the
-        universal set did not fit, and the largest universal-set size.
+        universal set did not fit, and the mean and largest size of the universal set of all the
+        keys seen (evicted ones included: what an uncapped policy would hold).
     """
     from ..hf import KVSelector
 
@@ -446,6 +451,8 @@ def audit_universal(
         "evicted_above_eps_while_fit": sum(a["evicted_above_eps_while_fit"] for a in layers),
         "did_not_fit_fraction": sum(a["did_not_fit_fraction"] for a in layers) / len(layers),
         "max_universal_set": max(a["max_universal_set"] for a in layers),
+        "mean_universal_set": sum(a["mean_universal_set"] for a in layers) / len(layers),
+        "mean_kept": sum(a["mean_kept"] for a in layers) / len(layers),
     }
     return logits, run, audit
 
@@ -467,6 +474,8 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
     eye = torch.eye(d, dtype=torch.float64)
     did_not_fit = 0
     max_set = 0
+    set_sum = 0.0
+    kept_sum = 0
     for t in range(T):
         prev = sel.positions
         cand = torch.full((B, Hk, 1), t, dtype=torch.long)
@@ -474,6 +483,7 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
             cand = torch.cat([prev, cand], dim=-1)
         keys = k.gather(-2, cand.unsqueeze(-1).expand(*cand.shape, d))
         idx = sel.step(keys, 1)
+        kept_sum += idx.shape[-1]
         kept = torch.zeros(cand.shape, dtype=torch.bool).scatter_(-1, idx, True)
         # 2. independent float64 prefix leverage of the candidates at step t
         G += K[:, :, t, :, None] * K[:, :, t, None, :]
@@ -486,7 +496,13 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
         x = (proj.pow(2) * inv[..., None, :]).sum(-1)
         protected = (cand < sinks) | (cand >= t + 1 - window)
         core = protected | (r >= eps)
-        max_set = max(max_set, int(core.sum(-1).max()))
+        # the universal set of every key seen so far (evicted ones included): what no cap would hold
+        whole = ((K[:, :, : t + 1] @ Pr) * K[:, :, : t + 1]).sum(-1) >= eps
+        whole[..., :sinks] = True
+        whole[..., max(0, t + 1 - window) :] = True
+        size = whole.sum(-1)
+        max_set = max(max_set, int(size.max()))
+        set_sum += float(size.double().sum())
         gone = ~kept
         fits = core.sum(-1, keepdim=True) <= budget  # (B, Hk, 1): this head's universal set fits
         did_not_fit += int((~fits).sum())
@@ -537,6 +553,8 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
         "evicted_above_eps_while_fit": int((gone_ever & cov & (tau_r >= eps)).sum()),
         "did_not_fit_fraction": did_not_fit / (T * B * Hk),
         "max_universal_set": max_set,
+        "mean_universal_set": set_sum / (T * B * Hk),
+        "mean_kept": kept_sum / T,
     }
 
 
@@ -555,16 +573,21 @@ def tova_power(keys, queries, positions):
     return w.mean(2).double()
 
 
-def perplexity_runs(model, passages, budgets, *, batch: int, eps: float, log) -> list[dict]:
-    """Perplexity past B, attention loss and largest evicted attention for every policy and budget."""
+def perplexity_runs(model, passages, budgets, *, batch: int, eps, log) -> list[dict]:
+    """Perplexity past B, attention loss and largest evicted attention for every policy and budget.
+
+    The policies of :data:`streamlev.eval.decoder.POLICY_RUNS`, :func:`tova_power`, and
+    ``"universal"`` at each threshold of ``eps`` (a number or a list; the first is the row
+    ``"universal"``, the others ``"universal eps=<value>"``), each audited by :func:`audit_universal`.
+    """
     import torch
 
     ids = torch.stack([p["ids"] for p in passages])
-    runs = {
-        **decoder.POLICY_RUNS,
-        "tova_power": {"policy": tova_power},
-        "universal": {"policy": "universal", "eps": eps},
-    }
+    eps_list = [eps] if isinstance(eps, (int, float)) else list(eps)
+    runs = {**decoder.POLICY_RUNS, "tova_power": {"policy": tova_power}}
+    del runs["universal"]
+    for i, e in enumerate(eps_list):
+        runs["universal" if i == 0 else f"universal eps={e:g}"] = {"policy": "universal", "eps": e}
     rows = []
     for budget in budgets:
         for name, opts in runs.items():
@@ -572,8 +595,8 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps: float, log) ->
             nll_sum, count, loss_layers, max_ev, audits = 0.0, 0, {}, 0.0, []
             for s in range(0, ids.shape[0], batch):
                 chunk = ids[s : s + batch]
-                if name == "universal":
-                    logits, run, audit = audit_universal(model, chunk, budget, eps=eps)
+                if opts is not None and opts["policy"] == "universal":
+                    logits, run, audit = audit_universal(model, chunk, budget, eps=opts["eps"])
                     audits.append(audit)
                 else:
                     with decoder.masked_attention(model):
@@ -606,7 +629,7 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps: float, log) ->
                 "seconds": time.perf_counter() - t0,
             }
             if audits:
-                row["eps"] = eps
+                row["eps"] = opts["eps"]
                 row["audit"] = _merge_audits(audits)
             rows.append(row)
             extra = ""
@@ -617,6 +640,45 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps: float, log) ->
                     f"  did not fit {a['did_not_fit_fraction']:.1%}  set <= {a['max_universal_set']}"
                 )
             log(f"ppl  B={budget:4d} {name:22s} {row['ppl']:8.4f}  loss {row['attention_loss']:.4f}{extra}")
+    return rows
+
+
+def ridge_runs(model, passages, *, budget: int, eps: float, ridges, batch: int, log) -> list[dict]:
+    """The universal policy at several ridges: how far its evicted keys' exact leverage sits from eps.
+
+    The policy scores ridge leverage (below the exact leverage); the bound w <= τ proves the
+    assertion only when the exact leverage τ of every key evicted while its set fit is below eps.
+    """
+    import torch
+
+    ids = torch.stack([p["ids"] for p in passages])
+    rows = []
+    for ridge in ridges:
+        nll_sum, count, audits = 0.0, 0, []
+        for s in range(0, ids.shape[0], batch):
+            chunk = ids[s : s + batch]
+            logits, _, audit = audit_universal(model, chunk, budget, eps=eps, ridge=ridge)
+            audits.append(audit)
+            lp = torch.log_softmax(logits[:, budget:-1].double(), dim=-1)
+            tgt = chunk[:, budget + 1 :]
+            nll_sum += float(-lp.gather(-1, tgt.unsqueeze(-1)).sum())
+            count += tgt.numel()
+        a = _merge_audits(audits)
+        rows.append(
+            {
+                "task": "ridge",
+                "policy": "universal",
+                "eps": eps,
+                "budget": budget,
+                "ridge": ridge,
+                "ppl": math.exp(nll_sum / count),
+                **{k: a[k] for k in ("max_w_covered", "max_exact_leverage_covered", "did_not_fit_fraction")},
+            }
+        )
+        log(
+            f"ridge {ridge:g}: eps {eps} B={budget}  max w {a['max_w_covered']:.4f}"
+            f"  max exact leverage of an evicted key {a['max_exact_leverage_covered']:.6f}"
+        )
     return rows
 
 
@@ -633,6 +695,8 @@ def _merge_audits(audits: list[dict]) -> dict:
         "evicted_above_eps_while_fit": sum(a["evicted_above_eps_while_fit"] for a in audits),
         "did_not_fit_fraction": sum(a["did_not_fit_fraction"] for a in audits) / n,
         "max_universal_set": max(a["max_universal_set"] for a in audits),
+        "mean_universal_set": sum(a["mean_universal_set"] for a in audits) / n,
+        "mean_kept": sum(a["mean_kept"] for a in audits) / n,
         "layers": [a["layers"] for a in audits],
     }
 
@@ -695,22 +759,34 @@ def tables(record: dict) -> str:
     for n in names:
         if n != "full":
             out.append(f"| {n} | " + " | ".join(f"{cell[n, b]['max_evicted_attention']:.4f}" for b in budgets) + " |")
-    uni = [cell["universal", b] for b in budgets if ("universal", b) in cell]
-    if uni and "audit" in uni[0]:
-        eps = uni[0]["eps"]
-        out += ["", f"The universal policy's audit (eps = {eps}):", ""]
-        out += ["| universal | " + " | ".join(f"B = {r['budget']}" for r in uni) + " |", "|---|" + "---|" * len(uni)]
+    for n in names:
+        uni = [cell[n, b] for b in budgets if "audit" in cell[n, b]]
+        if not uni:
+            continue
+        out += ["", f"The audit of {n} (eps = {uni[0]['eps']}):", ""]
+        out += [f"| {n} | " + " | ".join(f"B = {r['budget']}" for r in uni) + " |", "|---|" + "---|" * len(uni)]
         rows = [
             ("largest attention on a key evicted while its set fit", "max_w_covered", "{:.4f}"),
-            ("largest exact prefix leverage of such a key", "max_exact_leverage_covered", "{:.4f}"),
+            ("largest exact prefix leverage of such a key", "max_exact_leverage_covered", "{:.6f}"),
             ("largest attention on a key evicted by the cap", "max_w_capped", "{:.4f}"),
             ("(step, row, head) where the set did not fit", "did_not_fit_fraction", "{:.1%}"),
             ("evictions while the set fit", "evicted_covered", "{}"),
             ("evictions by the cap", "evicted_capped", "{}"),
-            ("largest universal set (tokens)", "max_universal_set", "{}"),
+            ("tokens kept per head, mean over steps", "mean_kept", "{:.1f}"),
+            ("universal set of all keys seen, mean size (tokens)", "mean_universal_set", "{:.1f}"),
+            ("universal set of all keys seen, largest size", "max_universal_set", "{}"),
         ]
         for label, key, fmt in rows:
             out.append(f"| {label} | " + " | ".join(fmt.format(r["audit"][key]) for r in uni) + " |")
+    rr = [r for r in res if r["task"] == "ridge"]
+    if rr:
+        out += ["", f"The universal policy at eps = {rr[0]['eps']}, B = {rr[0]['budget']}, by ridge:", ""]
+        out += ["| ridge | perplexity | largest attention on an evicted key | largest exact leverage of one |"]
+        out += ["|---|---|---|---|"]
+        out += [
+            f"| {r['ridge']:g} | {r['ppl']:.3f} | {r['max_w_covered']:.4f} | {r['max_exact_leverage_covered']:.6f} |"
+            for r in rr
+        ]
     out.append("")
     return "\n".join(out)
 
@@ -721,7 +797,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (2 passages, budgets 32 and 64, 40 steps)")
     ap.add_argument("--passages", type=int, default=HELD_OUT_PASSAGES)
     ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64, 128, 256])
-    ap.add_argument("--eps", type=float, default=EPS)
+    ap.add_argument("--eps", type=float, nargs="+", default=[EPS, 0.2], help="thresholds of the universal policy")
+    ap.add_argument(
+        "--ridges",
+        type=float,
+        nargs="*",
+        default=[1e-6, 1e-9, 1e-12],
+        help="ridges of the universal policy at the largest eps and budget (none: skip)",
+    )
     ap.add_argument("--steps", type=int, default=TRAIN["steps"], help="training steps")
     ap.add_argument("--max-minutes", type=float, default=20.0, help="hard stop of the training")
     ap.add_argument("--weights", type=Path, default=None, help="weights file (default: in the cache)")
@@ -729,9 +812,13 @@ def main(argv=None) -> int:
     ap.add_argument("--train-only", action="store_true", help="train (or load) and stop")
     ap.add_argument("--batch", type=int, default=8, help="passages per masked forward")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the tables of a results file")
     args = ap.parse_args(argv)
+    if args.table is not None:
+        print(tables(json.loads(args.table.read_text())))
+        return 0
     if args.quick:
-        args.passages, args.budgets, args.steps = 2, [32, 64], 40
+        args.passages, args.budgets, args.steps, args.ridges = 2, [32, 64], 40, [1e-6]
     import torch
 
     torch.set_num_threads(1)
@@ -765,6 +852,17 @@ def main(argv=None) -> int:
 
     for budget in args.budgets:
         results += perplexity_runs(model, passages, [budget], batch=args.batch, eps=args.eps, log=log)
+        save()
+    if args.ridges:
+        results += ridge_runs(
+            model,
+            passages,
+            budget=max(args.budgets),
+            eps=max(args.eps),
+            ridges=args.ridges,
+            batch=args.batch,
+            log=log,
+        )
         save()
     print(tables(_record(args, results, started)))
     log(f"wrote {path}")
