@@ -13,10 +13,13 @@ Selection rule (every policy): the protected tokens (the first ``sinks`` positio
 is kept; scores equal to 12 significant digits of the head's largest are ties, which go to
 the older token) and the best fill the remaining ``L`` slots.  ``L`` is
 ``min(budget, tokens held)``, except for ``"universal"``, which keeps
-``L = min(budget, max over heads of |protected ∪ {τ >= eps}|)``: a head whose universal set is
+``L = min(budget, max over heads of |protected ∪ {bound >= eps}|)``: a head whose universal set is
 smaller than the largest one of its layer fills the slots with its next-largest scores, which
 are below ``eps`` (they can never rise again: prefix scores only decrease, docs/design.md,
-prefix monotonicity).
+prefix monotonicity).  The bound is a certified upper bound on the *exact* prefix leverage,
+τ_λ·(1 + λ/μ) with μ = 1/‖(G + λI)⁻¹‖_F − λ <= σ_min(G) (infinite while μ <= 0): a token is
+evicted for being below ``eps`` only when no later query can give it power attention ``>= eps``,
+whatever the ridge.  Ranking (for the cap) uses the ridge scores.
 
 Leverage scores (``"leverage"`` and ``"universal"``) are the prefix ridge leverage scores of the
 key features f (post-RoPE keys as attended, or pre-RoPE keys; ``centred=True`` appends a
@@ -76,7 +79,8 @@ class KVSelector:
     sinks, window : int
         First positions and most recent positions always kept; ``sinks + window <= budget``.
     eps : float in (0, 1]
-        Threshold of ``"universal"``: tokens with prefix leverage ``< eps`` are evicted.
+        Threshold of ``"universal"``: tokens whose certified bound on the exact prefix leverage
+        is ``< eps`` are evicted (with power attention they can never get attention ``>= eps``).
     rope : {"post", "pre"}
         Leverage of the keys as attended (after the rotary embedding) or of the projections before
         it (``pre_keys`` must then be passed to :meth:`step`).
@@ -147,6 +151,7 @@ class KVSelector:
         self.seen = 0
         self.positions: torch.Tensor | None = None  # (B, H, n) absolute positions of the kept tokens
         self._P = None  # float64 inverse Gram (B, H, d', d')
+        self._lam = None  # its ridge λ (B, H)
         self._feat = None  # float64 features of the kept tokens (leverage policies)
         self._score = None  # their current prefix scores
         self._acc = None  # accumulated attention (h2o)
@@ -202,7 +207,7 @@ class KVSelector:
         score = self._scores(keys, m, queries, pre_keys, pos, scaling=scaling)
         protected = (pos < self.sinks) | (pos >= self.seen - self.window)
         if self.policy == "universal":
-            core = protected | (score >= self.eps)
+            core = protected | (self._leverage_bound(score) >= self.eps)
             L = min(self.budget, int(core.sum(-1).max()))
         else:
             L = min(self.budget, n)
@@ -257,6 +262,21 @@ class KVSelector:
             self._gen = torch.Generator(device=keys.device).manual_seed(self.seed)
         return _sketched_leverage(self._pre, self.sketch_dim, self._gen)
 
+    def _leverage_bound(self, score: torch.Tensor) -> torch.Tensor:
+        """Certified upper bounds on the exact prefix leverage of the held tokens, from their ridge scores.
+
+        With G the Gram of every feature seen, P = (G + λI)⁻¹ and μ = 1/‖P‖_F − λ <= σ_min(G): for
+        every query q, (q·f_j)² <= τ_λ,j (‖Fq‖² + λ‖q‖²) <= τ_λ,j (1 + λ/μ) ‖Fq‖², and neither
+        side grows when later tokens arrive.  So a token whose bound τ_λ,j (1 + λ/μ) is below ε
+        gets power attention below ε from every later query.  While μ <= 0 (G singular or too
+        ill-conditioned to certify) the bound is infinite and nothing is evicted for being below ε.
+        """
+        lam = self._lam
+        mu = 1.0 / torch.linalg.matrix_norm(self._P, ord="fro") - lam  # (B, H)
+        factor = torch.where(mu > 0, 1.0 + lam / mu.clamp_min(torch.finfo(torch.float64).tiny), math.inf)
+        bound = score * factor[..., None]
+        return torch.where(torch.isnan(bound), math.inf, bound)
+
     def _leverage(self, new: torch.Tensor) -> torch.Tensor:
         F = new.to(torch.float64)
         if self.centred:
@@ -265,6 +285,7 @@ class KVSelector:
         eye = torch.eye(D, dtype=torch.float64, device=F.device)
         if self._P is None:
             lam = self.ridge * F.pow(2).sum(-1).mean(-1)  # (B, H)
+            self._lam = lam
             G = F.transpose(-1, -2) @ F + lam[..., None, None] * eye
             L, info = torch.linalg.cholesky_ex(G)
             if bool((info != 0).any()):

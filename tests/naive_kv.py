@@ -96,8 +96,16 @@ class NaiveHead:
         cands = self.kept + list(range(start, seen))
         s = self.scores(cands, new_keys, queries, scaling)
         protected = [p < self.sinks or p >= seen - self.window for p in cands]
-        core = sum(protected[i] or s[i] >= self.eps for i in range(len(cands)))
+        bound = s * self.certificate() if self.policy == "universal" else s
+        core = sum(protected[i] or not bound[i] < self.eps for i in range(len(cands)))
         return cands, s, protected, core
+
+    def certificate(self):
+        """1 + λ/μ with μ = 1/‖(G + λI)⁻¹‖_F − λ (a lower bound on σ_min(G)); inf when μ <= 0."""
+        F = self.features(range(len(self.keys)))
+        P = np.linalg.inv(F.T @ F + self.lam * np.eye(F.shape[1]))
+        mu = 1.0 / np.linalg.norm(P, "fro") - self.lam
+        return 1.0 + self.lam / mu if mu > 0 else math.inf
 
     def commit(self, cands, s, protected, L):
         self.kept = [cands[i] for i in choose(cands, s, protected, L)]

@@ -133,6 +133,49 @@ def test_universal_evicts_only_below_eps_and_keeps_heavy():
     assert len(prev) < t  # the stream did evict
 
 
+def _universal_evictions(K, eps, ridge):
+    """Run "universal" one token at a time (budget = T, so its set always fits): {evicted: step}."""
+    d, T = K.shape[-1], K.shape[-2]
+    sel = H.KVSelector("universal", budget=T, sinks=0, window=0, eps=eps, ridge=ridge)
+    held, evicted = None, {}
+    for t in range(T):
+        new = K[:, :, t : t + 1]
+        keys = new if held is None else torch.cat([held, new], dim=-2)
+        before = set() if sel.positions is None else set(sel.positions[0, 0].tolist())
+        idx = sel.step(keys, 1)
+        held = keys.gather(-2, idx.unsqueeze(-1).expand(*idx.shape, d))
+        for j in (before | {t}) - set(sel.positions[0, 0].tolist()):
+            evicted[j] = t
+    return evicted
+
+
+@pytest.mark.parametrize("ridge", [1e-6, 1e-3])
+@pytest.mark.parametrize("small", [1e-4, 0.3])
+def test_universal_with_a_ridge_never_evicts_a_key_of_exact_leverage_above_eps(ridge, small):
+    # one direction carried by a single key 7: its exact leverage is 1 and a query along that
+    # direction gives it all its power attention.  At small = 1e-4 its energy (1e-8) is below the
+    # ridge, so its ridge leverage is tiny: evicting on ridge scores alone would drop it.
+    gen = torch.Generator().manual_seed(5)
+    d, T, eps = 6, 40, 0.2
+    K = torch.zeros(1, 1, T, d, dtype=torch.float64)
+    K[..., :5] = torch.randn(1, 1, T, 5, generator=gen, dtype=torch.float64)
+    K[0, 0, 7] = 0.0
+    K[0, 0, 7, 5] = small
+    evicted = _universal_evictions(K, eps, ridge)
+    assert 7 not in evicted
+    q = torch.zeros(d, dtype=torch.float64)
+    q[5] = 1.0
+    w = (K[0, 0] @ q) ** 2
+    assert float(w[7] / w.sum()) == pytest.approx(1.0)  # the key the guarantee protects
+    for j, t in evicted.items():  # exact (pseudo-inverse) leverage at eviction, SVD-based
+        F = K[0, 0, : t + 1].numpy()
+        U, S, _ = np.linalg.svd(F, full_matrices=False)
+        U = U[:, S > S[0] * 1e-12]
+        assert float(U[j] @ U[j]) < eps
+    if small == 0.3 and ridge == 1e-6:
+        assert len(evicted) > 10  # a well-conditioned stream does evict
+
+
 def test_kvpress_leverage_matches_sketched_reference():
     K, _Q, P = _stream(3, B=1, Hk=2)
     d, k, seed = K.shape[-1], 4, 11
