@@ -159,7 +159,7 @@ def test_training_documents_hold_out_the_evaluation_documents_and_their_versions
 
 
 def _layer0_post_rope(model, ids):
-    caught, hooks = P._capture(model)
+    caught, hooks = decoder.capture_projections(model)
     try:
         with torch.no_grad():
             model(ids)

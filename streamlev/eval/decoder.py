@@ -50,6 +50,7 @@ __all__ = [
     "KERNELS",
     "POLICY_RUNS",
     "attention_weights",
+    "capture_projections",
     "leverage_attention_correlation",
     "load_model",
     "load_passages",
@@ -546,10 +547,12 @@ def passkey_runs(model, tok, prompts, ratios, *, log, batch: int = 25, policies=
     return rows
 
 
-def _capture_prefill(model, ids) -> dict:
-    """Full prefill; per layer the post-RoPE queries and pre-RoPE keys, and the cache."""
-    import torch
+def capture_projections(model) -> tuple[dict, list]:
+    """Hooks recording each layer's query and (pre-RoPE) key projections and its rotary tables.
 
+    Returns ``(caught, hooks)``: after a forward, ``caught["q"][layer]``, ``caught["k"][layer]`` and
+    ``caught["pe"][layer]`` hold them; remove the hooks with ``h.remove()``.
+    """
     caught: dict = {"q": {}, "k": {}, "pe": {}}
     hooks = []
     for layer in model.model.layers:
@@ -562,6 +565,14 @@ def _capture_prefill(model, ids) -> dict:
                 lambda m, a, kw, i=i: caught["pe"].__setitem__(i, kw["position_embeddings"]), with_kwargs=True
             )
         )
+    return caught, hooks
+
+
+def _capture_prefill(model, ids) -> dict:
+    """Full prefill; per layer the post-RoPE queries and pre-RoPE keys, and the cache."""
+    import torch
+
+    caught, hooks = capture_projections(model)
     try:
         with torch.no_grad():
             out = model(ids)

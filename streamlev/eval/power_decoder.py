@@ -356,23 +356,6 @@ def trained_model(cfg: dict, *, weights: Path | None = None, retrain: bool = Fal
 # ------------------------------------------------------------------------------------------------
 
 
-def _capture(model):
-    """Hooks that record each layer's query and pre-RoPE key projections and rotary tables."""
-    caught: dict = {"q": {}, "k": {}, "pe": {}}
-    hooks = []
-    for layer in model.model.layers:
-        attn = layer.self_attn
-        i = attn.layer_idx
-        hooks.append(attn.q_proj.register_forward_hook(lambda m, a, o, i=i: caught["q"].__setitem__(i, o)))
-        hooks.append(attn.k_proj.register_forward_hook(lambda m, a, o, i=i: caught["k"].__setitem__(i, o)))
-        hooks.append(
-            attn.register_forward_pre_hook(
-                lambda m, a, kw, i=i: caught["pe"].__setitem__(i, kw["position_embeddings"]), with_kwargs=True
-            )
-        )
-    return caught, hooks
-
-
 def audit_universal(
     model,
     ids,
@@ -415,7 +398,7 @@ def audit_universal(
     from ..hf import KVSelector
 
     opts = {"policy": "universal", "eps": eps, "ridge": ridge}
-    caught, hooks = _capture(model)
+    caught, hooks = decoder.capture_projections(model)
     try:
         with decoder.masked_attention(model):
             logits, run = decoder.masked_forward(model, ids, opts, budget, sinks=sinks, window=window, kernel="power")
