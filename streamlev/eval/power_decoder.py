@@ -374,9 +374,11 @@ def audit_universal(
     one-token steps, checked to end on the replay's kept tokens) to learn when each token was
     evicted, and recomputes independently, in float64 from the Gram of the prefix, each evicted
     token's prefix leverage at its eviction: ridge leverage τ_λ (the policy's score, λ = ``ridge`` ×
-    the squared norm of the first key) and exact leverage τ = kᵀG⁺k.  An eviction is *covered* when
-    τ_λ < eps (the token left the universal set) and *capped* when τ_λ >= eps (the set did not fit in
-    the budget and the cap evicted one of its members).  Then, for every query t and key j evicted
+    the squared norm of the first key), the policy's certified bound on exact leverage
+    b = τ_λ(1 + λ/μ) with μ = 1/‖(G + λI)⁻¹‖_F − λ (infinite while μ <= 0), and exact leverage
+    τ = kᵀG⁺k.  An eviction is *covered* when b < eps (the token left the universal set) or the
+    head's universal set fit in the budget, and *capped* otherwise (the set did not fit and the cap
+    evicted one of its members).  Then, for every query t and key j evicted
     before t, the power attention of the full prefix w(t, j) = (q_t·k_j)² / Σ_{i<=t} (q_t·k_i)².
 
     Raises
@@ -475,10 +477,14 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
         inv = torch.where(w > 1e-12 * w[..., -1:].clamp_min(1e-300), 1.0 / w, torch.zeros_like(w))
         proj = C @ V
         x = (proj.pow(2) * inv[..., None, :]).sum(-1)
+        # the policy's certified bound on exact leverage: tau_ridge * (1 + lam/mu), mu = 1/||Pr||_F - lam
+        mu = 1.0 / torch.linalg.matrix_norm(Pr, ord="fro") - lam
+        factor = torch.where(mu > 0, 1.0 + lam / mu.clamp_min(1e-300), math.inf)[..., None]
+        bnd = torch.nan_to_num(r * factor, nan=math.inf)
         protected = (cand < sinks) | (cand >= t + 1 - window)
-        core = protected | (r >= eps)
+        core = protected | (bnd >= eps)
         # the universal set of every key seen so far (evicted ones included): what no cap would hold
-        whole = ((K[:, :, : t + 1] @ Pr) * K[:, :, : t + 1]).sum(-1) >= eps
+        whole = torch.nan_to_num(((K[:, :, : t + 1] @ Pr) * K[:, :, : t + 1]).sum(-1) * factor, nan=math.inf) >= eps
         whole[..., :sinks] = True
         whole[..., max(0, t + 1 - window) :] = True
         size = whole.sum(-1)
@@ -487,9 +493,9 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
         gone = ~kept
         fits = core.sum(-1, keepdim=True) <= budget  # (B, Hk, 1): this head's universal set fits
         did_not_fit += int((~fits).sum())
-        cov.scatter_(-1, cand, torch.where(gone, (r < eps) | fits, cov.gather(-1, cand)))
+        cov.scatter_(-1, cand, torch.where(gone, (bnd < eps) | fits, cov.gather(-1, cand)))
         evict_step.scatter_(-1, cand, torch.where(gone, torch.full_like(cand, t), evict_step.gather(-1, cand)))
-        tau_r.scatter_(-1, cand, torch.where(gone, r, tau_r.gather(-1, cand)))
+        tau_r.scatter_(-1, cand, torch.where(gone, bnd, tau_r.gather(-1, cand)))
         tau_x.scatter_(-1, cand, torch.where(gone, x, tau_x.gather(-1, cand)))
     if not torch.equal(sel.positions, run.selectors[li].positions):
         raise RuntimeError(f"layer {li}: the audit's replay of the policy ended on other tokens than the run's")
