@@ -644,10 +644,30 @@ class Factor:
             return False  # the rule counts at most d singular values
         if self._scorer is not None or self.ridge > 0 or self.fast_ok():
             return self.rank >= k
+        return self._rank_lower_bound() >= k or self.rank >= k
+
+    def _rank_lower_bound(self) -> int:
+        """The certified lower bound on the rank (:func:`streamlev._rank.rank_lower_bound`), once per state."""
         if self._rank_lb is None:
             nz, scale, _ = self._normalised(scaled=False)
             self._rank_lb = rank_lower_bound(self.R, scale, self.n, int(np.count_nonzero(nz)))
-        return self._rank_lb >= k or self.rank >= k
+        return self._rank_lb
+
+    def rows_independent(self) -> bool:
+        """Whether the n rows summarised are certified linearly independent (λ = 0, 1 <= n <= d), without an SVD.
+
+        True when the certified lower bound on the rank
+        (:func:`streamlev._rank.rank_lower_bound`) reaches n: the rank rule
+        then keeps n directions, as many as there are rows, so each summarised
+        row has pseudo-inverse leverage score exactly 1 among them (the scores
+        sum to the rank and none exceeds 1).  Callers scoring summarised rows
+        return 1 without the two d x d SVDs of the pseudo-inverse map.  False
+        means only that the bound cannot tell (for instance for exactly
+        dependent rows): the scores are then computed.
+        """
+        if self.ridge > 0 or not 0 < self.n <= self.dim:
+            return False
+        return self._rank_lower_bound() >= self.n
 
     def scores(self, B: np.ndarray) -> np.ndarray:
         """Leverage scores of the rows of B with respect to the factor.

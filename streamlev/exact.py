@@ -76,6 +76,9 @@ def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -
     fac = Factor(d, ridge)
     for a, b in _blocks(n, block):
         fac.update(K[a:b])  # Householder or whitened updates, see Factor.update
+    if fac.rows_independent():  # n <= d rows certified independent: every score is exactly 1, no SVD
+        out[:] = 1.0
+        return out
     out[:] = fac.scores(K)  # threads over row ranges, bounded temporaries
     np.clip(out, 0.0, 1.0, out=out)
     return out

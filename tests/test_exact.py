@@ -390,3 +390,43 @@ def test_subnormal_column_with_a_ridge_is_refused_with_advice():
     G[:, 2] *= 1e-310
     with pytest.raises(ValueError, match=r"column 2 .*ldexp"):
         sl.universal_set(G, 0.1, ridge=0.5)
+
+
+# --- short wide keys (n < d) on the factor path: certified independent rows score exactly 1 -----------------
+
+
+def _short_wide(kind, n=300, d=600, seed=21):
+    """n x d keys above the small-input limit: Gaussian, scaled 1e-150..1e150, float32, dependent or near rows."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    if kind == "scaled":
+        K *= np.logspace(-150, 150, d)
+    elif kind == "float32":
+        K = K.astype(np.float32)
+    elif kind == "dependent":
+        K[100] = 2.0 * K[5] - K[9]  # rows 5, 9, 100 share a 2-dimensional span
+        K[200:210] = K[10:20]  # ten duplicated rows: 0.5 each
+    elif kind == "near":
+        K[-1] = K[0] + 1e-9 * rng.standard_normal(d)  # independent, too close to certify: the SVD path runs
+    return K
+
+
+@pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])
+def test_short_wide_keys_match_the_oracle(kind, monkeypatch):
+    """Scores and sets equal the SVD oracle's; independent rows are scored 1 without any SVD."""
+    from streamlev._tuning import SMALL_ENTRIES
+
+    K = _short_wide(kind)
+    assert K.size > SMALL_ENTRIES  # the factor path
+    want = naive.leverage(K)
+    calls = []
+    real = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = sl.leverage_scores(K)
+    assert np.max(np.abs(got - want)) <= (1e-6 if kind == "near" else 1e-10)
+    for eps in (0.3, 0.6, 1.0):
+        naive.assert_set_matches(sl.universal_set(K, eps), want, eps)
+    if kind in ("gauss", "scaled", "float32"):
+        assert np.all(got == 1.0) and calls == []
+    if kind == "dependent":
+        assert np.allclose(got[[10, 19, 200, 209]], 0.5) and got.sum() == pytest.approx(K.shape[0] - 11)

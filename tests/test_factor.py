@@ -320,3 +320,58 @@ def test_bracketed_bound_is_used_and_held_memory_is_counted():
     assert b.admit(b.sqnorms(K[2 * d :]), 0.05).all()  # every new row can still reach 0.05 (scores ~ d/n)
     _ = b.up
     assert b._up is not None and fac.nbytes() == fac.R.nbytes
+
+
+# --- rows certified independent (a short wide stream's states): scores exactly 1 without the SVD ------------
+
+
+def _short_keys(kind, n=80, d=120, seed=11):
+    """n < d keys of one kind: Gaussian, columns scaled 1e-150..1e150, float32, exactly or nearly dependent rows."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    if kind == "scaled":
+        K *= np.logspace(-150, 150, d)
+    elif kind == "float32":
+        K = K.astype(np.float32)
+    elif kind == "dependent":
+        K[n // 2] = 3.0 * K[1] - 0.5 * K[7]  # in the span of two earlier rows
+        K[-1] = K[3]
+    elif kind == "near":
+        K[-1] = K[0] + 1e-13 * rng.standard_normal(d)  # independent, far too close to certify
+    return K
+
+
+@pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])
+def test_rows_independent_only_when_the_svd_oracle_finds_n_independent_rows(kind):
+    """At every state: True implies the oracle rank of the rows and of the factor is n; Gaussian rows are certified,
+    exactly dependent ones never are."""
+    K = _short_keys(kind)
+    fac = Factor(K.shape[1])
+    seen = []
+    for a in range(0, K.shape[0], 16):
+        fac.update(K[a : a + 16])
+        rows = K[: a + 16]
+        ok = fac.rows_independent()
+        r = naive.rank(rows)
+        if ok:
+            assert r == fac.n
+            assert naive.factor_rank(fac.R, fac.n) >= fac.n
+        seen.append((fac.n, ok, r))
+    if kind in ("gauss", "scaled", "float32"):
+        assert all(ok for _, ok, _ in seen)
+    if kind == "dependent":
+        assert [ok for _, ok, _ in seen] == [n <= 40 for n, _, _ in seen]  # the dependent row is row 40
+        assert seen[-1][2] == K.shape[0] - 2
+    if kind == "near":
+        assert not seen[-1][1]
+
+
+def test_rows_independent_is_false_for_a_ridge_more_rows_than_d_and_no_rows():
+    K = _short_keys("gauss", n=40, d=30)
+    assert not Factor(30).rows_independent()
+    fac = Factor(30, ridge=1.0)
+    fac.update(K[:10])
+    assert not fac.rows_independent()  # ridge scores are below 1
+    fac = Factor(30)
+    fac.update(K)
+    assert not fac.rows_independent()  # 40 rows in d = 30

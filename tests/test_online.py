@@ -246,3 +246,45 @@ def test_bracketed_bounds_change_no_set_score_or_byte(monkeypatch, case):
         else naive.leverage(np.vstack([K, K[:300] * 0.5])),
         eps,
     )
+
+
+# --- short wide streams (every state rank-deficient): independent rows are kept with score 1, no SVD ---------
+
+
+def _short_wide(kind, n=150, d=300, seed=31):
+    """n < d keys: Gaussian, columns scaled 1e-150..1e150, float32, exactly dependent or nearly dependent rows."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    if kind == "scaled":
+        K *= np.logspace(-150, 150, d)
+    elif kind == "float32":
+        K = K.astype(np.float32)
+    elif kind == "dependent":
+        K[60] = 2.0 * K[5] - K[9]
+        K[100:110] = K[10:20]  # duplicated rows: score 0.5, below eps = 0.6
+    elif kind == "near":
+        K[-1] = K[0] + 1e-9 * rng.standard_normal(d)  # independent, too close to certify
+    return K
+
+
+@pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])
+@pytest.mark.parametrize("eps", [0.1, 0.6, 1.0])
+def test_short_wide_stream_matches_the_oracle(kind, eps, monkeypatch):
+    """Set and scores equal the SVD oracle's; independent rows need no SVD for the set or the scores."""
+    K = _short_wide(kind)
+    want = naive.leverage(K)
+    calls = []
+    real = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sk = feed(OnlineLeverage(K.shape[1], eps), K, [64, 1, 40, 45])
+    U = sk.universal_set()
+    naive.assert_set_matches(U, want, eps)
+    ids, tau = sk.scores()
+    assert np.array_equal(ids, U)
+    assert np.max(np.abs(tau - want[ids])) <= (1e-6 if kind == "near" else 1e-10)
+    if kind in ("gauss", "scaled", "float32"):
+        assert U.size == K.shape[0] and np.all(tau == 1.0) and calls == []
+    if kind == "dependent" and eps == 0.6:
+        assert not np.isin([10, 19, 100, 109], U).any()
+        restored = OnlineLeverage.from_bytes(sk.to_bytes())
+        assert np.array_equal(restored.universal_set(), U)

@@ -104,12 +104,15 @@ class Stream:
         Candidates decided by the two-sided bounds are not scored; the others
         are scored together (:meth:`streamlev._factor.Factor.classify_parts`).
         Each part keeps its own surviving rows, so no joined copy of all
-        candidates is made.
+        candidates is made.  While the rows fed are certified linearly
+        independent (:meth:`streamlev._factor.Factor.rows_independent`, the
+        early states of a wide stream) every candidate's score is exactly 1
+        >= eps: all are kept, with no SVD.
         """
         self.flush()
         store = self.store
         store.seal()
-        if store.count:
+        if store.count and not self.factor.rows_independent():
             store.keep(self.factor.classify_parts([k for k, _ in store.parts], self.eps))
         store.clean = store.count
 
@@ -191,7 +194,8 @@ class Stream:
         self.evict()
         keys, ids = self.store.joined()
         order = np.argsort(ids)
-        tau = np.clip(self.factor.scores(keys), 0.0, 1.0)
+        # Rows certified independent score exactly 1 (Factor.rows_independent); otherwise they are computed.
+        tau = np.ones(ids.size) if self.factor.rows_independent() else np.clip(self.factor.scores(keys), 0.0, 1.0)
         return ids[order], tau[order]
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
