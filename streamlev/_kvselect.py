@@ -152,6 +152,7 @@ class KVSelector:
         self.positions: torch.Tensor | None = None  # (B, H, n) absolute positions of the kept tokens
         self._P = None  # float64 inverse Gram (B, H, d', d')
         self._lam = None  # its ridge λ (B, H)
+        self._trace = None  # trace of the Gram (B, H)
         self._feat = None  # float64 features of the kept tokens (leverage policies)
         self._score = None  # their current prefix scores
         self._acc = None  # accumulated attention (h2o)
@@ -272,8 +273,14 @@ class KVSelector:
         ill-conditioned to certify) the bound is infinite and nothing is evicted for being below ε.
         """
         lam = self._lam
-        mu = 1.0 / torch.linalg.matrix_norm(self._P, ord="fro") - lam  # (B, H)
+        fro = torch.linalg.matrix_norm(self._P, ord="fro")  # (B, H): >= ‖P‖₂ = 1/σ_min(G + λI)
+        mu = 1.0 / fro - lam
         factor = torch.where(mu > 0, 1.0 + lam / mu.clamp_min(torch.finfo(torch.float64).tiny), math.inf)
+        # rounding: the float64 inverse and the scores carry a relative error of order D·u·κ(G + λI);
+        # κ <= (trace G + Dλ)·‖P‖_F, and the bound is widened by eight times that (none below 1/2)
+        D = self._P.shape[-1]
+        rel = 8.0 * D * torch.finfo(torch.float64).eps * (self._trace + D * lam) * fro
+        factor = torch.where(rel < 0.5, factor * (1.0 + rel), math.inf)
         bound = score * factor[..., None]
         return torch.where(torch.isnan(bound), math.inf, bound)
 
@@ -286,6 +293,7 @@ class KVSelector:
         if self._P is None:
             lam = self.ridge * F.pow(2).sum(-1).mean(-1)  # (B, H)
             self._lam = lam
+            self._trace = F.pow(2).sum(dim=(-1, -2))  # trace of the Gram of every feature seen (B, H)
             G = F.transpose(-1, -2) @ F + lam[..., None, None] * eye
             L, info = torch.linalg.cholesky_ex(G)
             if bool((info != 0).any()):
@@ -308,6 +316,7 @@ class KVSelector:
         s_new = ((F @ self._P) * F).sum(-1)
         self._score = torch.cat([self._score - drop, s_new], dim=-1)
         self._feat = torch.cat([self._feat, F], dim=-2)
+        self._trace = self._trace + F.pow(2).sum(dim=(-1, -2))
         return self._score
 
 

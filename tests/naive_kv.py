@@ -101,11 +101,15 @@ class NaiveHead:
         return cands, s, protected, core
 
     def certificate(self):
-        """1 + λ/μ with μ = 1/‖(G + λI)⁻¹‖_F − λ (a lower bound on σ_min(G)); inf when μ <= 0."""
+        """(1 + λ/μ)(1 + r): μ = 1/‖P‖_F − λ <= σ_min(G), P = (G + λI)⁻¹, r = 8·D·u·(trace G + Dλ)·‖P‖_F (rounding);
+        inf when μ <= 0 or r >= 1/2."""
         F = self.features(range(len(self.keys)))
         P = np.linalg.inv(F.T @ F + self.lam * np.eye(F.shape[1]))
-        mu = 1.0 / np.linalg.norm(P, "fro") - self.lam
-        return 1.0 + self.lam / mu if mu > 0 else math.inf
+        fro = np.linalg.norm(P, "fro")
+        mu = 1.0 / fro - self.lam
+        D = F.shape[1]
+        rel = 8.0 * D * np.finfo(np.float64).eps * (np.sum(F**2) + D * self.lam) * fro
+        return (1.0 + self.lam / mu) * (1.0 + rel) if mu > 0 and rel < 0.5 else math.inf
 
     def commit(self, cands, s, protected, L):
         self.kept = [cands[i] for i in choose(cands, s, protected, L)]

@@ -375,7 +375,8 @@ def audit_universal(
     evicted, and recomputes independently, in float64 from the Gram of the prefix, each evicted
     token's prefix leverage at its eviction: ridge leverage τ_λ (the policy's score, λ = ``ridge`` ×
     the squared norm of the first key), the policy's certified bound on exact leverage
-    b = τ_λ(1 + λ/μ) with μ = 1/‖(G + λI)⁻¹‖_F − λ (infinite while μ <= 0), and exact leverage
+    b = τ_λ(1 + λ/μ)(1 + r) with μ = 1/‖(G + λI)⁻¹‖_F − λ and r its rounding allowance
+    (infinite while μ <= 0), and exact leverage
     τ = kᵀG⁺k.  An eviction is *covered* when b < eps (the token left the universal set) or the
     head's universal set fit in the budget, and *capped* otherwise (the set did not fit and the cap
     evicted one of its members).  Then, for every query t and key j evicted
@@ -478,8 +479,11 @@ def _audit_layer(li, q, k, run, budget, *, eps, sinks, window, ridge, selector_c
         proj = C @ V
         x = (proj.pow(2) * inv[..., None, :]).sum(-1)
         # the policy's certified bound on exact leverage: tau_ridge * (1 + lam/mu), mu = 1/||Pr||_F - lam
-        mu = 1.0 / torch.linalg.matrix_norm(Pr, ord="fro") - lam
-        factor = torch.where(mu > 0, 1.0 + lam / mu.clamp_min(1e-300), math.inf)[..., None]
+        fro = torch.linalg.matrix_norm(Pr, ord="fro")
+        mu = 1.0 / fro - lam
+        rel = 8.0 * d * torch.finfo(torch.float64).eps * (K[:, :, : t + 1].pow(2).sum((-1, -2)) + d * lam) * fro
+        factor = torch.where((mu > 0) & (rel < 0.5), (1.0 + lam / mu.clamp_min(1e-300)) * (1.0 + rel), math.inf)
+        factor = factor[..., None]
         bnd = torch.nan_to_num(r * factor, nan=math.inf)
         protected = (cand < sinks) | (cand >= t + 1 - window)
         core = protected | (bnd >= eps)
