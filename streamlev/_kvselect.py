@@ -17,7 +17,8 @@ the older token) and the best fill the remaining ``L`` slots.  ``L`` is
 smaller than the largest one of its layer fills the slots with its next-largest scores, which
 are below ``eps`` (they can never rise again: prefix scores only decrease, docs/design.md,
 prefix monotonicity).  The bound is a certified upper bound on the *exact* prefix leverage,
-τ_λ·(1 + λ/μ) with μ = 1/‖(G + λI)⁻¹‖_F − λ <= σ_min(G) (infinite while μ <= 0): a token is
+τ_λ·(1 + λ/μ) with μ = 1/‖(G + λI)⁻¹‖_F − λ <= σ_min(G), widened by a rounding allowance
+(infinite while μ <= 0): a token is
 evicted for being below ``eps`` only when no later query can give it power attention ``>= eps``,
 whatever the ridge.  Ranking (for the cap) uses the ridge scores.
 
