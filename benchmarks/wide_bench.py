@@ -12,9 +12,11 @@ against that route, and for the sketch whether its set equals the set of the num
     python benchmarks/wide_bench.py --dim 2048 --rows 8192   # one size; --rows pairs with --dim
 
 For each d the same is measured on a short input of d/2 rows (``--short`` rows, "n < d"): every state of the
-sketch and the final factor are rank-deficient, and the scores need the pseudo-inverse map from the SVD of the
-d x d factor (the rank rule's tolerance sits at the SVD's own rounding level, so no cheaper route is known to give
-the same ranks).
+sketch and the final factor are rank-deficient.  Gaussian rows are certified linearly independent by the rank
+lower bound of ``streamlev/_rank.py`` (one triangular inverse), so every score is exactly 1 and neither the rank
+SVD nor the pseudo-inverse map is computed (``Factor.rows_independent``); rows the certificate cannot decide
+(dependent or nearly dependent ones) would need the SVD of the d x d factor.  Up to SMALL_ENTRIES entries,
+``leverage_scores`` takes one SVD of the keys instead (``streamlev/exact.py``).
 
 Every time is the best of ``--repeats`` runs; the record (``benchmarks/results/wide[_quick].json``) holds
 one row per method and d, and the target ratios (<= 1.0x numpy's QR for ``leverage_scores`` and
