@@ -62,6 +62,23 @@ def _tiny_rule(ridge: float) -> str:
     return "rescale" if ridge == 0.0 else "refuse"
 
 
+def _rows_independent(K: np.ndarray) -> bool:
+    """Whether the n <= d rows of K are certified linearly independent, without an SVD.
+
+    One blocked Householder QR of (a copy of) K, about as fast as numpy's,
+    then the certified rank lower bound of its factor
+    (:meth:`streamlev._factor.Factor.rows_independent`).  When it cannot tell,
+    the caller scores K by the usual route, from the start.
+    """
+    from ._factor import Factor  # noqa: PLC0415
+    from ._linalg import qr_r  # noqa: PLC0415
+
+    n, d = K.shape
+    fac = Factor(d)
+    fac.set_state(qr_r(np.array(K, dtype=np.float64, order="F"), blocked=True), n)  # a copy: dgeqrf overwrites it
+    return fac.rows_independent()
+
+
 def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -> np.ndarray:
     n, d = K.shape
     out = np.empty(n, dtype=np.float64)
@@ -73,12 +90,12 @@ def _scores_validated(K: np.ndarray, ridge: float, block: int = DEFAULT_BLOCK) -
         return out
     from ._factor import Factor  # noqa: PLC0415 - loaded when needed (scipy), not for small keys
 
+    if ridge == 0.0 and n <= d and _rows_independent(K):
+        out[:] = 1.0  # n <= d rows certified independent: every score is exactly 1
+        return out
     fac = Factor(d, ridge)
     for a, b in _blocks(n, block):
         fac.update(K[a:b])  # Householder or whitened updates, see Factor.update
-    if fac.rows_independent():  # n <= d rows certified independent: every score is exactly 1, no SVD
-        out[:] = 1.0
-        return out
     out[:] = fac.scores(K)  # threads over row ranges, bounded temporaries
     np.clip(out, 0.0, 1.0, out=out)
     return out
@@ -118,7 +135,10 @@ def leverage_scores(K: ArrayLike, *, ridge: float = 0.0) -> np.ndarray:
     once it is well conditioned, by whitened block updates (see
     :meth:`streamlev._factor.Factor.update`), then one multiplication by
     the inverse factor per block — never from the Gram matrix KᵀK and never from
-    an unscaled SVD.  Memory: the input, the output, one block and a
+    an unscaled SVD.  At most d rows (ridge = 0) are first certified linearly
+    independent where they are (a Householder QR and a certified lower bound on
+    its rank, docs/design.md, the section on numerics): their scores are then
+    exactly 1, with no SVD.  Memory: the input, the output, one block and a
     d x d factor.  Accuracy (see tests/test_exact.py): relative error
     <= 1e-8 for well-conditioned keys and <= 1e-6 up to condition number 1e8
     or column scales spanning 1e-6..1e6, against a float64 SVD of the

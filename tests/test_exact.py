@@ -430,3 +430,11 @@ def test_short_wide_keys_match_the_oracle(kind, monkeypatch):
         assert np.all(got == 1.0) and calls == []
     if kind == "dependent":
         assert np.allclose(got[[10, 19, 200, 209]], 0.5) and got.sum() == pytest.approx(K.shape[0] - 11)
+
+
+def test_short_wide_fortran_ordered_keys_are_not_overwritten():
+    """The certificate's QR works on a copy: a Fortran-ordered float64 input comes back unchanged."""
+    K = np.asfortranarray(_short_wide("gauss"))
+    before = K.copy()
+    assert np.all(sl.leverage_scores(K) == 1.0)
+    assert np.array_equal(K, before)
