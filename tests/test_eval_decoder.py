@@ -135,3 +135,17 @@ def test_leverage_attention_correlation_matches_eager_attention_and_svd_leverage
                 assert got[li, h, rope, kind] == pytest.approx(np.mean(v), abs=1e-9), (li, h, rope, kind)
     assert len(got) == cfg.num_hidden_layers * Hk * 4
     assert any(abs(got[k[:3] + ("mean",)] - got[k[:3] + ("total",)]) > 0.05 for k in got)
+
+
+def test_tables_mark_runs_missing_from_a_record():
+    row = {"task": "perplexity", "attention_loss": 0.25, "max_evicted_attention": 0.5}
+    rec = {
+        "results": [
+            {**row, "policy": "full", "budget": 64, "ppl": 10.0},
+            {**row, "policy": "full", "budget": 128, "ppl": 9.0},
+            {**row, "policy": "tova", "budget": 128, "ppl": 11.5},
+        ]
+    }
+    text = decoder.tables(rec)
+    assert "| tova | – | 11.50 |" in text
+    assert "| tova | – | 0.2500 |" in text

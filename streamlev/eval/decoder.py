@@ -716,8 +716,16 @@ def _record(args, results, started) -> dict:
     )
 
 
+def _cell(row: dict | None, key: str, spec: str) -> str:
+    """One table cell: the formatted value, or a dash where that run is not in the record."""
+    return "–" if row is None else spec.format(row[key])
+
+
 def tables(record: dict) -> str:
-    """Markdown tables of a results record (perplexity, attention loss, passkey, time)."""
+    """Markdown tables of a results record (perplexity, attention loss, correlation, passkey, time).
+
+    A dash marks a policy and budget (or ratio) that the record does not hold.
+    """
     res = record["results"]
     out = []
     ppl = [r for r in res if r["task"] == "perplexity"]
@@ -729,13 +737,15 @@ def tables(record: dict) -> str:
         sep = "|---|" + "---|" * len(budgets)
         out += ["Perplexity on the positions past B (exact per-step masks):", "", head, sep]
         for n in names:
-            out.append(f"| {n} | " + " | ".join(f"{cell[n, b]['ppl']:.2f}" for b in budgets) + " |")
+            out.append(f"| {n} | " + " | ".join(_cell(cell.get((n, b)), "ppl", "{:.2f}") for b in budgets) + " |")
         out += ["", "Attention loss (softmax mass of the full attention on evicted tokens, mean per query):", ""]
         out += [head, sep]
         for n in names:
             if n == "full":
                 continue
-            out.append(f"| {n} | " + " | ".join(f"{cell[n, b]['attention_loss']:.4f}" for b in budgets) + " |")
+            out.append(
+                f"| {n} | " + " | ".join(_cell(cell.get((n, b)), "attention_loss", "{:.4f}") for b in budgets) + " |"
+            )
         out.append("")
     pk = [r for r in res if r["task"] == "passkey"]
     if pk:
@@ -748,7 +758,9 @@ def tables(record: dict) -> str:
             if n == "full":
                 out.append(f"| full | {cell['full', None]['accuracy']:.2f} (no eviction) |" + " |" * (len(ratios) - 1))
             else:
-                out.append(f"| {n} | " + " | ".join(f"{cell[n, r]['accuracy']:.2f}" for r in ratios) + " |")
+                out.append(
+                    f"| {n} | " + " | ".join(_cell(cell.get((n, r)), "accuracy", "{:.2f}") for r in ratios) + " |"
+                )
         out.append("")
     cor = [r for r in res if r["task"] == "correlation"]
     if cor:
