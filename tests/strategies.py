@@ -74,3 +74,22 @@ def hostile_keys(draw, *, max_n=60, max_d=6):
     else:
         K = K * np.array(draw(st.lists(st.sampled_from((1.0,) + HOSTILE_SCALES), min_size=d, max_size=d)))
     return K, f"{how} x {s:g}"
+
+
+def short_wide_keys(kind, n, d, seed, *, combo_row, duplicates=(), near=1e-9):
+    """n < d keys of one kind: "gauss", "scaled" (columns 1e-150..1e150), "float32", "dependent" (row
+    ``combo_row`` = 2·row 5 − row 9, and each ``(dst, src)`` of ``duplicates`` a copy) or "near" (the last
+    row within ``near`` of the first: independent, too close to certify)."""
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((n, d))
+    if kind == "scaled":
+        K *= np.logspace(-150, 150, d)
+    elif kind == "float32":
+        K = K.astype(np.float32)
+    elif kind == "dependent":
+        K[combo_row] = 2.0 * K[5] - K[9]
+        for dst, src in duplicates:
+            K[dst] = K[src]
+    elif kind == "near":
+        K[-1] = K[0] + near * rng.standard_normal(d)
+    return K

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import streamlev as sl
 
 from . import naive
-from .strategies import eps_values, key_matrices
+from .strategies import eps_values, key_matrices, short_wide_keys
 
 
 def rel_err(a, b, floor=1e-12):
@@ -396,19 +396,9 @@ def test_subnormal_column_with_a_ridge_is_refused_with_advice():
 
 
 def _short_wide(kind, n=300, d=600, seed=21):
-    """n x d keys above the small-input limit: Gaussian, scaled 1e-150..1e150, float32, dependent or near rows."""
-    rng = np.random.default_rng(seed)
-    K = rng.standard_normal((n, d))
-    if kind == "scaled":
-        K *= np.logspace(-150, 150, d)
-    elif kind == "float32":
-        K = K.astype(np.float32)
-    elif kind == "dependent":
-        K[100] = 2.0 * K[5] - K[9]  # rows 5, 9, 100 share a 2-dimensional span
-        K[200:210] = K[10:20]  # ten duplicated rows: 0.5 each
-    elif kind == "near":
-        K[-1] = K[0] + 1e-9 * rng.standard_normal(d)  # independent, too close to certify: the SVD path runs
-    return K
+    """n x d keys above the small-input limit; "dependent": rows 5, 9, 100 share a 2-dimensional span and rows
+    200..209 copy rows 10..19 (0.5 each)."""
+    return short_wide_keys(kind, n, d, seed, combo_row=100, duplicates=zip(range(200, 210), range(10, 20)))
 
 
 @pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])

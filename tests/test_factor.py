@@ -13,7 +13,7 @@ import streamlev as sl
 from streamlev._factor import Factor, admit, at_least
 
 from . import naive
-from .strategies import eps_values, key_matrices
+from .strategies import eps_values, key_matrices, short_wide_keys
 
 
 def _factor_of(K, ridge=0.0, block=None):
@@ -326,19 +326,8 @@ def test_bracketed_bound_is_used_and_held_memory_is_counted():
 
 
 def _short_keys(kind, n=80, d=120, seed=11):
-    """n < d keys of one kind: Gaussian, columns scaled 1e-150..1e150, float32, exactly or nearly dependent rows."""
-    rng = np.random.default_rng(seed)
-    K = rng.standard_normal((n, d))
-    if kind == "scaled":
-        K *= np.logspace(-150, 150, d)
-    elif kind == "float32":
-        K = K.astype(np.float32)
-    elif kind == "dependent":
-        K[n // 2] = 3.0 * K[1] - 0.5 * K[7]  # in the span of two earlier rows
-        K[-1] = K[3]
-    elif kind == "near":
-        K[-1] = K[0] + 1e-13 * rng.standard_normal(d)  # independent, far too close to certify
-    return K
+    """n < d keys; "dependent": row n // 2 in the span of two earlier rows and the last row a copy of row 3."""
+    return short_wide_keys(kind, n, d, seed, combo_row=n // 2, duplicates=[(n - 1, 3)], near=1e-13)
 
 
 @pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])

@@ -15,7 +15,7 @@ from streamlev import OnlineLeverage
 from streamlev.online import single
 
 from . import naive
-from .strategies import eps_values, key_matrices
+from .strategies import eps_values, key_matrices, short_wide_keys
 
 
 def feed(sk, K, sizes):
@@ -252,19 +252,8 @@ def test_bracketed_bounds_change_no_set_score_or_byte(monkeypatch, case):
 
 
 def _short_wide(kind, n=150, d=300, seed=31):
-    """n < d keys: Gaussian, columns scaled 1e-150..1e150, float32, exactly dependent or nearly dependent rows."""
-    rng = np.random.default_rng(seed)
-    K = rng.standard_normal((n, d))
-    if kind == "scaled":
-        K *= np.logspace(-150, 150, d)
-    elif kind == "float32":
-        K = K.astype(np.float32)
-    elif kind == "dependent":
-        K[60] = 2.0 * K[5] - K[9]
-        K[100:110] = K[10:20]  # duplicated rows: score 0.5, below eps = 0.6
-    elif kind == "near":
-        K[-1] = K[0] + 1e-9 * rng.standard_normal(d)  # independent, too close to certify
-    return K
+    """n < d keys; "dependent": row 60 in the span of rows 5 and 9, rows 100..109 copy rows 10..19 (0.5 each)."""
+    return short_wide_keys(kind, n, d, seed, combo_row=60, duplicates=zip(range(100, 110), range(10, 20)))
 
 
 @pytest.mark.parametrize("kind", ["gauss", "scaled", "float32", "dependent", "near"])
