@@ -287,3 +287,22 @@ def test_ridge_runs_report_the_exact_leverage_of_the_evicted_keys_and_tables_ren
 
 def _row(budget):
     return {"policy": "full", "budget": budget, "ppl": 2.0, "attention_loss": 0.0, "max_evicted_attention": 0.0}
+
+
+def test_perplexity_runs_rows_match_the_model_and_the_audit():
+    model = tiny_power(seed=3)
+    ids = _ids(44, rows=2)
+    passages = [{"ids": row} for row in ids]
+    B = 24  # above the study's 4 sinks + 16 recent tokens
+    rows = P.perplexity_runs(model, passages, [B], batch=2, eps=[0.3], log=lambda msg: None)
+    by = {r["policy"]: r for r in rows}
+    with torch.no_grad():
+        logits = model(ids).logits.double()
+    nll = -torch.log_softmax(logits[:, B:-1], dim=-1).gather(-1, ids[:, B + 1 :, None]).sum()
+    assert by["full"]["ppl"] == pytest.approx(math.exp(float(nll) / ids[:, B + 1 :].numel()), rel=1e-6)
+    assert by["full"]["bits_per_byte"] == pytest.approx(math.log2(by["full"]["ppl"]))
+    assert by["universal"]["audit"]["eps"] == 0.3
+    assert by["universal"]["max_evicted_attention"] >= by["universal"]["audit"]["max_w_covered"] * (
+        1 - 1e-5
+    )  # float32 run
+    assert by["streaming_llm"]["attention_loss"] > 0.0

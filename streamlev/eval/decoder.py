@@ -48,6 +48,7 @@ from pathlib import Path
 
 __all__ = [
     "KERNELS",
+    "PerplexityTally",
     "POLICY_RUNS",
     "attention_weights",
     "capture_projections",
@@ -347,33 +348,52 @@ def perplexity_runs(model, passages, budgets, *, batch: int, log, policies=None,
                 if opts is None:
                     continue
                 t0 = time.perf_counter()
-                nll_sum, count, loss_layers, max_ev = 0.0, 0, {}, 0.0
+                tally = PerplexityTally(budget)
                 for s in range(0, ids.shape[0], batch):
                     chunk = ids[s : s + batch]
-                    logits, run = masked_forward(model, chunk, opts, budget)
-                    lp = torch.log_softmax(logits[:, budget:-1].double(), dim=-1)
-                    tgt = chunk[:, budget + 1 :]
-                    nll_sum += float(-lp.gather(-1, tgt.unsqueeze(-1)).sum())
-                    count += tgt.numel()
-                    for li, v in run.loss.items():
-                        loss_layers.setdefault(li, []).append((v, chunk.shape[0]))
-                    max_ev = max([max_ev, *run.max_evicted.values()])
-                per_layer = {
-                    li: [sum(v[h] * w for v, w in vs) / sum(w for _, w in vs) for h in range(len(vs[0][0]))]
-                    for li, vs in sorted(loss_layers.items())
-                }
-                row = _ppl_row(
-                    name,
-                    budget,
-                    nll_sum=nll_sum,
-                    count=count,
-                    per_layer=per_layer,
-                    max_ev=max_ev,
-                    seconds=time.perf_counter() - t0,
-                )
+                    tally.add(chunk, *masked_forward(model, chunk, opts, budget))
+                row = tally.row(name, seconds=time.perf_counter() - t0)
                 emit(row)
                 log(f"ppl  B={budget:4d} {name:22s} {row['ppl']:8.3f}  loss {row['attention_loss']:.4f}")
     return rows
+
+
+class PerplexityTally:
+    """Sums over the passages of one policy and budget: the log-likelihood past ``budget`` and the evicted attention."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.nll_sum, self.count, self.max_ev = 0.0, 0, 0.0
+        self.loss_layers: dict[int, list] = {}
+
+    def add(self, chunk, logits, run) -> None:
+        """One masked forward of ``chunk`` (token ids (B, T)): its ``logits`` and run."""
+        import torch
+
+        b = self.budget
+        lp = torch.log_softmax(logits[:, b:-1].double(), dim=-1)
+        tgt = chunk[:, b + 1 :]
+        self.nll_sum += float(-lp.gather(-1, tgt.unsqueeze(-1)).sum())
+        self.count += tgt.numel()
+        for li, v in run.loss.items():
+            self.loss_layers.setdefault(li, []).append((v, chunk.shape[0]))
+        self.max_ev = max([self.max_ev, *run.max_evicted.values()])
+
+    def row(self, name: str, *, seconds: float) -> dict:
+        """The result row: perplexity, attention loss (mean and per layer and KV head), largest evicted attention."""
+        per_layer = {
+            li: [sum(v[h] * w for v, w in vs) / sum(w for _, w in vs) for h in range(len(vs[0][0]))]
+            for li, vs in sorted(self.loss_layers.items())
+        }
+        return _ppl_row(
+            name,
+            self.budget,
+            nll_sum=self.nll_sum,
+            count=self.count,
+            per_layer=per_layer,
+            max_ev=self.max_ev,
+            seconds=seconds,
+        )
 
 
 def _ppl_row(name, budget, *, nll_sum, count, per_layer, max_ev, seconds) -> dict:

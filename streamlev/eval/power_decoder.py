@@ -583,7 +583,7 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps, log) -> list[d
     for budget in budgets:
         for name, opts in runs.items():
             t0 = time.perf_counter()
-            nll_sum, count, loss_layers, max_ev, audits = 0.0, 0, {}, 0.0, []
+            tally, audits = decoder.PerplexityTally(budget), []
             for s in range(0, ids.shape[0], batch):
                 chunk = ids[s : s + batch]
                 if opts is not None and opts["policy"] == "universal":
@@ -592,33 +592,9 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps, log) -> list[d
                 else:
                     with decoder.masked_attention(model):
                         logits, run = decoder.masked_forward(model, chunk, opts, budget, kernel="power")
-                lp = torch.log_softmax(logits[:, budget:-1].double(), dim=-1)
-                tgt = chunk[:, budget + 1 :]
-                nll_sum += float(-lp.gather(-1, tgt.unsqueeze(-1)).sum())
-                count += tgt.numel()
-                for li, v in run.loss.items():
-                    loss_layers.setdefault(li, []).append((v, chunk.shape[0]))
-                max_ev = max([max_ev, *run.max_evicted.values()])
-            per_layer = {
-                li: [sum(v[h] * w for v, w in vs) / sum(w for _, w in vs) for h in range(len(vs[0][0]))]
-                for li, vs in sorted(loss_layers.items())
-            }
-            row = {
-                "task": "perplexity",
-                "policy": name,
-                "budget": budget,
-                "ppl": math.exp(nll_sum / count),
-                "bits_per_byte": nll_sum / count / math.log(2),
-                "positions": count,
-                "attention_loss": (
-                    sum(sum(v) for v in per_layer.values()) / sum(len(v) for v in per_layer.values())
-                    if per_layer
-                    else 0.0
-                ),
-                "attention_loss_per_layer_head": [per_layer[li] for li in sorted(per_layer)],
-                "max_evicted_attention": max_ev,
-                "seconds": time.perf_counter() - t0,
-            }
+                tally.add(chunk, logits, run)
+            row = tally.row(name, seconds=time.perf_counter() - t0)
+            row["bits_per_byte"] = math.log2(row["ppl"])
             if audits:
                 row["eps"] = opts["eps"]
                 row["audit"] = _merge_audits(audits)
