@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 
 from . import decoder
+from ._study import PerplexityTally, study_record
 
 __all__ = [
     "ATTENTION",
@@ -423,21 +424,7 @@ def audit_universal(
                 li, q, k, run, budget, eps=eps, sinks=sinks, window=window, ridge=ridge, selector_cls=KVSelector
             )
         )
-    audit = {
-        "eps": eps,
-        "ridge": ridge,
-        "layers": layers,
-        "max_w_covered": max(a["max_w_covered"] for a in layers),
-        "max_w_capped": max(a["max_w_capped"] for a in layers),
-        "max_exact_leverage_covered": max(a["max_exact_leverage_covered"] for a in layers),
-        "evicted_covered": sum(a["evicted_covered"] for a in layers),
-        "evicted_capped": sum(a["evicted_capped"] for a in layers),
-        "evicted_above_eps_while_fit": sum(a["evicted_above_eps_while_fit"] for a in layers),
-        "did_not_fit_fraction": sum(a["did_not_fit_fraction"] for a in layers) / len(layers),
-        "max_universal_set": max(a["max_universal_set"] for a in layers),
-        "mean_universal_set": sum(a["mean_universal_set"] for a in layers) / len(layers),
-        "mean_kept": sum(a["mean_kept"] for a in layers) / len(layers),
-    }
+    audit = {"eps": eps, "ridge": ridge, "layers": layers, **_combine_audits(layers)}
     return logits, run, audit
 
 
@@ -583,7 +570,7 @@ def perplexity_runs(model, passages, budgets, *, batch: int, eps, log) -> list[d
     for budget in budgets:
         for name, opts in runs.items():
             t0 = time.perf_counter()
-            tally, audits = decoder.PerplexityTally(budget), []
+            tally, audits = PerplexityTally(budget), []
             for s in range(0, ids.shape[0], batch):
                 chunk = ids[s : s + batch]
                 if opts is not None and opts["policy"] == "universal":
@@ -649,27 +636,32 @@ def ridge_runs(model, passages, *, budget: int, eps: float, ridges, batch: int, 
     return rows
 
 
+_AUDIT_MAX = ("max_w_covered", "max_w_capped", "max_exact_leverage_covered", "max_universal_set")
+_AUDIT_SUM = ("evicted_covered", "evicted_capped", "evicted_above_eps_while_fit")
+_AUDIT_MEAN = ("did_not_fit_fraction", "mean_universal_set", "mean_kept")
+
+
+def _combine_audits(parts: list[dict]) -> dict:
+    """The audit statistics of several parts (layers of a run, or chunks of passages): largest, total, mean."""
+    return {
+        **{k: max(a[k] for a in parts) for k in _AUDIT_MAX},
+        **{k: sum(a[k] for a in parts) for k in _AUDIT_SUM},
+        **{k: sum(a[k] for a in parts) / len(parts) for k in _AUDIT_MEAN},
+    }
+
+
 def _merge_audits(audits: list[dict]) -> dict:
-    n = len(audits)
+    """One audit for the chunks of passages of a run."""
     return {
         "eps": audits[0]["eps"],
         "ridge": audits[0]["ridge"],
-        "max_w_covered": max(a["max_w_covered"] for a in audits),
-        "max_w_capped": max(a["max_w_capped"] for a in audits),
-        "max_exact_leverage_covered": max(a["max_exact_leverage_covered"] for a in audits),
-        "evicted_covered": sum(a["evicted_covered"] for a in audits),
-        "evicted_capped": sum(a["evicted_capped"] for a in audits),
-        "evicted_above_eps_while_fit": sum(a["evicted_above_eps_while_fit"] for a in audits),
-        "did_not_fit_fraction": sum(a["did_not_fit_fraction"] for a in audits) / n,
-        "max_universal_set": max(a["max_universal_set"] for a in audits),
-        "mean_universal_set": sum(a["mean_universal_set"] for a in audits) / n,
-        "mean_kept": sum(a["mean_kept"] for a in audits) / n,
+        **_combine_audits(audits),
         "layers": [a["layers"] for a in audits],
     }
 
 
 def _record(args, results, started) -> dict:
-    return decoder.study_record(
+    return study_record(
         "power_decoder",
         args,
         results,
