@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 
 from . import serialize
 from ._factor import Factor, at_least
+from ._rowbasis import row_basis
 from ._sketch import CallableInt, Sketch, deprecated
 from ._validate import as_block, as_keys, check_dim, check_eps, check_p, check_positive_int, check_ridge
 from .exact import leverage_scores
@@ -33,7 +34,6 @@ from .lewis import (
     _dual_upper,
     _lower_general,
     _one_blas_thread,
-    _row_basis,
     _subset_keep,
     lewis_weights,
 )
@@ -208,7 +208,7 @@ def _causal_universal(K: np.ndarray, eps: float, p: float, ridge: float) -> np.n
     cand = np.zeros(0, dtype=np.int64)
     for i in range(n):
         cand = np.append(cand, i)
-        U, active = _row_basis(K[: i + 1])
+        U, active = row_basis(K[: i + 1])
         if U.shape[0] == 0 or U.shape[1] == 0:
             cand = cand[:0]
             continue

@@ -42,6 +42,7 @@ from numpy.typing import ArrayLike
 from scipy.linalg import cho_solve, lapack
 
 from ._factor import THRESHOLD_RTOL, at_least
+from ._rowbasis import CHOLQR_COND_MAX, row_basis
 from ._threads import blas_threads
 from ._tuning import CERT_BATCH, SCREEN_TOL
 from ._validate import as_keys, check_eps, check_p, check_ridge
@@ -88,84 +89,6 @@ class ConvergenceError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 # Row-space basis
 # ----------------------------------------------------------------------------------------------
-
-
-def _row_basis(K: np.ndarray):
-    """Orthonormal basis U (m x r) of the column space of the nonzero rows of K.
-
-    Returns ``(U, active)`` with ``active`` the boolean mask of nonzero rows.  Lewis weights and
-    ℓ_p sensitivities of K equal those of U (they only depend on the row space: K_active = U·B
-    with B of full row rank).  Computed from the column-normalised keys: by two Cholesky-QR passes
-    (:func:`_cholesky_qr2`) when they are well conditioned, otherwise from a Householder QR (rows in
-    decreasing norm) and an SVD of its small triangular factor, with the
-    :func:`numpy.linalg.matrix_rank` tolerance judged after column scaling (the rule of
-    :func:`streamlev.leverage_scores`).
-    """
-    active = np.any(K != 0, axis=1)
-    Ka = np.asarray(K if active.all() else K[active], dtype=np.float64)
-    m, d = Ka.shape
-    if m == 0:
-        return np.zeros((0, 0)), active
-    # columns divided by their largest |entry| first, so that their squared norms neither overflow
-    # nor underflow at any magnitude (keys near 1e±300 included)
-    top = np.max(np.abs(Ka), axis=0)
-    nz = top > 0
-    Kn = (Ka if nz.all() else Ka[:, nz]) / top[nz]
-    Kn /= np.sqrt(np.einsum("ij,ij->j", Kn, Kn))
-    U = _cholesky_qr2(Kn)
-    if U is not None:
-        return U, active
-    # Householder QR with the rows in decreasing norm (Powell–Reid: then accurate row by row, also for tiny rows)
-    order = np.argsort(-np.einsum("ij,ij->i", Kn, Kn), kind="stable")
-    Q, R = np.linalg.qr(Kn[order], mode="reduced")
-    Ur, S, _ = np.linalg.svd(R)
-    tol = S[0] * max(m, d) * _EPS64
-    r = int(np.count_nonzero(S > tol))
-    U = np.empty((m, r))
-    U[order] = Q @ Ur[:, :r]
-    return U, active
-
-
-#: Largest estimated condition number of the column-normalised keys for which :func:`_row_basis` takes
-#: Cholesky QR: the first pass then leaves a basis within ~eps·cond² = 2e-6 of orthonormal, which the
-#: second pass makes orthonormal to rounding.
-_CHOLQR_COND_MAX = 1e5
-
-
-def _cholesky_qr2(Kn: np.ndarray) -> np.ndarray | None:
-    """Orthonormal basis of range(Kn) by two Cholesky-QR passes, or None when Kn is not safely well conditioned.
-
-    Pass one: R₁ = chol(KnᵀKn), U₁ = Kn·R₁⁻¹; pass two: the same on U₁.  Each pass multiplies by a
-    fixed invertible d x d matrix, so row i of the result is row i of Kn (to rounding relative to
-    that row) times one matrix: its span is that of Kn row by row, at every row scale.  Taken only
-    when the first factor's estimated condition number is below :data:`_CHOLQR_COND_MAX` (which
-    also puts every singular value far above the rank tolerance of :func:`_row_basis`, so the rank
-    is d) and the first pass lands within 0.1 of orthonormal; None sends the caller to Householder.
-    """
-    m, d = Kn.shape
-    if m < d or d == 0:
-        return None
-    R1, info = lapack.dpotrf(Kn.T @ Kn, lower=0, clean=1)
-    if info != 0:
-        return None
-    rcond, info = lapack.dtrcon(R1, norm="1", uplo="U")
-    # dtrcon's 1-norm estimate is within a factor d of the 2-norm condition number
-    if info != 0 or not rcond * _CHOLQR_COND_MAX > 1.0 or d * max(m, d) * _EPS64 > 1e-3 * rcond:
-        return None
-    W1, info = lapack.dtrtri(R1, lower=0)
-    if info != 0:
-        return None
-    U1 = Kn @ np.triu(W1)
-    C = U1.T @ U1
-    if not np.linalg.norm(C - np.eye(d)) <= 0.1:  # (also False for NaN)
-        return None
-    R2, info = lapack.dpotrf(C, lower=0, clean=1)
-    if info != 0:
-        return None
-    W2, info = lapack.dtrtri(R2, lower=0)
-    if info != 0:
-        return None
-    return np.ascontiguousarray(U1 @ np.triu(W2))
 
 
 def _weighted_leverage(U: np.ndarray, log_s: np.ndarray) -> np.ndarray:
@@ -341,7 +264,7 @@ def lewis_weights(
     out = np.zeros(n)
     if n == 0:
         return out
-    U, active = _row_basis(K)
+    U, active = row_basis(K)
     if U.shape[0] == 0 or U.shape[1] == 0:
         return out
     tau, _v = _lewis_active(U, p, tol, max_iter)
@@ -408,7 +331,7 @@ def lewis_bound(K: ArrayLike, p: float, *, tol: float = _DEFAULT_TOL, max_iter: 
     out = np.zeros(K.shape[0])
     if K.shape[0] == 0:
         return out
-    U, active = _row_basis(K)
+    U, active = row_basis(K)
     if U.shape[0] == 0 or U.shape[1] == 0:
         return out
     out[active] = _lewis_bound_active(U, p, tol, max_iter)
@@ -608,7 +531,7 @@ def sensitivity_bounds(
     idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
     lo = np.zeros(idx.size)
     hi = np.zeros(idx.size)
-    U, active = _row_basis(K)
+    U, active = row_basis(K)
     pos = np.cumsum(active) - 1
     for t, j in enumerate(idx):
         if not active[j] or U.shape[1] == 0:
@@ -722,7 +645,7 @@ def _weighted_r(U: np.ndarray, s: np.ndarray) -> np.ndarray:
     R, info = lapack.dpotrf(X.T @ X, lower=0, clean=1)
     if info == 0:
         rcond, info = lapack.dtrcon(R, norm="1", uplo="U")
-        if info == 0 and rcond * _CHOLQR_COND_MAX * U.shape[1] > 1.0:
+        if info == 0 and rcond * CHOLQR_COND_MAX * U.shape[1] > 1.0:
             return R
     return np.linalg.qr(X, mode="r")
 
@@ -917,7 +840,7 @@ def universal_set_p(
     n = K.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    U, active = _row_basis(K)
+    U, active = row_basis(K)
     keep = np.zeros(n, dtype=bool)
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be a positive number of seconds or None (no limit), got {max_seconds!r}")
@@ -946,7 +869,7 @@ def _subset_keep(
 ) -> np.ndarray:
     """Keep-mask of the universal set of ``rows`` alone (validated float64 input)."""
     keep = np.zeros(rows.shape[0], dtype=bool)
-    U, active = _row_basis(rows)
+    U, active = row_basis(rows)
     keep[active] = _universal_active(U, eps, p, refine=refine, tol=tol, max_iter=max_iter, max_newton=200)
     return keep
 

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import streamlev as sl
+from streamlev import _rowbasis as rowbasis
 from streamlev import lewis
 
 from . import naive, naive_lp
@@ -414,8 +415,8 @@ def test_row_basis_is_orthonormal_and_row_accurate_on_both_paths(cond, cholesky)
     K = conditioned_keys(3, n, d, cond) * np.logspace(-8, 8, d)
     K[:tiny] *= 1e-7
     Kn = naive.column_normalise(K)
-    assert (lewis._cholesky_qr2(Kn) is not None) == cholesky
-    U, active = lewis._row_basis(K)
+    assert (rowbasis.cholesky_qr2(Kn) is not None) == cholesky
+    U, active = rowbasis.row_basis(K)
     assert active.all() and U.shape == (n, d)
     np.testing.assert_allclose(U.T @ U, np.eye(d), rtol=0, atol=1e-13)
     tau = np.einsum("ij,ij->i", U, U)
@@ -447,7 +448,7 @@ def test_exact_set_of_scaled_and_ill_conditioned_keys(p, variant):
     whichever row-basis path (Cholesky QR for the scaled columns, Householder for the mixed keys) is taken."""
     K = keys(20)
     KB = column_and_row_variants(K)[variant]
-    cholesky = lewis._cholesky_qr2(naive.column_normalise(KB)) is not None
+    cholesky = rowbasis.cholesky_qr2(naive.column_normalise(KB)) is not None
     assert cholesky == variant.startswith("columns")
     for eps in (0.05, 0.2):
         naive.assert_set_matches(sl.universal_set(KB, eps, p=p), oracle_alpha(20, p), eps, rtol=1e-6)
@@ -477,7 +478,7 @@ def test_ellipsoid_certificates_hold_for_any_weights(p, spread):
     300 make the r x r Gram matrix unusable and take the Householder factor)."""
     K = keys(20)
     alpha = oracle_alpha(20, p)
-    U, _active = lewis._row_basis(K)
+    U, _active = rowbasis.row_basis(K)
     s = np.exp(spread * np.random.default_rng(4).standard_normal(U.shape[0]))
     s /= s.max()
     R = lewis._weighted_r(U, s)
